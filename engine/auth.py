@@ -1,0 +1,167 @@
+"""Authorizations: how lakeport gets into a customer's bucket.
+
+Three kinds, each a frozen dataclass whose secrets are `Secret` values:
+
+- `AwsKeys`: an access key id and secret key, with an optional session token.
+- `DefaultChain`: whatever the AWS default credential chain finds (environment, profile, instance
+  role).
+- `DelegatedRole`: an IAM role in the customer's account, assumed through STS with an external id
+  that lakeport generates per authorization (the confused-deputy defence).
+
+Every kind takes an optional region and endpoint URL (S3-compatible stores, the test server).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets as _random
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+from urllib.parse import urlparse
+
+from engine.errors import ConfigError
+from engine.secrets import Secret
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+
+
+def check_name(name: str) -> str:
+    """An authorization name: letters, digits, `_ . -`, at most 64 characters."""
+    if not _NAME.match(name):
+        raise ConfigError(
+            f"'{name}' is not a valid authorization name: use 1-64 letters, digits, "
+            "'_', '.' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def check_endpoint_url(url: str | None) -> str | None:
+    if url is None:
+        return None
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigError(
+            f"endpoint URL '{url}' is not an http(s) URL: give one like https://s3.example.com"
+        )
+    return url
+
+
+@dataclass(frozen=True, kw_only=True)
+class Authorization:
+    """What every kind has: a name, and where the S3 endpoint is."""
+
+    kind: ClassVar[str]
+    name: str
+    region: str | None = None
+    endpoint_url: str | None = None
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        check_endpoint_url(self.endpoint_url)
+
+    def secrets(self) -> dict[str, Secret]:
+        """The secret fields, by name."""
+        return {}
+
+    def settings(self) -> dict[str, Any]:
+        """The fields that are not secret, as stored and shown."""
+        return {"region": self.region, "endpoint_url": self.endpoint_url}
+
+    def describe(self) -> dict[str, Any]:
+        """Everything about the authorization that can be shown: secrets by reference only."""
+        shown: dict[str, Any] = {"name": self.name, "kind": self.kind, **self.settings()}
+        shown.update({key: secret.describe() for key, secret in self.secrets().items()})
+        return shown
+
+
+@dataclass(frozen=True, kw_only=True)
+class AwsKeys(Authorization):
+    """An access key id and secret key, with an optional session token."""
+
+    kind: ClassVar[str] = "aws-keys"
+    access_key_id: str
+    secret_key: Secret = field(repr=False)
+    session_token: Secret | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not re.fullmatch(r"[A-Za-z0-9]{8,128}", self.access_key_id):
+            raise ConfigError(
+                f"authorization '{self.name}': access key id '{self.access_key_id}' is not an "
+                "AWS access key id (8-128 letters and digits, like AKIA...)"
+            )
+
+    def secrets(self) -> dict[str, Secret]:
+        found = {"secret_key": self.secret_key}
+        if self.session_token is not None:
+            found["session_token"] = self.session_token
+        return found
+
+    def settings(self) -> dict[str, Any]:
+        return {"access_key_id": self.access_key_id, **super().settings()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class DefaultChain(Authorization):
+    """The AWS default credential chain: environment, shared profile, instance or task role."""
+
+    kind: ClassVar[str] = "default-chain"
+
+
+def new_external_id() -> str:
+    """A fresh external id: unguessable, so no other customer can name this role through us."""
+    return "lakeport-" + _random.token_hex(16)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DelegatedRole(Authorization):
+    """An IAM role in the bucket owner's account, assumed through STS with an external id."""
+
+    kind: ClassVar[str] = "delegated-role"
+    role_arn: str
+    external_id: str = field(default_factory=new_external_id)
+    session_seconds: int = 3600
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not _ROLE_ARN.match(self.role_arn):
+            raise ConfigError(
+                f"authorization '{self.name}': '{self.role_arn}' is not an IAM role ARN "
+                "(arn:aws:iam::123456789012:role/NAME)"
+            )
+        if not re.fullmatch(r"[\w+=,.@:/-]{2,1224}", self.external_id):
+            raise ConfigError(
+                f"authorization '{self.name}': the external id must be 2-1224 characters of "
+                "letters, digits and + = , . @ : / - _"
+            )
+        if not 900 <= self.session_seconds <= 43200:
+            raise ConfigError(
+                f"authorization '{self.name}': session_seconds must be 900-43200 (STS limits)"
+            )
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "role_arn": self.role_arn,
+            "external_id": self.external_id,
+            "session_seconds": self.session_seconds,
+            **super().settings(),
+        }
+
+
+KINDS: dict[str, type[Authorization]] = {
+    kind.kind: kind for kind in (AwsKeys, DefaultChain, DelegatedRole)
+}
+
+
+def from_stored(
+    name: str, kind: str, settings: dict[str, Any], secrets: dict[str, Secret]
+) -> Authorization:
+    """Rebuild an authorization from what `state.db` holds."""
+    cls = KINDS.get(kind)
+    if cls is None:
+        raise ConfigError(
+            f"authorization '{name}' has kind '{kind}', which this lakeport does not know: "
+            "upgrade lakeport or remove and add the authorization again"
+        )
+    return cls(name=name, **settings, **secrets)

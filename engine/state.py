@@ -1,0 +1,260 @@
+"""`state.db`: authorizations, jobs, runs, watermarks and committed appends, in SQLite.
+
+The schema is versioned with `PRAGMA user_version`; `MIGRATIONS[i]` takes a database from version
+`i` to `i + 1`, and each runs in one transaction. Secrets are never stored here, only references to
+them (see `engine.secrets`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from engine.errors import StoreError
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE authorizations (
+        name        TEXT PRIMARY KEY,
+        kind        TEXT NOT NULL,
+        settings    TEXT NOT NULL,  -- JSON of the fields that are not secret
+        secret_refs TEXT NOT NULL,  -- JSON of field -> env:NAME | store:ID
+        created_at  TEXT NOT NULL
+    );
+    CREATE TABLE jobs (
+        name       TEXT PRIMARY KEY,
+        type       TEXT NOT NULL,
+        spec       TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE runs (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        job         TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        started_at  TEXT NOT NULL,
+        finished_at TEXT,
+        object      TEXT,
+        stats       TEXT NOT NULL DEFAULT '{}',
+        error       TEXT
+    );
+    CREATE INDEX runs_by_job ON runs (job, id);
+    CREATE TABLE watermarks (
+        job        TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        value      TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (job, key)
+    );
+    CREATE TABLE appends (
+        app_id        TEXT PRIMARY KEY,
+        stream        TEXT NOT NULL,
+        job           TEXT NOT NULL,
+        source        TEXT NOT NULL,
+        etag          TEXT,
+        rows          INTEGER,
+        table_version INTEGER,
+        committed_at  TEXT NOT NULL
+    );
+    """,
+)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class StoredAuthorization:
+    name: str
+    kind: str
+    settings: dict[str, Any]
+    secret_refs: dict[str, str]
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Run:
+    id: int
+    job: str
+    status: str
+    started_at: str
+    finished_at: str | None
+    object: str | None
+    stats: dict[str, Any]
+    error: str | None
+
+
+class StateDB:
+    """The store's SQLite database. Each method is one short transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._migrate()
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
+
+    def _migrate(self) -> None:
+        with self._connect() as conn:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version > len(MIGRATIONS):
+                raise StoreError(
+                    f"{self.path} has schema version {version}, newer than this lakeport "
+                    f"knows ({len(MIGRATIONS)}): upgrade lakeport"
+                )
+            for target in range(version, len(MIGRATIONS)):
+                for statement in MIGRATIONS[target].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {target + 1}")
+
+    def schema_version(self) -> int:
+        with self._connect() as conn:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+    # Authorizations
+
+    def put_authorization(
+        self, name: str, kind: str, settings: dict[str, Any], secret_refs: dict[str, str]
+    ) -> None:
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT INTO authorizations (name, kind, settings, secret_refs, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (name, kind, json.dumps(settings), json.dumps(secret_refs), now().isoformat()),
+            )
+
+    def get_authorization(self, name: str) -> StoredAuthorization | None:
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT name, kind, settings, secret_refs, created_at FROM authorizations "
+                "WHERE name = ?",
+                (name,),
+            ).fetchone()
+        return None if row is None else _authorization(row)
+
+    def list_authorizations(self) -> list[StoredAuthorization]:
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT name, kind, settings, secret_refs, created_at FROM authorizations "
+                "ORDER BY name"
+            ).fetchall()
+        return [_authorization(row) for row in rows]
+
+    def delete_authorization(self, name: str) -> bool:
+        with self._connect() as conn:
+            return conn.execute("DELETE FROM authorizations WHERE name = ?", (name,)).rowcount > 0
+
+    # Watermarks
+
+    def get_watermark(self, job: str, key: str) -> str | None:
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT value FROM watermarks WHERE job = ? AND key = ?", (job, key)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_watermark(self, job: str, key: str, value: str) -> None:
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT INTO watermarks (job, key, value, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (job, key) DO UPDATE SET value = excluded.value, "
+                "updated_at = excluded.updated_at",
+                (job, key, value, now().isoformat()),
+            )
+
+    # Runs
+
+    def start_run(self, job: str, object_key: str | None = None) -> int:
+        with self._connect() as conn:
+            cursor = conn.execute(
+                "INSERT INTO runs (job, status, started_at, object) VALUES (?, 'running', ?, ?)",
+                (job, now().isoformat(), object_key),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def finish_run(
+        self,
+        run_id: int,
+        status: str,
+        stats: dict[str, Any],
+        *,
+        object_key: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        with self._connect() as conn:
+            conn.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, stats = ?, error = ?, "
+                "object = COALESCE(?, object) WHERE id = ?",
+                (status, now().isoformat(), json.dumps(stats), error, object_key, run_id),
+            )
+
+    def runs(self, job: str | None = None, limit: int = 20) -> list[Run]:
+        query = "SELECT id, job, status, started_at, finished_at, object, stats, error FROM runs"
+        params: tuple[Any, ...] = ()
+        if job is not None:
+            query += " WHERE job = ?"
+            params = (job,)
+        with self._connect() as conn:
+            rows = conn.execute(query + " ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
+        return [
+            Run(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7]) for r in rows
+        ]
+
+    # Appends (the state's copy of what the Delta log already guarantees)
+
+    def record_append(
+        self,
+        app_id: str,
+        *,
+        stream: str,
+        job: str,
+        source: str,
+        etag: str | None,
+        rows: int | None,
+        table_version: int | None,
+    ) -> None:
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO appends (app_id, stream, job, source, etag, rows, "
+                "table_version, committed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (app_id, stream, job, source, etag, rows, table_version, now().isoformat()),
+            )
+
+    def append_recorded(self, app_id: str) -> bool:
+        with self._connect() as conn:
+            row = conn.execute("SELECT 1 FROM appends WHERE app_id = ?", (app_id,)).fetchone()
+        return row is not None
+
+
+def _authorization(row: tuple[Any, ...]) -> StoredAuthorization:
+    return StoredAuthorization(
+        name=row[0],
+        kind=row[1],
+        settings=json.loads(row[2]),
+        secret_refs=json.loads(row[3]),
+        created_at=row[4],
+    )
