@@ -1,0 +1,362 @@
+"""The `lakeport` command: thin commands that parse, call the library and print.
+
+`main` is the one wrapper that turns a `LakeportError` into a one-line message and exit code 1
+(2 for usage errors), never a traceback. Heavy imports happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from engine.errors import LakeportError
+from engine.secrets import redact
+from pipelines.output import OUTPUT_OPTION, Output, activity, emit_json, emit_table, human_bytes
+
+if TYPE_CHECKING:
+    from engine.store import Store
+
+DEBUG_ENV = "LAKEPORT_DEBUG"
+
+
+@dataclass
+class Context:
+    store_path: Path | None
+
+    def store(self) -> Store:
+        from engine.store import Store
+
+        return Store(self.store_path)
+
+
+class _RedactingFilter(logging.Filter):
+    """Masks every secret revealed in this process, whatever logger the record comes from."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage())
+        record.args = None
+        return True
+
+
+def _configure_logging(verbose: int) -> None:
+    from engine.storage import quiet_client_loggers
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_RedactingFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG)
+    quiet_client_loggers()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--store",
+    "store_path",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="LAKEPORT_STORE",
+    help="The store folder (default ./lakeport-data, or $LAKEPORT_STORE).",
+)
+@click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug); secrets are masked.")
+@click.version_option(package_name="lakeport")
+@click.pass_context
+def cli(ctx: click.Context, store_path: Path | None, verbose: int) -> None:
+    """Move customer data between S3 buckets and a columnar store, in large batches."""
+    _configure_logging(verbose)
+    ctx.obj = Context(store_path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `lakeport` console script."""
+    try:
+        result = cli.main(args=argv, prog_name="lakeport", standalone_mode=False)
+    except click.UsageError as exc:
+        exc.show()
+        sys.exit(2)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("lakeport: aborted", err=True)
+        sys.exit(1)
+    except LakeportError as exc:
+        click.echo(f"lakeport: error: {redact(str(exc))}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("lakeport: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get(DEBUG_ENV):
+            click.echo(redact(traceback.format_exc()), err=True)
+        click.echo(
+            f"lakeport: internal error: {type(exc).__name__}: {redact(str(exc))} "
+            f"(set {DEBUG_ENV}=1 to see where; please report it)",
+            err=True,
+        )
+        sys.exit(1)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+# Authorizations
+
+
+@cli.group()
+def auth() -> None:
+    """Add, list, show and remove authorizations (how lakeport gets into a bucket)."""
+
+
+@auth.command("add")
+@click.argument("name")
+@click.option("--access-key-id", help="AWS access key id (kind: aws-keys).")
+@click.option("--secret-key-env", metavar="VAR", help="Read the secret key from $VAR at each use.")
+@click.option(
+    "--secret-key-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Copy the secret key from this file into the store's secrets file.",
+)
+@click.option("--session-token-env", metavar="VAR", help="Read a session token from $VAR.")
+@click.option("--role-arn", help="IAM role to assume through STS (kind: delegated-role).")
+@click.option("--external-id", help="External id for the role (default: a new random one).")
+@click.option("--default-chain", is_flag=True, help="Use the AWS default credential chain.")
+@click.option("--region", help="AWS region, e.g. eu-west-1.")
+@click.option("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000.")
+@click.pass_obj
+def auth_add(
+    obj: Context,
+    name: str,
+    access_key_id: str | None,
+    secret_key_env: str | None,
+    secret_key_file: Path | None,
+    session_token_env: str | None,
+    role_arn: str | None,
+    external_id: str | None,
+    default_chain: bool,
+    region: str | None,
+    endpoint_url: str | None,
+) -> None:
+    """Add the authorization NAME.
+
+    \b
+    AWS keys:      lakeport auth add NAME --access-key-id ID [--secret-key-env VAR |
+                   --secret-key-file PATH] [--session-token-env VAR] [--region R]
+                   [--endpoint-url URL]   (with no secret option, the key is asked for)
+    Delegated:     lakeport auth add NAME --role-arn ARN [--external-id ID]
+    Default chain: lakeport auth add NAME --default-chain
+    """
+    from engine.auth import AwsKeys, DefaultChain, DelegatedRole
+    from engine.secrets import Secret
+
+    kinds = [k for k, given in (("--access-key-id", access_key_id), ("--role-arn", role_arn),
+                                ("--default-chain", default_chain)) if given]
+    if len(kinds) != 1:
+        raise click.UsageError(
+            "give exactly one of --access-key-id, --role-arn or --default-chain"
+            + (f" (got {' and '.join(kinds)})" if kinds else "")
+        )
+    key_options = {"--secret-key-env": secret_key_env, "--secret-key-file": secret_key_file,
+                   "--session-token-env": session_token_env}
+    if access_key_id is None and any(key_options.values()):
+        given = ", ".join(k for k, v in key_options.items() if v)
+        raise click.UsageError(f"{given} only go with --access-key-id")
+    if external_id is not None and role_arn is None:
+        raise click.UsageError("--external-id only goes with --role-arn")
+
+    store = obj.store()
+    common: dict[str, Any] = {"name": name, "region": region, "endpoint_url": endpoint_url}
+    added: Any
+    if access_key_id is not None:
+        if secret_key_env and secret_key_file:
+            raise click.UsageError("give --secret-key-env or --secret-key-file, not both")
+        if secret_key_env:
+            secret = Secret.from_env(secret_key_env)
+        elif secret_key_file:
+            secret = Secret(_read_secret_file(secret_key_file))
+        else:
+            secret = Secret(click.prompt("Secret access key", hide_input=True).strip())
+        token = Secret.from_env(session_token_env) if session_token_env else None
+        added = store.add_authorization(
+            AwsKeys(access_key_id=access_key_id, secret_key=secret, session_token=token, **common)
+        )
+    elif role_arn is not None:
+        role: dict[str, Any] = {"role_arn": role_arn}
+        if external_id is not None:
+            role["external_id"] = external_id
+        added = store.add_authorization(DelegatedRole(**role, **common))
+    else:
+        added = store.add_authorization(DefaultChain(**common))
+    click.echo(f"added authorization '{added.name}' ({added.kind})")
+    if added.kind == "delegated-role":
+        click.echo(f"external id: {added.external_id} (the role's trust policy must require it)")
+
+
+def _read_secret_file(path: Path) -> str:
+    from engine.errors import ConfigError
+
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the secret key file {path}: {exc}") from None
+    if not value:
+        raise ConfigError(f"the secret key file {path} is empty")
+    return value
+
+
+@auth.command("list")
+@OUTPUT_OPTION
+@click.pass_obj
+def auth_list(obj: Context, output: Output) -> None:
+    """List authorizations (secrets are never shown)."""
+    shown = [a.describe() for a in obj.store().authorizations()]
+    if output == "json":
+        emit_json(shown)
+        return
+    rows = [
+        {
+            "name": a["name"],
+            "kind": a["kind"],
+            "identity": a.get("access_key_id") or a.get("role_arn") or "",
+            "region": a.get("region"),
+            "endpoint": a.get("endpoint_url"),
+        }
+        for a in shown
+    ]
+    emit_table(rows, ["name", "kind", "identity", "region", "endpoint"],
+               empty="no authorizations: add one with `lakeport auth add`")
+
+
+@auth.command("show")
+@click.argument("name")
+@OUTPUT_OPTION
+@click.pass_obj
+def auth_show(obj: Context, name: str, output: Output) -> None:
+    """Show one authorization; secrets appear only as where they live (env:VAR or stored)."""
+    shown = obj.store().authorization(name).describe()
+    if output == "json":
+        emit_json(shown)
+        return
+    emit_table([{"field": k, "value": v} for k, v in shown.items()], ["field", "value"])
+
+
+@auth.command("remove")
+@click.argument("name")
+@click.pass_obj
+def auth_remove(obj: Context, name: str) -> None:
+    """Remove an authorization and the secrets stored for it."""
+    obj.store().remove_authorization(name)
+    click.echo(f"removed authorization '{name}'")
+
+
+# Buckets and folders
+
+
+@cli.command("ls")
+@click.argument("url", required=False)
+@click.option("--auth", "auth_name", metavar="NAME", help="The authorization for s3:// URLs.")
+@OUTPUT_OPTION
+@click.pass_obj
+def ls(obj: Context, url: str | None, auth_name: str | None, output: Output) -> None:
+    """List buckets (no URL), or the directories and files under URL.
+
+    URL is s3://BUCKET/PREFIX/, file:///PATH, a local path, or memory://PATH.
+    """
+    from engine import storage
+
+    auth = obj.store().authorization(auth_name) if auth_name else None
+    if url is None:
+        if auth is None:
+            raise click.UsageError("listing buckets needs --auth NAME (or give a URL)")
+        with activity("Listing buckets"):
+            buckets = storage.list_buckets(auth)
+        if output == "json":
+            emit_json([{"name": b.name, "created": b.created} for b in buckets])
+            return
+        emit_table([{"bucket": b.name, "created": b.created} for b in buckets],
+                   ["bucket", "created"], empty="no buckets")
+        return
+    with activity(f"Listing {url}"):
+        listing = storage.list_directory(url, auth)
+    if output == "json":
+        emit_json(
+            {
+                "url": listing.url,
+                "directories": listing.directories,
+                "files": [
+                    {"url": f.url, "name": f.name, "size": f.size,
+                     "last_modified": f.last_modified, "etag": f.etag}
+                    for f in listing.files
+                ],
+            }
+        )
+        return
+    rows: list[dict[str, Any]] = [{"name": d, "size": "DIR"} for d in listing.directories]
+    rows += [{"name": f.name, "size": human_bytes(f.size), "bytes": f.size,
+              "modified": f.last_modified, "etag": f.etag} for f in listing.files]
+    emit_table(rows, ["name", "size", "bytes", "modified", "etag"], title=listing.url,
+               empty="empty", right=["size", "bytes"])
+
+
+# Streams
+
+
+@cli.command("streams")
+@OUTPUT_OPTION
+@click.pass_obj
+def streams(obj: Context, output: Output) -> None:
+    """List the streams in the store, with row counts and fields."""
+    with activity("Reading stream logs"):
+        found = obj.store().streams()
+    if output == "json":
+        emit_json([{"name": s.name, "rows": s.rows, "version": s.version, "fields": s.fields}
+                   for s in found])
+        return
+    emit_table(
+        [{"stream": s.name, "rows": f"{s.rows:,}", "version": s.version,
+          "fields": ", ".join(s.fields)} for s in found],
+        ["stream", "rows", "version", "fields"],
+        empty="no streams yet",
+        right=["rows", "version"],
+    )
+
+
+@cli.group("stream")
+def stream() -> None:
+    """Look at one stream."""
+
+
+@stream.command("show")
+@click.argument("name")
+@click.option("--limit", "-n", type=click.IntRange(min=0), default=20, show_default=True)
+@OUTPUT_OPTION
+@click.pass_obj
+def stream_show(obj: Context, name: str, limit: int, output: Output) -> None:
+    """Show the first rows of the stream NAME."""
+    with activity(f"Reading stream {name}"):
+        frame = obj.store().stream(name).head(limit).collect()
+    rows = frame.to_dicts()
+    if output == "json":
+        emit_json(rows)
+        return
+    emit_table(rows, frame.columns, title=f"stream {name}: first {len(rows)} rows",
+               empty="the stream is empty")
+
+
+@cli.command("demo")
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to put the demo store and bucket (default: a new temporary folder).",
+)
+def demo(folder: Path | None) -> None:
+    """Run lakeport end to end on a local folder acting as the bucket."""
+    from pipelines.demo import run_demo
+
+    run_demo(folder)

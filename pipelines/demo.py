@@ -1,0 +1,96 @@
+"""`lakeport demo`: the whole tool on a local folder acting as the bucket, no cloud account needed."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import click
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from engine import storage
+from engine.auth import AwsKeys
+from engine.secrets import Secret
+from engine.store import Source, Store
+from pipelines.output import emit_table, human_bytes
+
+_FIELDS = ["event_id", "user_id", "email", "event", "country", "amount", "timestamp"]
+_EVENTS = [
+    ("e-001", "u-1", "ada@example.com", "signup", "GB", "", "2026-11-01T09:00:00Z"),
+    ("e-002", "u-1", "ada@example.com", "purchase", "GB", "42.50", "2026-11-01T09:12:30Z"),
+    ("e-003", "u-2", "grace@example.com", "signup", "US", "", "2026-11-01T10:01:00Z"),
+    ("e-004", "u-3", "alan@example.com", "signup", "GB", "", "2026-11-01T11:30:00Z"),
+    ("e-005", "u-2", "grace@example.com", "purchase", "US", "19.99", "2026-11-01T12:45:10Z"),
+    ("e-006", "u-4", "katherine@example.com", "signup", "US", "", "2026-11-01T13:05:00Z"),
+    ("e-007", "u-3", "alan@example.com", "purchase", "GB", "5.00", "2026-11-01T14:20:00Z"),
+    ("e-008", "u-4", "katherine@example.com", "purchase", "US", "120.00", "2026-11-01T15:00:00Z"),
+]
+
+
+def _say(text: str) -> None:
+    click.secho(f"\n== {text}", bold=True)
+
+
+def run_demo(folder: Path | None) -> None:
+    root = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="lakeport-demo-"))
+    bucket = root / "bucket"
+    store = Store(root / "store")
+    click.echo(f"demo folder: {root}\n  bucket: {bucket}\n  store:  {store.path}")
+
+    _say("1. A local folder stands in for the bucket; it holds one CSV export")
+    csv_file = bucket / "exports" / "events_20261101.csv"
+    csv_file.parent.mkdir(parents=True, exist_ok=True)
+    lines = [",".join(_FIELDS), *(",".join(row) for row in _EVENTS)]
+    csv_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    listing = storage.list_directory(str(bucket / "exports"))
+    emit_table(
+        [{"name": f.name, "size": human_bytes(f.size), "modified": f.last_modified}
+         for f in listing.files],
+        ["name", "size", "modified"],
+        title=f"lakeport ls {listing.url}",
+    )
+
+    _say("2. An authorization: its secret goes to the 0600 secrets file and is never shown")
+    name = "demo-keys"
+    if name in {a.name for a in store.authorizations()}:
+        store.remove_authorization(name)
+    auth = store.add_authorization(
+        AwsKeys(
+            name=name,
+            access_key_id="AKIADEMO00000000",
+            secret_key=Secret("demo-secret-key-that-is-never-printed"),
+            region="eu-west-1",
+        )
+    )
+    emit_table(
+        [{"field": k, "value": v} for k, v in auth.describe().items()],
+        ["field", "value"],
+        title=f"lakeport auth show {name}",
+    )
+
+    _say("3. The file is appended to the stream 'events', exactly once")
+    info = storage.stat(str(csv_file))
+    source = Source(info.url, info.etag)
+    for attempt in ("first append", "same file again"):
+        result = store.append("events", _read_csv(csv_file), source=source, job="demo-import")
+        state = "already committed, nothing written" if result.already_committed else "committed"
+        click.echo(f"{attempt}: {result.rows} rows, table version {result.version} ({state})")
+
+    _say("4. Read back: the streams, and the first rows as a Polars LazyFrame")
+    emit_table(
+        [{"stream": s.name, "rows": s.rows, "fields": ", ".join(s.fields)} for s in store.streams()],
+        ["stream", "rows", "fields"],
+        title="lakeport streams",
+    )
+    rows = store.stream("events").select("event_id", "user_id", "event", "amount", "_source").head(5)
+    frame = rows.collect()
+    emit_table(frame.to_dicts(), frame.columns, title="lakeport stream show events --limit 5")
+    click.echo(f"\nTry: lakeport --store {store.path} streams")
+
+
+def _read_csv(path: Path) -> pa.RecordBatchReader:
+    # Every field is read as text: raw event fields are stored as strings.
+    return pacsv.open_csv(
+        path, convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(_FIELDS, pa.string()))
+    )
