@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Literal
 from urllib.parse import urlparse
@@ -160,10 +160,9 @@ def _s3_filesystem(auth: Authorization) -> AbstractFileSystem:
             "read_timeout": 120,
             "retries": {"max_attempts": 3, "mode": "standard"},
         },
-        "retries": 3,
         # Listings must be fresh: a job that polls a bucket for new files cannot use a cache.
+        # (fsspec still reuses one filesystem, and its connections, per set of credentials.)
         "use_listings_cache": False,
-        "skip_instance_cache": True,
     }
     with _translating(auth, "log in"):
         options.update(_credentials(auth))
@@ -184,9 +183,21 @@ def _credentials(auth: Authorization) -> dict[str, Any]:
     raise ConfigError(f"authorization '{auth.name}' has an unknown kind '{auth.kind}'")
 
 
+_ROLE_SESSIONS: dict[tuple[str, str, str | None], tuple[dict[str, Any], datetime]] = {}
+_ROLE_REFRESH_MARGIN = timedelta(minutes=5)
+
+
 def _assume_role(auth: DelegatedRole) -> dict[str, Any]:
-    """Short-lived keys for the role, asked of STS with lakeport's own (default-chain) identity."""
+    """Short-lived keys for the role, asked of STS with lakeport's own (default-chain) identity.
+
+    The keys are reused until five minutes before they expire.
+    """
     import botocore.session
+
+    cache_key = (auth.role_arn, auth.external_id, auth.endpoint_url)
+    cached = _ROLE_SESSIONS.get(cache_key)
+    if cached is not None and cached[1] - _ROLE_REFRESH_MARGIN > datetime.now(UTC):
+        return cached[0]
 
     sts = botocore.session.get_session().create_client(
         "sts", region_name=auth.region or "us-east-1", endpoint_url=auth.endpoint_url
@@ -198,11 +209,13 @@ def _assume_role(auth: DelegatedRole) -> dict[str, Any]:
         DurationSeconds=auth.session_seconds,
     )
     creds = answer["Credentials"]
-    return {
+    keys = {
         "key": creds["AccessKeyId"],
         "secret": creds["SecretAccessKey"],
         "token": creds["SessionToken"],
     }
+    _ROLE_SESSIONS[cache_key] = (keys, _utc(creds.get("Expiration")) or datetime.now(UTC))
+    return keys
 
 
 # Listing

@@ -45,19 +45,64 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
+class _LakeportHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes log lines to whatever stderr is at the time (so test runners can capture it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+
 def _configure_logging(verbose: int) -> None:
     from engine.storage import quiet_client_loggers
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_RedactingFilter())
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
-    root.addHandler(handler)
+    if not any(isinstance(h, _LakeportHandler) for h in root.handlers):
+        handler = _LakeportHandler()
+        handler.addFilter(_RedactingFilter())
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
     root.setLevel(logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG)
     quiet_client_loggers()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LakeportGroup(click.Group):
+    """The one wrapper: a `LakeportError` becomes a one-line message and exit code 1.
+
+    Usage errors keep click's exit code 2. Anything unexpected is one line too, with the
+    traceback only when LAKEPORT_DEBUG is set.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except LakeportError as exc:
+            click.echo(f"lakeport: error: {redact(str(exc))}", err=True)
+            ctx.exit(1)
+        except Exception as exc:
+            if os.environ.get(DEBUG_ENV):
+                click.echo(redact(traceback.format_exc()), err=True)
+            click.echo(
+                f"lakeport: internal error: {type(exc).__name__}: {redact(str(exc))} "
+                f"(set {DEBUG_ENV}=1 to see where, and please report it)",
+                err=True,
+            )
+            ctx.exit(1)
+
+
+@click.group(
+    cls=LakeportGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option(
     "--store",
     "store_path",
@@ -74,35 +119,9 @@ def cli(ctx: click.Context, store_path: Path | None, verbose: int) -> None:
     ctx.obj = Context(store_path)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main() -> None:
     """Entry point of the `lakeport` console script."""
-    try:
-        result = cli.main(args=argv, prog_name="lakeport", standalone_mode=False)
-    except click.UsageError as exc:
-        exc.show()
-        sys.exit(2)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.Abort:
-        click.echo("lakeport: aborted", err=True)
-        sys.exit(1)
-    except LakeportError as exc:
-        click.echo(f"lakeport: error: {redact(str(exc))}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("lakeport: interrupted", err=True)
-        sys.exit(130)
-    except Exception as exc:
-        if os.environ.get(DEBUG_ENV):
-            click.echo(redact(traceback.format_exc()), err=True)
-        click.echo(
-            f"lakeport: internal error: {type(exc).__name__}: {redact(str(exc))} "
-            f"(set {DEBUG_ENV}=1 to see where; please report it)",
-            err=True,
-        )
-        sys.exit(1)
-    sys.exit(result if isinstance(result, int) else 0)
+    cli.main(prog_name="lakeport")
 
 
 # Authorizations

@@ -1,0 +1,193 @@
+"""Shared fixtures: an isolated environment, a store, and a real S3 server (moto) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from engine.auth import AwsKeys
+from engine.secrets import Secret
+from engine.store import Store
+
+REGION = "us-east-1"
+ADMIN_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+# Reads one bucket but may not list buckets: for the ListBuckets access-denied message.
+READER_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetObject"], "Resource": "*"}
+    ],
+}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep tests away from the user's home, AWS config and environment credentials."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "LAKEPORT_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(home / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "store")
+
+
+@dataclass(frozen=True)
+class Keys:
+    access_key_id: str
+    secret_key: str
+
+
+@dataclass
+class S3Server:
+    """The moto server, with IAM authentication on: wrong keys are refused as by AWS."""
+
+    endpoint: str
+    admin: Keys
+    reader: Keys
+    _clients: dict[Keys, Any] = field(default_factory=dict)
+
+    def client(self, keys: Keys | None = None) -> Any:
+        keys = keys or self.admin
+        if keys in self._clients:
+            return self._clients[keys]
+        self._clients[keys] = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=keys.access_key_id,
+            aws_secret_access_key=keys.secret_key,
+        )
+        return self._clients[keys]
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+
+    def new_bucket(self) -> str:
+        name = f"test-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def put(self, bucket: str, key: str, body: bytes) -> None:
+        self.client().put_object(Bucket=bucket, Key=key, Body=body)
+
+    def authorization(self, name: str = "moto", keys: Keys | None = None) -> AwsKeys:
+        keys = keys or self.admin
+        return AwsKeys(
+            name=name,
+            access_key_id=keys.access_key_id,
+            secret_key=Secret(keys.secret_key),
+            region=REGION,
+            endpoint_url=self.endpoint,
+        )
+
+
+def _iam_user(iam: Any, name: str, policy: dict[str, Any]) -> Keys:
+    iam.create_user(UserName=name)
+    iam.put_user_policy(UserName=name, PolicyName="p", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return Keys(key["AccessKeyId"], key["SecretAccessKey"])
+
+
+def _reset_auth(endpoint: str, after_requests: bytes) -> None:
+    """Tell moto after how many more requests it starts checking signatures and policies."""
+    request = urllib.request.Request(
+        f"{endpoint}/moto-api/reset-auth",
+        data=after_requests,
+        headers={"Content-Type": "text/plain"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 200
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    from moto.server import ThreadedMotoServer
+
+    # Bind to port 0 so the OS assigns a free ephemeral port; a fixed port collides when two
+    # test runs share the machine.
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    iam = boto3.client(
+        "iam", endpoint_url=endpoint, region_name=REGION,
+        aws_access_key_id="AKIABOOTSTRAP0000000", aws_secret_access_key="bootstrap",
+    )
+    admin = _iam_user(iam, "admin", ADMIN_POLICY)
+    reader = _iam_user(iam, "reader", READER_POLICY)
+    iam.close()
+    # From here on every request must be signed by a known key with the right secret.
+    _reset_auth(endpoint, b"0")
+    server_handle = S3Server(endpoint, admin, reader)
+    try:
+        yield server_handle
+    finally:
+        server_handle.close()
+        _reset_auth(endpoint, b"inf")
+        server.stop()
+
+
+@pytest.fixture
+def s3_auth(store: Store, s3: S3Server) -> AwsKeys:
+    """An authorization for the moto server, saved in the test store as 'moto'."""
+    added = store.add_authorization(s3.authorization())
+    assert isinstance(added, AwsKeys)
+    return added
+
+
+@dataclass
+class Backend:
+    """An empty folder on one storage backend, with a way to put files into it directly."""
+
+    name: str
+    url: str
+    auth: AwsKeys | None
+    put: Callable[[str, bytes], None]
+
+
+@pytest.fixture(params=["file", "memory", "s3"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """The same test over a local folder, memory:// and the S3 server."""
+    unique = uuid.uuid4().hex[:12]
+    if request.param == "file":
+        root = tmp_path / "bucket"
+        root.mkdir()
+
+        def put_file(key: str, body: bytes) -> None:
+            path = root / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(body)
+
+        yield Backend("file", str(root), None, put_file)
+    elif request.param == "memory":
+        import fsspec
+
+        memory = fsspec.filesystem("memory")
+        memory.mkdir(f"/{unique}")
+
+        def put_memory(key: str, body: bytes) -> None:
+            memory.pipe(f"/{unique}/{key}", body)
+
+        yield Backend("memory", f"memory://{unique}", None, put_memory)
+        memory.rm(f"/{unique}", recursive=True)
+    else:
+        s3: S3Server = request.getfixturevalue("s3")
+        bucket = s3.new_bucket()
+        yield Backend("s3", f"s3://{bucket}", s3.authorization(), lambda k, b: s3.put(bucket, k, b))
