@@ -1,7 +1,7 @@
 """lakeport's columnar core: storage and credentials, the store, readers, diff and writers.
 
-    >>> from engine import Store
-    >>> events = Store("lakeport-data").stream("events")  # a polars.LazyFrame
+>>> from engine import Store
+>>> events = Store("lakeport-data").stream("events")  # a polars.LazyFrame
 """
 
 from engine.auth import Authorization, AwsKeys, DefaultChain, DelegatedRole

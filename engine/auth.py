@@ -164,4 +164,5 @@ def from_stored(
             f"authorization '{name}' has kind '{kind}', which this lakeport does not know: "
             "upgrade lakeport or remove and add the authorization again"
         )
-    return cls(name=name, **settings, **secrets)
+    fields: dict[str, Any] = {**settings, **secrets}
+    return cls(name=name, **fields)

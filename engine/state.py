@@ -220,9 +220,7 @@ class StateDB:
             params = (job,)
         with self._connect() as conn:
             rows = conn.execute(query + " ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
-        return [
-            Run(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7]) for r in rows
-        ]
+        return [Run(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7]) for r in rows]
 
     # Appends (the state's copy of what the Delta log already guarantees)
 

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 import fsspec
 from fsspec.spec import AbstractFileSystem
 
-from engine.auth import AwsKeys, Authorization, DefaultChain, DelegatedRole
+from engine.auth import Authorization, AwsKeys, DefaultChain, DelegatedRole
 from engine.errors import (
     AccessDenied,
     ConfigError,
@@ -37,6 +37,8 @@ Scheme = Literal["s3", "file", "memory"]
 
 # botocore logs signed request headers (session tokens included) at DEBUG: keep the AWS client
 # loggers at INFO however verbose the caller's logging is.
+logger = logging.getLogger(__name__)
+
 _CHATTY_LOGGERS = ("botocore", "boto3", "s3transfer", "aiobotocore", "urllib3", "s3fs")
 
 
@@ -223,6 +225,7 @@ def _assume_role(auth: DelegatedRole) -> dict[str, Any]:
 
 def list_buckets(auth: Authorization) -> list[BucketInfo]:
     """The buckets these credentials may list (needs s3:ListAllMyBuckets)."""
+    logger.debug("listing buckets (authorization %s)", auth.name)
     fs = _s3_filesystem(auth)
     with _translating(auth, "list buckets", listing_buckets=True):
         answer = fs.call_s3("list_buckets")
@@ -235,6 +238,7 @@ def list_buckets(auth: Authorization) -> list[BucketInfo]:
 def list_directory(url: str, auth: Authorization | None = None) -> Listing:
     """The directories and files one level under `url` (a bucket, prefix or folder)."""
     location = parse_url(url)
+    logger.debug("listing %s (authorization %s)", location.url, auth.name if auth else "none")
     if location.scheme == "s3":
         return _list_s3(location, _require_bucket(location, auth))
     fs = filesystem(location)
@@ -242,7 +246,9 @@ def list_directory(url: str, auth: Authorization | None = None) -> Listing:
         if not fs.exists(location.fs_path):
             raise FileNotFoundError(location.fs_path)
         if not fs.isdir(location.fs_path):
-            return Listing(location.url, [], [_local_info(location.scheme, fs.info(location.fs_path))])
+            return Listing(
+                location.url, [], [_local_info(location.scheme, fs.info(location.fs_path))]
+            )
         entries = fs.ls(location.fs_path, detail=True)
     directories = sorted(
         _basename(entry["name"]) + "/" for entry in entries if entry["type"] == "directory"
@@ -309,7 +315,9 @@ def stat(url: str, auth: Authorization | None = None) -> FileInfo:
     return _local_info(location.scheme, info)
 
 
-def open_input(url: str, auth: Authorization | None = None, *, block_size: int = 8 << 20) -> IO[bytes]:
+def open_input(
+    url: str, auth: Authorization | None = None, *, block_size: int = 8 << 20
+) -> IO[bytes]:
     """Open an object or file for streaming reads."""
     location = parse_url(url)
     if location.scheme == "s3":
@@ -356,8 +364,14 @@ def _utc(value: Any) -> datetime | None:
 
 # Error translation
 
-_INVALID_KEYS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidClientTokenId",
-                 "AuthorizationHeaderMalformed", "InvalidToken", "IncompleteSignature"}
+_INVALID_KEYS = {
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidClientTokenId",
+    "AuthorizationHeaderMalformed",
+    "InvalidToken",
+    "IncompleteSignature",
+}
 _EXPIRED = {"ExpiredToken", "ExpiredTokenException", "TokenRefreshRequired", "RequestExpired"}
 _DENIED = {"AccessDenied", "AllAccessDisabled", "AccountProblem", "403", "Forbidden"}
 
@@ -429,7 +443,9 @@ def _translate(
             "s3:GetObject on the bucket (see the bucket policy in the README)"
         )
     if code in ("NoSuchKey", "404", "NotFound") or isinstance(exc, FileNotFoundError):
-        return NoSuchKey(f"{what} does not exist: check the path (`lakeport ls` shows what is there)")
+        return NoSuchKey(
+            f"{what} does not exist: check the path (`lakeport ls` shows what is there)"
+        )
     if isinstance(exc, NotADirectoryError):
         return NoSuchKey(f"{what} is not a folder")
     if code is not None:

@@ -15,6 +15,7 @@ This is the only module that talks to deltalake.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -44,6 +45,8 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 ENGINE_FIELDS = (TS, INGESTED_AT, SOURCE, JOB)
 """Fields the store adds to every row. Readers may set `_ts` and `_line`; the rest are the
 store's."""
+
+logger = logging.getLogger(__name__)
 
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -188,6 +191,7 @@ class Store:
         app_id = append_id(job, source)
         committed = self._transaction_version(uri, app_id)
         if committed is not None:
+            logger.info("%s from job %s is already in stream %s", source.key, job, stream)
             version = self._version(uri)
             self._record(app_id, stream, job, source, rows=None, version=version)
             return AppendResult(stream, 0, version, already_committed=True)
@@ -210,6 +214,13 @@ class Store:
                 f"cannot append {source.key} to stream '{stream}': {_first_line(exc)}"
             ) from exc
         version = self._version(uri)
+        logger.info(
+            "appended %d rows of %s to stream %s (version %d)",
+            counted.rows,
+            source.key,
+            stream,
+            version,
+        )
         self._record(app_id, stream, job, source, rows=counted.rows, version=version)
         return AppendResult(stream, counted.rows, version, already_committed=False)
 
@@ -230,7 +241,9 @@ class Store:
 
     def is_committed(self, stream: str, job: str, source: Source) -> bool:
         """Whether this (job, source, ETag) is already in the stream."""
-        return self._transaction_version(self.stream_path(stream), append_id(job, source)) is not None
+        return (
+            self._transaction_version(self.stream_path(stream), append_id(job, source)) is not None
+        )
 
     def stream(self, name: str) -> pl.LazyFrame:
         """The stream as a Polars LazyFrame (filters and projections are pushed down)."""
@@ -322,6 +335,15 @@ def _with_engine_fields(
     has_ts = TS in schema.names
     if has_ts and schema.field(TS).type != TIMESTAMP:
         raise StoreError(f"field _ts must be {TIMESTAMP}, got {schema.field(TS).type}")
+    for field in schema:
+        if field.name not in (TS, LINE) and not _is_text(field.type):
+            raise StoreError(
+                f"field '{field.name}' from {source.key} is {field.type}: raw event fields are "
+                "stored as text (string or list<string>), so stream schemas only grow; cast it "
+                "to string in the reader"
+            )
+    if LINE in schema.names and not pa.types.is_integer(schema.field(LINE).type):
+        raise StoreError(f"field _line must be an integer, got {schema.field(LINE).type}")
     out_fields = [f for f in schema if f.name != TS]
     out_schema = pa.schema(
         [
@@ -350,6 +372,14 @@ def _with_engine_fields(
             )
 
     return pa.RecordBatchReader.from_batches(out_schema, batches())
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+        return True
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _is_text(kind.value_type)
+    return False
 
 
 class _CountingReader:

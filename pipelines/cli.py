@@ -45,31 +45,30 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
-class _LakeportHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _LakeportHandler(logging.Handler):
     """Writes log lines to whatever stderr is at the time (so test runners can capture it)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
-    @property  # type: ignore[override]
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _: Any) -> None:
-        pass
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
 
 
 def _configure_logging(verbose: int) -> None:
     from engine.storage import quiet_client_loggers
 
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     root = logging.getLogger()
-    if not any(isinstance(h, _LakeportHandler) for h in root.handlers):
+    handler = next((h for h in root.handlers if isinstance(h, _LakeportHandler)), None)
+    if handler is None:
         handler = _LakeportHandler()
         handler.addFilter(_RedactingFilter())
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
-    root.setLevel(logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG)
+    # The handler's level too: libraries that set their own logger level stay quiet unless -v.
+    handler.setLevel(level)
+    root.setLevel(level)
     quiet_client_loggers()
 
 
@@ -110,7 +109,9 @@ class LakeportGroup(click.Group):
     envvar="LAKEPORT_STORE",
     help="The store folder (default ./lakeport-data, or $LAKEPORT_STORE).",
 )
-@click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug); secrets are masked.")
+@click.option(
+    "-v", "--verbose", count=True, help="Log more (-v info, -vv debug); secrets are masked."
+)
 @click.version_option(package_name="lakeport")
 @click.pass_context
 def cli(ctx: click.Context, store_path: Path | None, verbose: int) -> None:
@@ -173,15 +174,25 @@ def auth_add(
     from engine.auth import AwsKeys, DefaultChain, DelegatedRole
     from engine.secrets import Secret
 
-    kinds = [k for k, given in (("--access-key-id", access_key_id), ("--role-arn", role_arn),
-                                ("--default-chain", default_chain)) if given]
+    kinds = [
+        k
+        for k, given in (
+            ("--access-key-id", access_key_id),
+            ("--role-arn", role_arn),
+            ("--default-chain", default_chain),
+        )
+        if given
+    ]
     if len(kinds) != 1:
         raise click.UsageError(
             "give exactly one of --access-key-id, --role-arn or --default-chain"
             + (f" (got {' and '.join(kinds)})" if kinds else "")
         )
-    key_options = {"--secret-key-env": secret_key_env, "--secret-key-file": secret_key_file,
-                   "--session-token-env": session_token_env}
+    key_options = {
+        "--secret-key-env": secret_key_env,
+        "--secret-key-file": secret_key_file,
+        "--session-token-env": session_token_env,
+    }
     if access_key_id is None and any(key_options.values()):
         given = ", ".join(k for k, v in key_options.items() if v)
         raise click.UsageError(f"{given} only go with --access-key-id")
@@ -247,8 +258,11 @@ def auth_list(obj: Context, output: Output) -> None:
         }
         for a in shown
     ]
-    emit_table(rows, ["name", "kind", "identity", "region", "endpoint"],
-               empty="no authorizations: add one with `lakeport auth add`")
+    emit_table(
+        rows,
+        ["name", "kind", "identity", "region", "endpoint"],
+        empty="no authorizations: add one with `lakeport auth add`",
+    )
 
 
 @auth.command("show")
@@ -297,8 +311,11 @@ def ls(obj: Context, url: str | None, auth_name: str | None, output: Output) -> 
         if output == "json":
             emit_json([{"name": b.name, "created": b.created} for b in buckets])
             return
-        emit_table([{"bucket": b.name, "created": b.created} for b in buckets],
-                   ["bucket", "created"], empty="no buckets")
+        emit_table(
+            [{"bucket": b.name, "created": b.created} for b in buckets],
+            ["bucket", "created"],
+            empty="no buckets",
+        )
         return
     with activity(f"Listing {url}"):
         listing = storage.list_directory(url, auth)
@@ -308,18 +325,36 @@ def ls(obj: Context, url: str | None, auth_name: str | None, output: Output) -> 
                 "url": listing.url,
                 "directories": listing.directories,
                 "files": [
-                    {"url": f.url, "name": f.name, "size": f.size,
-                     "last_modified": f.last_modified, "etag": f.etag}
+                    {
+                        "url": f.url,
+                        "name": f.name,
+                        "size": f.size,
+                        "last_modified": f.last_modified,
+                        "etag": f.etag,
+                    }
                     for f in listing.files
                 ],
             }
         )
         return
     rows: list[dict[str, Any]] = [{"name": d, "size": "DIR"} for d in listing.directories]
-    rows += [{"name": f.name, "size": human_bytes(f.size), "bytes": f.size,
-              "modified": f.last_modified, "etag": f.etag} for f in listing.files]
-    emit_table(rows, ["name", "size", "bytes", "modified", "etag"], title=listing.url,
-               empty="empty", right=["size", "bytes"])
+    rows += [
+        {
+            "name": f.name,
+            "size": human_bytes(f.size),
+            "bytes": f.size,
+            "modified": f.last_modified,
+            "etag": f.etag,
+        }
+        for f in listing.files
+    ]
+    emit_table(
+        rows,
+        ["name", "size", "bytes", "modified", "etag"],
+        title=listing.url,
+        empty="empty",
+        right=["size", "bytes"],
+    )
 
 
 # Streams
@@ -333,12 +368,23 @@ def streams(obj: Context, output: Output) -> None:
     with activity("Reading stream logs"):
         found = obj.store().streams()
     if output == "json":
-        emit_json([{"name": s.name, "rows": s.rows, "version": s.version, "fields": s.fields}
-                   for s in found])
+        emit_json(
+            [
+                {"name": s.name, "rows": s.rows, "version": s.version, "fields": s.fields}
+                for s in found
+            ]
+        )
         return
     emit_table(
-        [{"stream": s.name, "rows": f"{s.rows:,}", "version": s.version,
-          "fields": ", ".join(s.fields)} for s in found],
+        [
+            {
+                "stream": s.name,
+                "rows": f"{s.rows:,}",
+                "version": s.version,
+                "fields": ", ".join(s.fields),
+            }
+            for s in found
+        ],
         ["stream", "rows", "version", "fields"],
         empty="no streams yet",
         right=["rows", "version"],
@@ -363,8 +409,12 @@ def stream_show(obj: Context, name: str, limit: int, output: Output) -> None:
     if output == "json":
         emit_json(rows)
         return
-    emit_table(rows, frame.columns, title=f"stream {name}: first {len(rows)} rows",
-               empty="the stream is empty")
+    emit_table(
+        rows,
+        frame.columns,
+        title=f"stream {name}: first {len(rows)} rows",
+        empty="the stream is empty",
+    )
 
 
 @cli.command("demo")

@@ -1,4 +1,4 @@
-"""`lakeport demo`: the whole tool on a local folder acting as the bucket, no cloud account needed."""
+"""`lakeport demo`: the whole tool on a local folder acting as the bucket, no cloud needed."""
 
 from __future__ import annotations
 
@@ -45,8 +45,10 @@ def run_demo(folder: Path | None) -> None:
     csv_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
     listing = storage.list_directory(str(bucket / "exports"))
     emit_table(
-        [{"name": f.name, "size": human_bytes(f.size), "modified": f.last_modified}
-         for f in listing.files],
+        [
+            {"name": f.name, "size": human_bytes(f.size), "modified": f.last_modified}
+            for f in listing.files
+        ],
         ["name", "size", "modified"],
         title=f"lakeport ls {listing.url}",
     )
@@ -79,11 +81,16 @@ def run_demo(folder: Path | None) -> None:
 
     _say("4. Read back: the streams, and the first rows as a Polars LazyFrame")
     emit_table(
-        [{"stream": s.name, "rows": s.rows, "fields": ", ".join(s.fields)} for s in store.streams()],
+        [
+            {"stream": s.name, "rows": s.rows, "fields": ", ".join(s.fields)}
+            for s in store.streams()
+        ],
         ["stream", "rows", "fields"],
         title="lakeport streams",
     )
-    rows = store.stream("events").select("event_id", "user_id", "event", "amount", "_source").head(5)
+    rows = (
+        store.stream("events").select("event_id", "user_id", "event", "amount", "_source").head(5)
+    )
     frame = rows.collect()
     emit_table(frame.to_dicts(), frame.columns, title="lakeport stream show events --limit 5")
     click.echo(f"\nTry: lakeport --store {store.path} streams")

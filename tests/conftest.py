@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import urllib.request
 import uuid
@@ -19,7 +20,10 @@ from engine.secrets import Secret
 from engine.store import Store
 
 REGION = "us-east-1"
-ADMIN_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+ADMIN_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+}
 # Reads one bucket but may not list buckets: for the ListBuckets access-denied message.
 READER_POLICY = {
     "Version": "2012-10-17",
@@ -30,7 +34,9 @@ READER_POLICY = {
 
 
 @pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+def _isolated_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """Keep tests away from the user's home, AWS config and environment credentials."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
@@ -120,6 +126,9 @@ def _reset_auth(endpoint: str, after_requests: bytes) -> None:
 def s3() -> Iterator[S3Server]:
     from moto.server import ThreadedMotoServer
 
+    # The server's request log is noise in every test's captured output.
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
     # Bind to port 0 so the OS assigns a free ephemeral port; a fixed port collides when two
     # test runs share the machine.
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -127,8 +136,11 @@ def s3() -> Iterator[S3Server]:
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     iam = boto3.client(
-        "iam", endpoint_url=endpoint, region_name=REGION,
-        aws_access_key_id="AKIABOOTSTRAP0000000", aws_secret_access_key="bootstrap",
+        "iam",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id="AKIABOOTSTRAP0000000",
+        aws_secret_access_key="bootstrap",
     )
     admin = _iam_user(iam, "admin", ADMIN_POLICY)
     reader = _iam_user(iam, "reader", READER_POLICY)

@@ -75,9 +75,9 @@ def test_etag_changes_when_the_content_changes(backend: Backend) -> None:
 
 
 def test_missing_object_is_no_such_key(backend: Backend) -> None:
-    with pytest.raises(NoSuchKey, match="missing.csv"):
+    with pytest.raises(NoSuchKey, match=r"missing\.csv"):
         storage.stat(f"{backend.url}/missing.csv", backend.auth)
-    with pytest.raises(NoSuchKey, match="missing.csv"):
+    with pytest.raises(NoSuchKey, match=r"missing\.csv"):
         storage.open_input(f"{backend.url}/missing.csv", backend.auth).read()
 
 
@@ -97,7 +97,7 @@ def test_wrong_secret_key_names_the_authorization(s3: S3Server) -> None:
         region="us-east-1",
         endpoint_url=s3.endpoint,
     )
-    with pytest.raises(InvalidCredentials, match="authorization 'typo'.*secret key does not match"):
+    with pytest.raises(InvalidCredentials, match=r"'typo'.*secret key does not match"):
         storage.list_directory(f"s3://{bucket}/", wrong)
 
 

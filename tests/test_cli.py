@@ -1,0 +1,299 @@
+"""The CLI as users run it: output, exit codes, one-line errors, and secrets kept out of sight."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from pipelines.cli import cli
+from tests.conftest import S3Server
+
+SECRET_FILE_VALUE = "wJalrXUtnFEMI-file-secret-0001"
+
+
+def run(store: Path, *args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(cli, ["--store", str(store), *args], input=input)
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+def add_moto_auth(store_path: Path, s3: S3Server, tmp_path: Path, name: str = "moto") -> None:
+    key_file = tmp_path / f"{name}.key"
+    key_file.write_text(s3.admin.secret_key + "\n")
+    result = run(
+        store_path,
+        "auth",
+        "add",
+        name,
+        "--access-key-id",
+        s3.admin.access_key_id,
+        "--secret-key-file",
+        str(key_file),
+        "--region",
+        "us-east-1",
+        "--endpoint-url",
+        s3.endpoint,
+    )
+    assert result.exit_code == 0, result.output
+    key_file.unlink()
+
+
+def test_ls_lists_directories_and_files_with_sizes(
+    store_path: Path, s3: S3Server, tmp_path: Path
+) -> None:
+    add_moto_auth(store_path, s3, tmp_path)
+    bucket = s3.new_bucket()
+    s3.put(bucket, "exports/events_20261101.csv", b"a,b\n" * 1000)
+    s3.put(bucket, "exports/2026/old.csv", b"a\n")
+
+    result = run(store_path, "ls", f"s3://{bucket}/exports/", "--auth", "moto")
+    assert result.exit_code == 0, result.output
+    assert "2026/" in result.stdout
+    assert "events_20261101.csv" in result.stdout
+    assert "3.9 KiB" in result.stdout
+    assert "4000" in result.stdout
+
+    as_json = json.loads(
+        run(
+            store_path, "ls", f"s3://{bucket}/exports/", "--auth", "moto", "--output", "json"
+        ).stdout
+    )
+    assert as_json["directories"] == ["2026/"]
+    assert [(f["name"], f["size"]) for f in as_json["files"]] == [("events_20261101.csv", 4000)]
+
+
+def test_ls_lists_buckets(store_path: Path, s3: S3Server, tmp_path: Path) -> None:
+    add_moto_auth(store_path, s3, tmp_path)
+    bucket = s3.new_bucket()
+    result = run(store_path, "ls", "--auth", "moto", "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert bucket in [b["name"] for b in json.loads(result.stdout)]
+
+
+def assert_one_line_error(result: Result, *fragments: str) -> None:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    message = result.stderr.strip()
+    assert message.count("\n") == 0, message
+    assert message.startswith("lakeport: error: ")
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_missing_bucket_is_one_line_naming_it(
+    store_path: Path, s3: S3Server, tmp_path: Path
+) -> None:
+    add_moto_auth(store_path, s3, tmp_path)
+    result = run(store_path, "ls", "s3://no-such-bucket-x1/dir/", "--auth", "moto")
+    assert_one_line_error(result, "bucket 'no-such-bucket-x1'", "authorization 'moto'")
+
+
+def test_wrong_secret_is_one_line_naming_the_authorization(
+    store_path: Path, s3: S3Server, tmp_path: Path
+) -> None:
+    bucket = s3.new_bucket()
+    key_file = tmp_path / "wrong.key"
+    key_file.write_text("definitely-not-the-secret")
+    added = run(
+        store_path,
+        "auth",
+        "add",
+        "typo",
+        "--access-key-id",
+        s3.admin.access_key_id,
+        "--secret-key-file",
+        str(key_file),
+        "--endpoint-url",
+        s3.endpoint,
+    )
+    assert added.exit_code == 0, added.output
+    result = run(store_path, "ls", f"s3://{bucket}/", "--auth", "typo")
+    assert_one_line_error(result, "authorization 'typo'", "secret key does not match")
+
+
+def test_console_script_errors_without_traceback(
+    store_path: Path, s3: S3Server, tmp_path: Path
+) -> None:
+    add_moto_auth(store_path, s3, tmp_path)
+    lakeport = Path(sys.executable).parent / "lakeport"
+    done = subprocess.run(
+        [
+            str(lakeport),
+            "--store",
+            str(store_path),
+            "ls",
+            "s3://no-such-bucket-x2/",
+            "--auth",
+            "moto",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.strip().count("\n") == 0
+    assert "bucket 'no-such-bucket-x2'" in done.stderr
+    usage = subprocess.run(
+        [str(lakeport), "auth", "add"], capture_output=True, text=True, timeout=120
+    )
+    assert usage.returncode == 2
+    assert "Missing argument 'NAME'" in usage.stderr
+
+
+def test_usage_errors_exit_2(store_path: Path) -> None:
+    result = run(store_path, "auth", "add", "x", "--access-key-id", "AKIA0000", "--default-chain")
+    assert result.exit_code == 2
+    assert "exactly one of" in result.output
+    result = run(store_path, "ls")
+    assert result.exit_code == 2
+    assert "--auth NAME" in result.output
+
+
+def test_unknown_authorization_lists_the_known(store_path: Path) -> None:
+    run(store_path, "auth", "add", "chain", "--default-chain")
+    result = run(store_path, "ls", "s3://b/", "--auth", "nope")
+    assert_one_line_error(result, "no authorization named 'nope'", "known: chain")
+
+
+def test_a_secret_appears_in_no_output_log_or_file(
+    store_path: Path,
+    s3: S3Server,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bucket = s3.new_bucket()
+    s3.put(bucket, "a/b.csv", b"x\n")
+    token = "FwoGZXIvYXdzEXAMPLE-session-token-value-0002"
+    monkeypatch.setenv("MY_SESSION_TOKEN", token)
+    key_file = tmp_path / "typed.key"
+    key_file.write_text(SECRET_FILE_VALUE)
+    outputs = [
+        run(
+            store_path,
+            "auth",
+            "add",
+            "fromfile",
+            "--access-key-id",
+            s3.admin.access_key_id,
+            "--secret-key-file",
+            str(key_file),
+            "--endpoint-url",
+            s3.endpoint,
+        ),
+        run(
+            store_path,
+            "auth",
+            "add",
+            "prompted",
+            "--access-key-id",
+            "AKIAPROMPTED0000",
+            "--session-token-env",
+            "MY_SESSION_TOKEN",
+            input="prompted-secret-value-0003\n",
+        ),
+    ]
+    key_file.unlink()
+    caplog.set_level(logging.DEBUG)
+    outputs += [
+        run(store_path, "auth", "list"),
+        run(store_path, "auth", "list", "-o", "json"),
+        run(store_path, "auth", "show", "fromfile"),
+        run(store_path, "auth", "show", "prompted", "-o", "json"),
+        run(store_path, "-vv", "ls", f"s3://{bucket}/a/", "--auth", "fromfile"),
+        run(store_path, "-vv", "ls", f"s3://{bucket}/a/", "--auth", "prompted"),
+    ]
+    assert all(r.exit_code in (0, 1) for r in outputs)
+    assert outputs[4].exit_code == 0, outputs[4].output
+    # DEBUG logging was on (lakeport's own debug lines are there) ...
+    assert "listing s3://" in caplog.text
+    shown = json.loads(outputs[3].stdout)
+    assert {a["name"]: a["secret_key"] for a in shown} == {
+        "fromfile": "stored",
+        "prompted": "stored",
+    }
+    assert json.loads(outputs[5].stdout)["session_token"] == "env:MY_SESSION_TOKEN"
+
+    # ... and no secret is in any output, log line, or file but the secrets file.
+    secrets = [SECRET_FILE_VALUE, "prompted-secret-value-0003", token]
+    everything = "\n".join(r.output for r in outputs) + caplog.text
+    for secret in secrets:
+        assert secret not in everything
+    secrets_file = store_path / "secrets" / "secrets.json"
+    assert SECRET_FILE_VALUE in secrets_file.read_text()
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path != secrets_file:
+            content = path.read_bytes()
+            for secret in secrets:
+                assert secret.encode() not in content, path
+
+
+def test_auth_kinds_list_show_remove(store_path: Path) -> None:
+    arn = "arn:aws:iam::123456789012:role/lakeport-reader"
+    added = run(store_path, "auth", "add", "customer", "--role-arn", arn, "--region", "eu-west-1")
+    assert added.exit_code == 0, added.output
+    assert "external id: lakeport-" in added.stdout
+    run(store_path, "auth", "add", "chain", "--default-chain")
+    listed = json.loads(run(store_path, "auth", "list", "-o", "json").stdout)
+    assert [(a["name"], a["kind"]) for a in listed] == [
+        ("chain", "default-chain"),
+        ("customer", "delegated-role"),
+    ]
+    shown = json.loads(run(store_path, "auth", "show", "customer", "-o", "json").stdout)
+    assert shown["role_arn"] == arn
+    assert shown["external_id"].startswith("lakeport-")
+    assert run(store_path, "auth", "remove", "customer").exit_code == 0
+    assert_one_line_error(run(store_path, "auth", "show", "customer"), "no authorization")
+
+
+def test_streams_and_stream_show(store_path: Path) -> None:
+    import pyarrow as pa
+
+    from engine.store import Source, Store
+
+    batch = pa.record_batch([pa.array(["u1", "u2", "u3"])], names=["user_id"])
+    Store(store_path).append("events", [batch], source=Source("f.csv"), job="j")
+
+    listed = json.loads(run(store_path, "streams", "-o", "json").stdout)
+    assert [(s["name"], s["rows"]) for s in listed] == [("events", 3)]
+    assert "user_id" in listed[0]["fields"]
+    text = run(store_path, "streams").stdout
+    assert "events" in text
+    assert "user_id" in text
+
+    shown = json.loads(
+        run(store_path, "stream", "show", "events", "--limit", "2", "-o", "json").stdout
+    )
+    assert len(shown) == 2
+    assert shown[0]["_source"] == "f.csv"
+    assert_one_line_error(run(store_path, "stream", "show", "evnts"), "no stream named 'evnts'")
+
+
+def test_store_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAKEPORT_STORE", str(tmp_path / "env-store"))
+    result = CliRunner().invoke(cli, ["auth", "add", "chain", "--default-chain"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "env-store" / "state.db").exists()
+
+
+def test_demo_runs_and_says_what_it_did(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["demo", "--dir", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    assert "events_20261101.csv" in result.stdout
+    assert "first append: 8 rows" in result.stdout
+    assert "same file again: 0 rows" in result.stdout
+    assert "already committed" in result.stdout
+    assert "demo-secret-key-that-is-never-printed" not in result.output
+    # Running it again in the same folder works too.
+    again = CliRunner().invoke(cli, ["demo", "--dir", str(tmp_path / "demo")])
+    assert again.exit_code == 0, again.output

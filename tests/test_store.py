@@ -1,0 +1,233 @@
+"""The store: appends exactly once, schema growth, reading back, and state.db."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from engine.errors import ConfigError, StoreError
+from engine.state import MIGRATIONS, StateDB
+from engine.store import Source, Store
+
+SCHEMA = pa.schema([("user_id", pa.string()), ("event", pa.string())])
+
+
+def batches(rows: int, start: int = 0, size: int = 1000) -> Iterator[pa.RecordBatch]:
+    for first in range(start, start + rows, size):
+        ids = [f"u{i}" for i in range(first, min(first + size, start + rows))]
+        yield pa.record_batch([pa.array(ids), pa.array(["click"] * len(ids))], schema=SCHEMA)
+
+
+def test_creates_the_layout_on_first_use(tmp_path: Path) -> None:
+    store = Store(tmp_path / "new")
+    for folder in ("streams", "profiles", "snapshots", "tmp"):
+        assert (store.path / folder).is_dir()
+    assert (store.path / "state.db").is_file()
+
+
+def test_append_and_read_back_as_lazyframe(store: Store) -> None:
+    result = store.append("events", batches(2500), source=Source("s3://b/e.csv", "etag1"), job="j")
+    assert (result.rows, result.already_committed) == (2500, False)
+
+    frame = store.stream("events")
+    assert isinstance(frame, pl.LazyFrame)
+    rows = frame.collect()
+    assert rows.height == 2500
+    assert set(rows["user_id"]) == {f"u{i}" for i in range(2500)}
+    assert rows["_source"].unique().to_list() == ["s3://b/e.csv"]
+    assert rows["_job"].unique().to_list() == ["j"]
+    assert rows.schema["_ts"] == pl.Datetime("us", "UTC")
+    assert rows.schema["_ingested_at"] == pl.Datetime("us", "UTC")
+    # Without an event time, _ts is the ingestion time.
+    assert (rows["_ts"] == rows["_ingested_at"]).all()
+
+
+def test_keeps_the_event_time_it_is_given(store: Store) -> None:
+    when = datetime(2026, 11, 1, 9, 30, tzinfo=UTC)
+    schema = pa.schema([("_ts", pa.timestamp("us", tz="UTC")), ("event", pa.string())])
+    batch = pa.record_batch(
+        [pa.array([when], schema.field(0).type), pa.array(["x"])], schema=schema
+    )
+    store.append("events", [batch], source=Source("f"), job="j")
+    assert store.stream("events").collect()["_ts"].to_list() == [when]
+
+
+def test_same_job_object_and_etag_twice_is_committed_once(store: Store) -> None:
+    source = Source("s3://bucket/events_20261101.csv", "abc123")
+    first = store.append("events", batches(100), source=source, job="import")
+    second = store.append("events", batches(100), source=source, job="import")
+    assert (first.rows, first.already_committed) == (100, False)
+    assert (second.rows, second.already_committed) == (0, True)
+    assert second.version == first.version
+    assert store.stream("events").collect().height == 100
+    assert store.is_committed("events", "import", source)
+
+
+def test_a_new_etag_or_another_job_is_a_new_append(store: Store) -> None:
+    store.append("events", batches(10), source=Source("k", "v1"), job="a")
+    store.append("events", batches(10), source=Source("k", "v2"), job="a")
+    store.append("events", batches(10), source=Source("k", "v1"), job="b")
+    assert store.stream("events").collect().height == 30
+
+
+def test_an_empty_source_is_still_committed_once(store: Store) -> None:
+    empty = pa.RecordBatchReader.from_batches(SCHEMA, [])
+    first = store.append("events", empty, source=Source("empty.csv", "e"), job="j")
+    again = store.append(
+        "events",
+        pa.RecordBatchReader.from_batches(SCHEMA, []),
+        source=Source("empty.csv", "e"),
+        job="j",
+    )
+    assert (first.rows, first.already_committed) == (0, False)
+    assert again.already_committed
+    assert store.stream("events").collect().height == 0
+
+
+def test_new_fields_grow_the_schema(store: Store) -> None:
+    store.append("events", batches(3), source=Source("one"), job="j")
+    wider = pa.schema([("user_id", pa.string()), ("event", pa.string()), ("country", pa.string())])
+    batch = pa.record_batch([pa.array(["u9"]), pa.array(["buy"]), pa.array(["GB"])], schema=wider)
+    store.append("events", [batch], source=Source("two"), job="j")
+    rows = store.stream("events").collect()
+    assert rows.height == 4
+    assert rows.filter(pl.col("user_id") == "u9")["country"].to_list() == ["GB"]
+    assert rows.filter(pl.col("user_id") == "u0")["country"].to_list() == [None]
+    info = {s.name: s for s in store.streams()}["events"]
+    assert info.rows == 4
+    assert "country" in info.fields
+
+
+def test_batches_are_streamed_not_gathered(store: Store) -> None:
+    pulled: list[int] = []
+
+    def lazy() -> Iterator[pa.RecordBatch]:
+        for i, batch in enumerate(batches(5000, size=500)):
+            pulled.append(i)
+            yield batch
+
+    generator = lazy()
+    assert pulled == []  # nothing is read before the append asks for it
+    result = store.append("events", generator, source=Source("big"), job="j")
+    assert result.rows == 5000
+    assert pulled == list(range(10))
+
+
+def test_fields_the_store_owns_are_refused(store: Store) -> None:
+    schema = pa.schema([("_source", pa.string())])
+    batch = pa.record_batch([pa.array(["x"])], schema=schema)
+    with pytest.raises(StoreError, match="_source"):
+        store.append("events", [batch], source=Source("f"), job="j")
+    assert store.streams() == []
+
+
+def test_fields_that_are_not_text_are_refused_and_nothing_is_committed(store: Store) -> None:
+    store.append("events", batches(1), source=Source("one"), job="j")
+    schema = pa.schema([("user_id", pa.int64())])
+    batch = pa.record_batch([pa.array([1])], schema=schema)
+    with pytest.raises(StoreError, match=r"field 'user_id' from two is int64.*cast it to string"):
+        store.append("events", [batch], source=Source("two"), job="j")
+    assert store.stream("events").collect().height == 1
+
+
+def test_list_fields_and_line_numbers_are_kept(store: Store) -> None:
+    schema = pa.schema([("tags", pa.list_(pa.string())), ("_line", pa.int64())])
+    batch = pa.record_batch([pa.array([["a", "b"], []]), pa.array([2, 3])], schema=schema)
+    store.append("events", [batch], source=Source("one"), job="j")
+    rows = store.stream("events").sort("_line").collect()
+    assert rows["tags"].to_list() == [["a", "b"], []]
+    assert rows["_line"].to_list() == [2, 3]
+
+
+@pytest.mark.parametrize("name", ["", "../escape", "a/b", ".hidden", "x" * 200])
+def test_bad_stream_names(store: Store, name: str) -> None:
+    with pytest.raises(ConfigError, match="not a valid stream name"):
+        store.append(name, batches(1), source=Source("f"), job="j")
+
+
+def test_unknown_stream_lists_the_known_ones(store: Store) -> None:
+    store.append("events", batches(1), source=Source("f"), job="j")
+    with pytest.raises(StoreError, match=r"no stream named 'evnts'.*streams: events"):
+        store.stream("evnts")
+
+
+CRASH_AFTER_COMMIT = textwrap.dedent(
+    """
+    import os, signal, sys
+    import pyarrow as pa
+    from engine.store import Source, Store
+
+    def die(*args, **kwargs):
+        # The Delta commit is done; the process dies before state.db hears of it.
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    Store._record = die
+    schema = pa.schema([("user_id", pa.string())])
+    batch = pa.record_batch([pa.array(["a", "b", "c"])], schema=schema)
+    Store(sys.argv[1]).append("events", [batch], source=Source("s3://b/k.csv", "e1"), job="j")
+    """
+)
+
+
+def test_killed_between_commit_and_state_update_then_rerun(tmp_path: Path) -> None:
+    store_path = tmp_path / "store"
+    crashed = subprocess.run(
+        [sys.executable, "-c", CRASH_AFTER_COMMIT, str(store_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+    )
+    assert crashed.returncode == -9, crashed.stderr
+    store = Store(store_path)
+    source = Source("s3://b/k.csv", "e1")
+    assert store.stream("events").collect().height == 3
+    assert not store.state.append_recorded(_app_id("j", source))
+
+    schema = pa.schema([("user_id", pa.string())])
+    batch = pa.record_batch([pa.array(["a", "b", "c"])], schema=schema)
+    rerun = store.append("events", [batch], source=source, job="j")
+    assert rerun.already_committed
+    assert store.stream("events").collect().height == 3
+    assert store.state.append_recorded(_app_id("j", source))
+
+
+def _app_id(job: str, source: Source) -> str:
+    from engine.store import append_id
+
+    return append_id(job, source)
+
+
+def test_state_db_is_versioned(store: Store) -> None:
+    assert store.state.schema_version() == len(MIGRATIONS)
+    # Opening again migrates nothing and keeps the data.
+    store.state.set_watermark("job", "last_file", "events_20261101.csv")
+    again = StateDB(store.path / "state.db")
+    assert again.get_watermark("job", "last_file") == "events_20261101.csv"
+
+
+def test_state_db_from_a_newer_lakeport_is_refused(store: Store) -> None:
+    with sqlite3.connect(store.path / "state.db") as conn:
+        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    with pytest.raises(StoreError, match="upgrade lakeport"):
+        StateDB(store.path / "state.db")
+
+
+def test_runs_are_recorded(store: Store) -> None:
+    run = store.state.start_run("import", "s3://b/k.csv")
+    store.state.finish_run(run, "succeeded", {"rows_imported": 10})
+    (recorded,) = store.state.runs("import")
+    assert (recorded.status, recorded.stats, recorded.object) == (
+        "succeeded",
+        {"rows_imported": 10},
+        "s3://b/k.csv",
+    )
