@@ -20,6 +20,10 @@ from engine.errors import StoreError
 
 MIGRATIONS: tuple[str, ...] = (
     """
+    CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
     CREATE TABLE authorizations (
         name        TEXT PRIMARY KEY,
         kind        TEXT NOT NULL,
@@ -134,6 +138,21 @@ class StateDB:
     def schema_version(self) -> int:
         with self._connect() as conn:
             return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+    # Store settings
+
+    def get_setting(self, key: str) -> str | None:
+        with self._connect() as conn:
+            row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT INTO settings (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
 
     # Authorizations
 

@@ -171,6 +171,35 @@ def _s3_filesystem(auth: Authorization) -> AbstractFileSystem:
     return s3fs.S3FileSystem(**options)
 
 
+def table_options(location: Location, auth: Authorization | None) -> dict[str, str]:
+    """Storage options for Delta Lake (deltalake, polars) to reach a table at `location`.
+
+    They hold credentials: pass them to the table library and nowhere else.
+    """
+    if location.scheme == "file":
+        return {}
+    if location.scheme != "s3":
+        raise ConfigError(
+            f"Delta tables cannot live at {location.url}: use a local folder or s3://BUCKET/PREFIX"
+        )
+    auth = _require_bucket(location, auth)
+    options: dict[str, str] = {}
+    if auth.region:
+        options["AWS_REGION"] = auth.region
+    if auth.endpoint_url:
+        options["AWS_ENDPOINT_URL"] = auth.endpoint_url
+        if auth.endpoint_url.startswith("http://"):
+            options["AWS_ALLOW_HTTP"] = "true"
+    with _translating(auth, "log in"):
+        creds = _credentials(auth)
+    if "key" in creds:
+        options["AWS_ACCESS_KEY_ID"] = creds["key"]
+        options["AWS_SECRET_ACCESS_KEY"] = creds["secret"]
+        if creds.get("token"):
+            options["AWS_SESSION_TOKEN"] = creds["token"]
+    return options
+
+
 def _credentials(auth: Authorization) -> dict[str, Any]:
     match auth:
         case AwsKeys():

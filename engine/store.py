@@ -9,6 +9,9 @@ Layout (created on first use)::
     <store>/secrets/            0700 folder holding the 0600 secrets file
     <store>/state.db            SQLite: authorizations, jobs, runs, watermarks, appends
 
+The tables (`streams/`, `profiles/`, `snapshots/`) may live in S3 instead (`tables=`); state.db,
+secrets and tmp/ always stay in the local folder.
+
 This is the only module that talks to deltalake.
 """
 
@@ -19,6 +22,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,8 +32,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine import storage
 from engine.auth import Authorization, check_name, from_stored
-from engine.errors import ConfigError, StoreError
+from engine.errors import ConfigError, LakeportError, StoreError
 from engine.secrets import Secret, SecretsFile
 from engine.state import StateDB, now
 
@@ -99,13 +104,25 @@ def append_id(job: str, source: Source) -> str:
 
 
 class Store:
-    """A lakeport store in a local folder."""
+    """A lakeport store: `state.db` and secrets in a local folder, tables there or in S3.
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    Args:
+        path: The local folder (default `$LAKEPORT_STORE` or `./lakeport-data`).
+        tables: Where the Delta tables live, when not in `path`: `s3://BUCKET/PREFIX`. Given
+            once, it is remembered in `state.db`; a store cannot move its tables later.
+        tables_auth: The name of the authorization (in this store) for `tables`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        tables: str | None = None,
+        tables_auth: str | None = None,
+    ) -> None:
         self.path = Path(path) if path is not None else default_store_path()
         try:
-            for folder in ("streams", "profiles", "snapshots", "tmp"):
-                (self.path / folder).mkdir(parents=True, exist_ok=True)
+            (self.path / "tmp").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(
                 f"cannot create the store at {self.path}: {exc.strerror}; pass --store PATH "
@@ -113,9 +130,55 @@ class Store:
             ) from exc
         self.state = StateDB(self.path / "state.db")
         self.secrets = SecretsFile(self.path / "secrets")
+        self.tables, self._tables_auth = self._tables_location(tables, tables_auth)
+        if self.tables.scheme == "file":
+            for folder in ("streams", "profiles", "snapshots"):
+                (Path(self.tables.key) / folder).mkdir(parents=True, exist_ok=True)
 
     def __repr__(self) -> str:
-        return f"Store({str(self.path)!r})"
+        return f"Store({str(self.path)!r}, tables={self.tables.url!r})"
+
+    def _tables_location(
+        self, tables: str | None, tables_auth: str | None
+    ) -> tuple[storage.Location, str | None]:
+        stored = self.state.get_setting("tables")
+        stored_auth = self.state.get_setting("tables_auth")
+        if tables is None:
+            if tables_auth is not None:
+                raise ConfigError("tables_auth is for tables kept in S3: give tables too")
+            return storage.parse_url(stored or str(self.path.resolve())), stored_auth
+        location = storage.parse_url(tables)
+        if stored is not None and (stored != location.url or stored_auth != tables_auth):
+            raise ConfigError(
+                f"the store {self.path} keeps its tables at {stored}"
+                + (f" (authorization '{stored_auth}')" if stored_auth else "")
+                + f", not {location.url}: open it without tables=, or use another store folder"
+            )
+        if stored is None:
+            if location.scheme == "s3":
+                if tables_auth is None:
+                    raise ConfigError(f"tables in {location.url} need tables_auth=NAME")
+                self.authorization(tables_auth)  # it must exist now, not at the first append
+                self._drop_empty_local_layout(location)
+            storage.table_options(location, self._auth_or_none(tables_auth))
+            self.state.set_setting("tables", location.url)
+            if tables_auth is not None:
+                self.state.set_setting("tables_auth", tables_auth)
+        return location, tables_auth
+
+    def _drop_empty_local_layout(self, moving_to: storage.Location) -> None:
+        for name in ("streams", "profiles", "snapshots"):
+            folder = self.path / name
+            if folder.is_dir() and any(folder.iterdir()):
+                raise ConfigError(
+                    f"the store {self.path} has tables in {folder} already: it cannot put its "
+                    f"tables in {moving_to.url}; use a new store folder"
+                )
+            if folder.is_dir():
+                folder.rmdir()
+
+    def _auth_or_none(self, name: str | None) -> Authorization | None:
+        return None if name is None else self.authorization(name)
 
     # Authorizations
 
@@ -159,14 +222,20 @@ class Store:
         row = self.state.get_authorization(name)
         if row is None:
             raise ConfigError(f"no authorization named '{name}' in {self.path}")
+        if name == self._tables_auth:
+            raise ConfigError(
+                f"authorization '{name}' reaches this store's tables ({self.tables.url}): "
+                "it cannot be removed while the store uses it"
+            )
         self.state.delete_authorization(name)
         for ref in row.secret_refs.values():
             self.secrets.delete(ref)
 
     # Streams
 
-    def stream_path(self, name: str) -> Path:
-        return self.path / "streams" / check_stream_name(name)
+    def stream_url(self, name: str) -> str:
+        """Where the stream's Delta table is: a local path or an s3:// URL."""
+        return self.tables.child(f"streams/{check_stream_name(name)}").url
 
     def append(
         self,
@@ -185,35 +254,30 @@ class Store:
         crash between the commit and the state update, writes nothing.
         """
         from deltalake import CommitProperties, Transaction, write_deltalake
-        from deltalake.exceptions import DeltaError
 
-        uri = self.stream_path(stream)
+        uri = self.stream_url(stream)
         app_id = append_id(job, source)
-        committed = self._transaction_version(uri, app_id)
-        if committed is not None:
+        table = self._table(uri)
+        if table is not None and table.transaction_version(app_id) is not None:
             logger.info("%s from job %s is already in stream %s", source.key, job, stream)
-            version = self._version(uri)
-            self._record(app_id, stream, job, source, rows=None, version=version)
-            return AppendResult(stream, 0, version, already_committed=True)
+            self._record(app_id, stream, job, source, rows=None, version=table.version())
+            return AppendResult(stream, 0, table.version(), already_committed=True)
 
         reader = _with_engine_fields(_reader(batches), source=source, job=job)
         counted = _CountingReader(reader)
-        try:
+        with self._delta_errors(f"cannot append {source.key} to stream '{stream}'"):
             write_deltalake(
-                str(uri),
+                uri,
                 counted.reader(),
                 mode="append",
                 schema_mode="merge",
+                storage_options=self._options(),
                 commit_properties=CommitProperties(
                     app_transactions=[Transaction(app_id, 1)],
                     custom_metadata={"lakeport.job": job, "lakeport.source": source.key},
                 ),
             )
-        except DeltaError as exc:
-            raise StoreError(
-                f"cannot append {source.key} to stream '{stream}': {_first_line(exc)}"
-            ) from exc
-        version = self._version(uri)
+            version = self._open(uri).version()
         logger.info(
             "appended %d rows of %s to stream %s (version %d)",
             counted.rows,
@@ -241,33 +305,37 @@ class Store:
 
     def is_committed(self, stream: str, job: str, source: Source) -> bool:
         """Whether this (job, source, ETag) is already in the stream."""
-        return (
-            self._transaction_version(self.stream_path(stream), append_id(job, source)) is not None
-        )
+        table = self._table(self.stream_url(stream))
+        return table is not None and table.transaction_version(append_id(job, source)) is not None
 
     def stream(self, name: str) -> pl.LazyFrame:
         """The stream as a Polars LazyFrame (filters and projections are pushed down)."""
-        return pl.scan_delta(str(self._existing_stream(name)))
+        uri = self._existing_stream(name)
+        options = self._options()
+        return pl.scan_delta(
+            uri, storage_options=options or None, credential_provider=None if options else "auto"
+        )
 
     def stream_dataset(self, name: str) -> Any:
         """The stream as a `pyarrow.dataset.Dataset`."""
-        from deltalake import DeltaTable
-
-        return DeltaTable(str(self._existing_stream(name))).to_pyarrow_dataset()
+        return self._open(self._existing_stream(name)).to_pyarrow_dataset()
 
     def streams(self) -> list[StreamInfo]:
         """Every stream with its row count (from the Delta log), fields and version."""
-        from deltalake import DeltaTable
-
+        folder = self.tables.child("streams/").url
+        with self._delta_errors(f"cannot list the streams in {folder}"):
+            names = [
+                d.rstrip("/") for d in storage.list_directory(folder, self._auth()).directories
+            ]
         found = []
-        for folder in sorted((self.path / "streams").iterdir()):
-            if not DeltaTable.is_deltatable(str(folder)):
+        for name in sorted(names):
+            table = self._table(self.stream_url(name))
+            if table is None:
                 continue
-            table = DeltaTable(str(folder))
             schema = pa.schema(table.schema())
             found.append(
                 StreamInfo(
-                    name=folder.name,
+                    name=name,
                     rows=_row_count(table),
                     fields={f.name: str(f.type) for f in schema},
                     version=table.version(),
@@ -275,29 +343,49 @@ class Store:
             )
         return found
 
-    def _existing_stream(self, name: str) -> Path:
-        from deltalake import DeltaTable
-
-        path = self.stream_path(name)
-        if not DeltaTable.is_deltatable(str(path)):
+    def _existing_stream(self, name: str) -> str:
+        uri = self.stream_url(name)
+        if self._table(uri) is None:
             known = ", ".join(s.name for s in self.streams()) or "none yet"
-            raise StoreError(f"no stream named '{name}' in {self.path} (streams: {known})")
-        return path
+            raise StoreError(f"no stream named '{name}' in {self.tables.url} (streams: {known})")
+        return uri
 
-    @staticmethod
-    def _transaction_version(uri: Path, app_id: str) -> int | None:
+    # Delta tables
+
+    def _auth(self) -> Authorization | None:
+        return self._auth_or_none(self._tables_auth)
+
+    def _options(self) -> dict[str, str]:
+        return storage.table_options(self.tables, self._auth())
+
+    def _table(self, uri: str) -> Any:
+        """The Delta table at `uri`, or None when there is none yet."""
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        # Not DeltaTable.is_deltatable: it holds the GIL for the whole S3 request, which stalls
+        # every other thread of the process (an upload, a progress bar, an in-process server).
+        with self._delta_errors(f"cannot read the table at {uri}"):
+            try:
+                return DeltaTable(uri, storage_options=self._options())
+            except TableNotFoundError:
+                return None
+
+    def _open(self, uri: str) -> Any:
         from deltalake import DeltaTable
 
-        if not DeltaTable.is_deltatable(str(uri)):
-            return None
-        version: int | None = DeltaTable(str(uri)).transaction_version(app_id)
-        return version
+        return DeltaTable(uri, storage_options=self._options())
 
-    @staticmethod
-    def _version(uri: Path) -> int:
-        from deltalake import DeltaTable
+    @contextmanager
+    def _delta_errors(self, what: str) -> Iterator[None]:
+        from deltalake.exceptions import DeltaError
 
-        return DeltaTable(str(uri)).version()
+        try:
+            yield
+        except LakeportError:
+            raise
+        except (DeltaError, OSError) as exc:
+            raise StoreError(f"{what}: {_first_line(exc)}") from exc
 
 
 def _row_count(table: Any) -> int:

@@ -18,6 +18,22 @@ import pytest
 from engine.errors import ConfigError, StoreError
 from engine.state import MIGRATIONS, StateDB
 from engine.store import Source, Store
+from tests.conftest import S3Server
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """The same store tests with tables in the local folder and in S3.
+
+    (memory:// cannot hold Delta tables: deltalake keeps a memory store per table object.)
+    """
+    if request.param == "local":
+        return Store(tmp_path / "store")
+    s3: S3Server = request.getfixturevalue("s3")
+    Store(tmp_path / "store").add_authorization(s3.authorization())
+    bucket = s3.new_bucket()
+    return Store(tmp_path / "store", tables=f"s3://{bucket}/lake", tables_auth="moto")
+
 
 SCHEMA = pa.schema([("user_id", pa.string()), ("event", pa.string())])
 
@@ -33,6 +49,33 @@ def test_creates_the_layout_on_first_use(tmp_path: Path) -> None:
     for folder in ("streams", "profiles", "snapshots", "tmp"):
         assert (store.path / folder).is_dir()
     assert (store.path / "state.db").is_file()
+
+
+def test_tables_in_s3_are_remembered_and_cannot_move(tmp_path: Path, s3: S3Server) -> None:
+    Store(tmp_path / "store").add_authorization(s3.authorization())
+    bucket = s3.new_bucket()
+    store = Store(tmp_path / "store", tables=f"s3://{bucket}/lake", tables_auth="moto")
+    store.append("events", batches(5), source=Source("f"), job="j")
+    keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket=bucket)["Contents"]]
+    assert any(k.startswith("lake/streams/events/_delta_log/") for k in keys)
+    assert not (tmp_path / "store" / "streams").exists()
+
+    reopened = Store(tmp_path / "store")
+    assert reopened.tables.url == f"s3://{bucket}/lake"
+    assert reopened.stream("events").collect().height == 5
+    with pytest.raises(ConfigError, match=f"keeps its tables at s3://{bucket}/lake"):
+        Store(tmp_path / "store", tables=f"s3://{bucket}/elsewhere", tables_auth="moto")
+    with pytest.raises(ConfigError, match="cannot be removed while the store uses it"):
+        reopened.remove_authorization("moto")
+
+
+def test_tables_in_s3_need_an_authorization_that_exists(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="need tables_auth"):
+        Store(tmp_path / "store", tables="s3://bucket/lake")
+    with pytest.raises(ConfigError, match="no authorization named 'nope'"):
+        Store(tmp_path / "store", tables="s3://bucket/lake", tables_auth="nope")
+    with pytest.raises(ConfigError, match="memory://"):
+        Store(tmp_path / "store", tables="memory://lake")
 
 
 def test_append_and_read_back_as_lazyframe(store: Store) -> None:
@@ -179,8 +222,8 @@ CRASH_AFTER_COMMIT = textwrap.dedent(
 )
 
 
-def test_killed_between_commit_and_state_update_then_rerun(tmp_path: Path) -> None:
-    store_path = tmp_path / "store"
+def test_killed_between_commit_and_state_update_then_rerun(store: Store) -> None:
+    store_path = store.path
     crashed = subprocess.run(
         [sys.executable, "-c", CRASH_AFTER_COMMIT, str(store_path)],
         capture_output=True,
@@ -188,7 +231,6 @@ def test_killed_between_commit_and_state_update_then_rerun(tmp_path: Path) -> No
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
     )
     assert crashed.returncode == -9, crashed.stderr
-    store = Store(store_path)
     source = Source("s3://b/k.csv", "e1")
     assert store.stream("events").collect().height == 3
     assert not store.state.append_recorded(_app_id("j", source))
