@@ -435,6 +435,18 @@ def _translate(
     code, message = _aws_error(exc)
     failure = _endpoint_failure(exc)
 
+    if _no_credentials(exc):
+        return InvalidCredentials(
+            f"{who} found no AWS credentials (environment, shared profile or instance role): "
+            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or add an "
+            "aws-keys authorization"
+        )
+    if action == "log in" and isinstance(auth, DelegatedRole) and code is not None:
+        return AccessDenied(
+            f"{who}: STS refused to let lakeport assume {auth.role_arn} ({code}: {message}): "
+            f"the role's trust policy must allow lakeport's principal and require the external "
+            f"id {auth.external_id}"
+        )
     if failure is not None:
         endpoint = (auth.endpoint_url if auth else None) or "the AWS S3 endpoint"
         return EndpointUnreachable(
@@ -499,6 +511,14 @@ def _aws_error(exc: Exception) -> tuple[str | None, str]:
             error = response["Error"]
             return str(error.get("Code", "")), str(error.get("Message", ""))
     return None, ""
+
+
+def _no_credentials(exc: Exception) -> bool:
+    from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+
+    return any(
+        isinstance(link, NoCredentialsError | PartialCredentialsError) for link in _chain(exc)
+    )
 
 
 def _endpoint_failure(exc: Exception) -> str | None:

@@ -287,6 +287,46 @@ def auth_remove(obj: Context, name: str) -> None:
     click.echo(f"removed authorization '{name}'")
 
 
+# The store
+
+
+@cli.group("store")
+def store_group() -> None:
+    """Create the store, or show where it keeps its state and tables."""
+
+
+@store_group.command("init")
+@click.option("--tables", metavar="URL", help="Keep the Delta tables in s3://BUCKET/PREFIX.")
+@click.option("--auth", "auth_name", metavar="NAME", help="The authorization for --tables.")
+@click.pass_obj
+def store_init(obj: Context, tables: str | None, auth_name: str | None) -> None:
+    """Create the store (state.db here; tables here or in S3) and say where it is."""
+    from engine.store import Store
+
+    store = Store(obj.store_path, tables=tables, tables_auth=auth_name)
+    click.echo(f"store {store.path.resolve()}: tables in {store.tables.url}")
+
+
+@store_group.command("info")
+@OUTPUT_OPTION
+@click.pass_obj
+def store_info(obj: Context, output: Output) -> None:
+    """Show where the store keeps its state and tables, and what it holds."""
+    store = obj.store()
+    info = {
+        "path": str(store.path.resolve()),
+        "tables": store.tables.url,
+        "tables_auth": store.state.get_setting("tables_auth"),
+        "state_schema_version": store.state.schema_version(),
+        "authorizations": len(store.state.list_authorizations()),
+        "streams": len(store.streams()),
+    }
+    if output == "json":
+        emit_json(info)
+        return
+    emit_table([{"field": k, "value": v} for k, v in info.items()], ["field", "value"])
+
+
 # Buckets and folders
 
 

@@ -297,3 +297,19 @@ def test_demo_runs_and_says_what_it_did(tmp_path: Path) -> None:
     # Running it again in the same folder works too.
     again = CliRunner().invoke(cli, ["demo", "--dir", str(tmp_path / "demo")])
     assert again.exit_code == 0, again.output
+
+
+def test_store_init_with_tables_in_s3(store_path: Path, s3: S3Server, tmp_path: Path) -> None:
+    add_moto_auth(store_path, s3, tmp_path)
+    bucket = s3.new_bucket()
+    result = run(store_path, "store", "init", "--tables", f"s3://{bucket}/lake", "--auth", "moto")
+    assert result.exit_code == 0, result.output
+    assert f"tables in s3://{bucket}/lake" in result.stdout
+    info = json.loads(run(store_path, "store", "info", "-o", "json").stdout)
+    assert (info["tables"], info["tables_auth"], info["streams"]) == (
+        f"s3://{bucket}/lake",
+        "moto",
+        0,
+    )
+    moved = run(store_path, "store", "init", "--tables", f"s3://{bucket}/other", "--auth", "moto")
+    assert_one_line_error(moved, f"keeps its tables at s3://{bucket}/lake")

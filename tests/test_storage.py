@@ -205,3 +205,79 @@ def test_unknown_scheme_is_refused() -> None:
 def test_s3_without_authorization_says_what_to_pass() -> None:
     with pytest.raises(ConfigError, match="--auth NAME"):
         storage.list_directory("s3://bucket/")
+
+
+def test_delegated_role_is_assumed_through_sts(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    import boto3
+
+    from engine.auth import DelegatedRole
+
+    iam = boto3.client(
+        "iam",
+        endpoint_url=s3.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=s3.admin.access_key_id,
+        aws_secret_access_key=s3.admin.secret_key,
+    )
+    role = iam.create_role(
+        RoleName="lakeport-reader",
+        AssumeRolePolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}
+                ],
+            }
+        ),
+    )["Role"]
+    iam.put_role_policy(
+        RoleName="lakeport-reader",
+        PolicyName="read",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+            }
+        ),
+    )
+    iam.close()
+    bucket = s3.new_bucket()
+    s3.put(bucket, "in/a.csv", b"abc")
+    # lakeport's own identity, found by the default chain, is what asks STS for the role.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.admin.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.admin.secret_key)
+    auth = DelegatedRole(
+        name="customer", role_arn=role["Arn"], region="us-east-1", endpoint_url=s3.endpoint
+    )
+    listing = storage.list_directory(f"s3://{bucket}/in/", auth)
+    assert [(f.name, f.size) for f in listing.files] == [("a.csv", 3)]
+
+
+def test_default_chain_without_credentials_says_where_it_looked(s3: S3Server) -> None:
+    from engine.auth import DefaultChain
+
+    auth = DefaultChain(name="chain", region="us-east-1", endpoint_url=s3.endpoint)
+    with pytest.raises(InvalidCredentials, match="'chain' found no AWS credentials"):
+        storage.list_directory("s3://some-bucket/", auth)
+
+
+def test_delegated_role_without_sts_permission(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine.auth import DelegatedRole
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.reader.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.reader.secret_key)
+    auth = DelegatedRole(
+        name="customer",
+        role_arn="arn:aws:iam::123456789012:role/not-allowed",
+        external_id="lakeport-test-external-id",
+        region="us-east-1",
+        endpoint_url=s3.endpoint,
+    )
+    with pytest.raises(AccessDenied, match=r"STS refused.*external id lakeport-test-external-id"):
+        storage.list_directory("s3://some-bucket/", auth)
