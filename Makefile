@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit test-slow install install-dev clean
+.PHONY: demo test lint typecheck unit test-slow install install-dev clean bench-store
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,3 +42,6 @@ test-slow: install-dev
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+bench-store: install-dev
+	$(BIN)/python -m benchmarks.bench_store --rows 1000000 --rows 5000000

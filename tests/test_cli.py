@@ -14,8 +14,6 @@ from click.testing import CliRunner, Result
 from pipelines.cli import cli
 from tests.conftest import S3Server
 
-SECRET_FILE_VALUE = "wJalrXUtnFEMI-file-secret-0001"
-
 
 def run(store: Path, *args: str, input: str | None = None) -> Result:
     return CliRunner().invoke(cli, ["--store", str(store), *args], input=input)
@@ -26,9 +24,12 @@ def store_path(tmp_path: Path) -> Path:
     return tmp_path / "store"
 
 
-def add_moto_auth(store_path: Path, s3: S3Server, tmp_path: Path, name: str = "moto") -> None:
+def add_moto_auth(
+    store_path: Path, s3: S3Server, tmp_path: Path, name: str = "moto", secret: str | None = None
+) -> None:
+    """`lakeport auth add NAME` for the moto server, the secret key given in a file."""
     key_file = tmp_path / f"{name}.key"
-    key_file.write_text(s3.admin.secret_key + "\n")
+    key_file.write_text((s3.admin.secret_key if secret is None else secret) + "\n")
     result = run(
         store_path,
         "auth",
@@ -101,21 +102,7 @@ def test_wrong_secret_is_one_line_naming_the_authorization(
     store_path: Path, s3: S3Server, tmp_path: Path
 ) -> None:
     bucket = s3.new_bucket()
-    key_file = tmp_path / "wrong.key"
-    key_file.write_text("definitely-not-the-secret")
-    added = run(
-        store_path,
-        "auth",
-        "add",
-        "typo",
-        "--access-key-id",
-        s3.admin.access_key_id,
-        "--secret-key-file",
-        str(key_file),
-        "--endpoint-url",
-        s3.endpoint,
-    )
-    assert added.exit_code == 0, added.output
+    add_moto_auth(store_path, s3, tmp_path, "typo", secret="definitely-not-the-secret")
     result = run(store_path, "ls", f"s3://{bucket}/", "--auth", "typo")
     assert_one_line_error(result, "authorization 'typo'", "secret key does not match")
 
@@ -175,23 +162,11 @@ def test_a_secret_appears_in_no_output_log_or_file(
     bucket = s3.new_bucket()
     s3.put(bucket, "a/b.csv", b"x\n")
     token = "FwoGZXIvYXdzEXAMPLE-session-token-value-0002"
+    prompted = "prompted-secret-value-0003"
     monkeypatch.setenv("MY_SESSION_TOKEN", token)
-    key_file = tmp_path / "typed.key"
-    key_file.write_text(SECRET_FILE_VALUE)
-    outputs = [
-        run(
-            store_path,
-            "auth",
-            "add",
-            "fromfile",
-            "--access-key-id",
-            s3.admin.access_key_id,
-            "--secret-key-file",
-            str(key_file),
-            "--endpoint-url",
-            s3.endpoint,
-        ),
-        run(
+    add_moto_auth(store_path, s3, tmp_path, "fromfile")
+    outputs = {
+        "add prompted": run(
             store_path,
             "auth",
             "add",
@@ -200,37 +175,37 @@ def test_a_secret_appears_in_no_output_log_or_file(
             "AKIAPROMPTED0000",
             "--session-token-env",
             "MY_SESSION_TOKEN",
-            input="prompted-secret-value-0003\n",
-        ),
-    ]
-    key_file.unlink()
+            input=prompted + "\n",
+        )
+    }
     caplog.set_level(logging.DEBUG)
-    outputs += [
-        run(store_path, "auth", "list"),
-        run(store_path, "auth", "list", "-o", "json"),
-        run(store_path, "auth", "show", "fromfile"),
-        run(store_path, "auth", "show", "prompted", "-o", "json"),
-        run(store_path, "-vv", "ls", f"s3://{bucket}/a/", "--auth", "fromfile"),
-        run(store_path, "-vv", "ls", f"s3://{bucket}/a/", "--auth", "prompted"),
-    ]
-    assert all(r.exit_code in (0, 1) for r in outputs)
-    assert outputs[4].exit_code == 0, outputs[4].output
-    # DEBUG logging was on (lakeport's own debug lines are there) ...
+    outputs |= {
+        "list": run(store_path, "auth", "list"),
+        "list json": run(store_path, "auth", "list", "-o", "json"),
+        "show": run(store_path, "auth", "show", "fromfile"),
+        "show json": run(store_path, "auth", "show", "prompted", "-o", "json"),
+        "ls": run(store_path, "-vv", "ls", f"s3://{bucket}/a/", "--auth", "fromfile"),
+        "ls refused": run(store_path, "-vv", "ls", f"s3://{bucket}/a/", "--auth", "prompted"),
+    }
+    for name, result in outputs.items():
+        assert result.exit_code == (1 if name == "ls refused" else 0), (name, result.output)
+    assert "b.csv" in outputs["ls"].stdout
+    # DEBUG logging was on: lakeport's own debug lines are there ...
     assert "listing s3://" in caplog.text
-    shown = json.loads(outputs[3].stdout)
+    shown = json.loads(outputs["list json"].stdout)
     assert {a["name"]: a["secret_key"] for a in shown} == {
         "fromfile": "stored",
         "prompted": "stored",
     }
-    assert json.loads(outputs[5].stdout)["session_token"] == "env:MY_SESSION_TOKEN"
+    assert json.loads(outputs["show json"].stdout)["session_token"] == "env:MY_SESSION_TOKEN"
 
     # ... and no secret is in any output, log line, or file but the secrets file.
-    secrets = [SECRET_FILE_VALUE, "prompted-secret-value-0003", token]
-    everything = "\n".join(r.output for r in outputs) + caplog.text
+    secrets = [s3.admin.secret_key, prompted, token]
+    everything = "\n".join(r.output for r in outputs.values()) + caplog.text
     for secret in secrets:
         assert secret not in everything
     secrets_file = store_path / "secrets" / "secrets.json"
-    assert SECRET_FILE_VALUE in secrets_file.read_text()
+    assert prompted in secrets_file.read_text()
     for path in tmp_path.rglob("*"):
         if path.is_file() and path != secrets_file:
             content = path.read_bytes()
