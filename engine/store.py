@@ -26,9 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -50,6 +49,9 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 ENGINE_FIELDS = (TS, INGESTED_AT, SOURCE, JOB)
 """Fields the store adds to every row. Readers may set `_ts` and `_line`; the rest are the
 store's."""
+
+if TYPE_CHECKING:
+    import polars as pl
 
 logger = logging.getLogger(__name__)
 
@@ -310,6 +312,8 @@ class Store:
 
     def stream(self, name: str) -> pl.LazyFrame:
         """The stream as a Polars LazyFrame (filters and projections are pushed down)."""
+        import polars as pl
+
         uri = self._existing_stream(name)
         options = self._options()
         return pl.scan_delta(
@@ -438,8 +442,10 @@ def _with_engine_fields(
             pa.field(TS, TIMESTAMP),
             *out_fields,
             pa.field(INGESTED_AT, TIMESTAMP),
-            pa.field(SOURCE, pa.string()),
-            pa.field(JOB, pa.string()),
+            # One value per append: dictionary-encoded, so the writer's buffers hold it once
+            # (Delta stores it as a plain string column).
+            pa.field(SOURCE, _CONSTANT_TEXT),
+            pa.field(JOB, _CONSTANT_TEXT),
         ]
     )
     ingested: datetime = now()
@@ -453,13 +459,21 @@ def _with_engine_fields(
                     batch.column(TS) if has_ts else stamp,
                     *(batch.column(f.name) for f in out_fields),
                     stamp,
-                    pa.repeat(pa.scalar(source.key, pa.string()), n),
-                    pa.repeat(pa.scalar(job, pa.string()), n),
+                    _constant_text(source.key, n),
+                    _constant_text(job, n),
                 ],
                 schema=out_schema,
             )
 
     return pa.RecordBatchReader.from_batches(out_schema, batches())
+
+
+_CONSTANT_TEXT = pa.dictionary(pa.int32(), pa.string())
+
+
+def _constant_text(value: str, rows: int) -> pa.DictionaryArray:
+    indices = pa.repeat(pa.scalar(0, pa.int32()), rows)
+    return pa.DictionaryArray.from_arrays(indices, pa.array([value], pa.string()))
 
 
 def _is_text(kind: pa.DataType) -> bool:
