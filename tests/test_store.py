@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +15,8 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine.errors import ConfigError, StoreError
 from engine.state import MIGRATIONS, StateDB
@@ -273,3 +276,24 @@ def test_runs_are_recorded(store: Store) -> None:
         {"rows_imported": 10},
         "s3://b/k.csv",
     )
+
+
+text_values = st.one_of(st.none(), st.text(max_size=20))
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(rows=st.lists(st.tuples(text_values, text_values), max_size=50))
+def test_append_then_read_gives_back_the_rows(
+    tmp_path: Path, rows: list[tuple[str | None, ...]]
+) -> None:
+    store = Store(tmp_path / f"prop-{uuid.uuid4().hex}")
+    batch = pa.record_batch(
+        [pa.array([r[0] for r in rows], pa.string()), pa.array([r[1] for r in rows], pa.string())],
+        names=["a", "b"],
+    )
+    result = store.append("events", [batch], source=Source("f", "e"), job="j")
+    assert result.rows == len(rows)
+    back = store.stream("events").select("a", "b").collect().rows()
+    assert sorted(back, key=repr) == sorted(rows, key=repr)
