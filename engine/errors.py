@@ -59,3 +59,18 @@ class EndpointUnreachable(TransientError):
 
 class StoreError(TerminalError):
     """The store (streams, state) cannot do what was asked."""
+
+
+class BadInput(TerminalError):
+    """An object's content cannot be imported as it is: names the object, the line and why."""
+
+    def __init__(self, name: str, line: int | None, reason: str) -> None:
+        self.object = name
+        self.line = line
+        self.reason = reason
+        where = f"{name}, line {line}" if line is not None else name
+        super().__init__(f"{where}: {reason}")
+
+
+class LimitExceeded(TerminalError):
+    """An object passes a limit that protects the machine (size, ratio, line length)."""

@@ -1,0 +1,420 @@
+"""CSV objects as Arrow record batches of text fields, each row with its line number.
+
+pyarrow's streaming CSV reader does the parsing (single-threaded, which is also the fastest way
+to stream it). Around it, this module is strict where pyarrow and Python's `csv` are lenient:
+
+- the header is checked: an empty file, blank or duplicate names, a header that reads as one
+  field while another delimiter is obvious (the error suggests it), JSON named `.csv`;
+- a row with too few or too many fields is a bad row, never padded or cut; bad rows fail the
+  read, or go to `on_bad_row` (the quarantine);
+- an unterminated quote, invalid UTF-8, a NUL byte, a field or record over its limit: errors;
+- a row whose fields are all empty (a blank line) is skipped.
+
+Every row carries `_line`, the 1-based line of the file where the row starts (quoted line breaks
+counted), and every error names the object and the line.
+"""
+
+from __future__ import annotations
+
+import csv as pycsv
+import io
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from engine.errors import BadInput, ConfigError, LimitExceeded
+from engine.readers.source import Limits, TextSource, open_text
+
+LINE = "_line"
+_BREAK = r"\r\n|\r|\n"
+_BREAK_RE = re.compile(_BREAK)
+_CANDIDATES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+@dataclass(frozen=True)
+class CsvDialect:
+    delimiter: str = ","
+    quote_char: str | None = '"'
+    """None: quotes are ordinary characters."""
+    encoding: str = "utf-8"
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A row that cannot be imported: where it is, why, and its text."""
+
+    line: int
+    reason: str
+    text: str
+
+
+def _breaks(text: str) -> int:
+    """Line breaks in a text: CR LF, CR or LF each count once."""
+    return len(_BREAK_RE.findall(text))
+
+
+class CsvReader:
+    """One CSV object, read as record batches of its (selected) fields plus `_line`.
+
+    Args:
+        open_handle: Opens the object's bytes; called again only to diagnose invalid UTF-8.
+        name: The object's URL or key, for messages.
+        dialect: Delimiter, quote character and encoding.
+        fields: The fields to keep, in this order (all when None).
+        limits: Sizes that protect the machine.
+        on_bad_row: Receives each bad row; when None, the first bad row is an error.
+    """
+
+    def __init__(
+        self,
+        open_handle: Callable[[], IO[bytes]],
+        *,
+        name: str,
+        dialect: CsvDialect | None = None,
+        fields: Sequence[str] | None = None,
+        limits: Limits | None = None,
+        on_bad_row: Callable[[BadRow], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.dialect = dialect or CsvDialect()
+        self.limits = limits or Limits()
+        self._open_handle = open_handle
+        self._on_bad_row = on_bad_row
+        _check_dialect(self.dialect)
+        quote = self.dialect.quote_char
+        self._source = open_text(
+            open_handle(),
+            name=name,
+            encoding=self.dialect.encoding,
+            limits=self.limits,
+            count_byte=quote.encode() if quote else None,
+        )
+        self.header, header_breaks = self._read_header()
+        self.fields = self._select(fields)
+        self.schema = pa.schema(
+            [*(pa.field(f, pa.string()) for f in self.fields), (LINE, pa.int64())]
+        )
+        self.rows_read = 0
+        """Rows read that were not blank and not bad."""
+        self.rows_blank = 0
+        """Rows whose fields were all empty (blank lines): skipped."""
+        self.rows_bad = 0
+        """Rows with the wrong number of fields."""
+        self._next_line = 2 + header_breaks
+        self._next_record = 2  # pyarrow numbers records from 1, the header being 1
+        self._invalid: dict[int, tuple[str, str]] = {}
+        self._last_value: str | None = None
+        self._last_line = 0
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes read from the object so far (compressed, when it is)."""
+        return self._source.bytes_in
+
+    def reader(self) -> pa.RecordBatchReader:
+        return pa.RecordBatchReader.from_batches(self.schema, self.batches())
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """The rows, in file order, in record batches."""
+        stream = self._open_arrow()
+        try:
+            while True:
+                try:
+                    batch = stream.read_next_batch()
+                except StopIteration:
+                    break
+                except pa.ArrowInvalid as exc:
+                    raise self._parse_error(exc) from exc
+                out = self._process(batch)
+                if out.num_rows:
+                    yield out
+            self._flush_invalid(all_remaining=True)
+            self._check_unterminated_quote()
+        finally:
+            self._source.close()
+
+    # The header
+
+    def _read_header(self) -> tuple[list[str], int]:
+        size = 64 << 10
+        while True:
+            head = self._source.peek(size)
+            if not head:
+                raise BadInput(self.name, None, "is empty: a CSV file needs a header line")
+            text = head.decode("utf-8", errors="replace")
+            end = _record_end(text, self.dialect.quote_char)
+            if end is not None or len(head) < size:
+                break
+            if size >= self.limits.max_line_bytes:
+                raise LimitExceeded(
+                    f"{self.name}: the header line is longer than {self.limits.max_line_bytes:,} "
+                    "bytes (limit max_line_bytes), or a quote in it is never closed"
+                )
+            size *= 4
+        record = text[:end] if end is not None else text
+        stripped = record.lstrip()
+        if stripped.startswith(("{", "[")):
+            raise BadInput(
+                self.name, 1, "looks like JSON, not CSV: import it with a json-import job"
+            )
+        names = _parse_header(record, self.dialect, self.name)
+        second = text[end:].lstrip("\r\n").split("\n", 1)[0] if end is not None else ""
+        self._check_header(names, record, second)
+        return names, _breaks(record.rstrip("\r\n"))
+
+    def _check_header(self, names: list[str], record: str, second_line: str) -> None:
+        if len(names) == 1:
+            for candidate, word in _CANDIDATES.items():
+                count = record.count(candidate)
+                if (
+                    candidate != self.dialect.delimiter
+                    and count
+                    and (not second_line or second_line.count(candidate) == count)
+                ):
+                    shown = "t" if candidate == "\t" else candidate
+                    raise BadInput(
+                        self.name,
+                        1,
+                        f"the header reads as one field with delimiter "
+                        f"{self.dialect.delimiter!r}, but the file looks {word}-delimited: "
+                        f'set delimiter = "{shown}" in the job',
+                    )
+        seen: dict[str, int] = {}
+        for position, name in enumerate(names, start=1):
+            if not name.strip():
+                raise BadInput(
+                    self.name, 1, f"header field {position} is blank: every column needs a name"
+                )
+            if name in seen:
+                raise BadInput(
+                    self.name,
+                    1,
+                    f"the header names '{name}' twice (fields {seen[name]} and {position}): "
+                    "rename one of them",
+                )
+            seen[name] = position
+
+    def _select(self, fields: Sequence[str] | None) -> list[str]:
+        if fields is None:
+            return list(self.header)
+        unknown = [f for f in fields if f not in self.header]
+        if unknown:
+            raise ConfigError(
+                f"field(s) {', '.join(repr(f) for f in unknown)} are not in {self.name}: "
+                f"the fields are {', '.join(self.header)}"
+            )
+        return list(dict.fromkeys(fields))
+
+    # Parsing
+
+    def _open_arrow(self) -> Any:
+        quote = self.dialect.quote_char
+        try:
+            return pacsv.open_csv(
+                self._source,
+                read_options=pacsv.ReadOptions(
+                    use_threads=False,
+                    block_size=self.limits.max_line_bytes,
+                    autogenerate_column_names=False,
+                ),
+                parse_options=pacsv.ParseOptions(
+                    delimiter=self.dialect.delimiter,
+                    quote_char=quote if quote else False,
+                    double_quote=True,
+                    escape_char=False,
+                    newlines_in_values=True,
+                    ignore_empty_lines=False,
+                    invalid_row_handler=self._invalid_row,
+                ),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=dict.fromkeys(self.header, pa.string()),
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                    check_utf8=True,
+                ),
+            )
+        except pa.ArrowInvalid as exc:
+            raise self._parse_error(exc) from exc
+
+    def _invalid_row(self, row: Any) -> str:
+        if row.number is None:  # pyarrow knows it when single-threaded; say so if not
+            raise BadInput(self.name, None, f"has a bad row: {row.text[:200]!r}")
+        self._invalid[row.number] = (
+            f"expected {row.expected_columns} fields, found {row.actual_columns}",
+            row.text,
+        )
+        return "skip"
+
+    def _process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        n = batch.num_rows
+        spans = self._spans(batch)
+        last = self._next_record + n + len(self._invalid)
+        if self._invalid and min(self._invalid) < last:
+            lines = self._lines_around_bad_rows(spans)
+        else:
+            steps = pc.add(spans, 1)
+            ends = pc.cumulative_sum(steps)
+            lines = pc.add(pc.subtract(ends, steps), self._next_line)
+            self._next_line += int(ends[-1].as_py()) if n else 0
+            self._next_record += n
+        if n:
+            self._last_line = int(lines[-1].as_py())
+            self._last_value = batch.column(batch.num_columns - 1)[-1].as_py()
+        selected = [batch.column(name) for name in self.fields]
+        self._check_field_sizes(selected, lines)
+        out = pa.record_batch([*selected, lines], schema=self.schema)
+        blank = _all_empty(batch)
+        if blank is not None:
+            out = out.filter(pc.invert(blank))
+            self.rows_blank += n - out.num_rows
+        self.rows_read += out.num_rows
+        return out
+
+    def _spans(self, batch: pa.RecordBatch) -> pa.Array:
+        """Line breaks inside each row's values (0 for almost every row)."""
+        total: pa.Array | None = None
+        for column in batch.columns:
+            if not pc.any(pc.match_substring_regex(column, "[\r\n]")).as_py():
+                continue
+            counts = pc.count_substring_regex(column, _BREAK)
+            total = counts if total is None else pc.add(total, counts)
+        if total is None:
+            return pa.repeat(pa.scalar(0, pa.int64()), batch.num_rows)
+        return pc.cast(total, pa.int64())
+
+    def _lines_around_bad_rows(self, spans: pa.Array) -> pa.Array:
+        lines = []
+        for span in spans.to_pylist():
+            self._flush_invalid()
+            lines.append(self._next_line)
+            self._next_line += 1 + span
+            self._next_record += 1
+        self._flush_invalid()
+        return pa.array(lines, pa.int64())
+
+    def _flush_invalid(self, *, all_remaining: bool = False) -> None:
+        """Account for the bad rows that come next in the file (or all that are left)."""
+        while self._invalid:
+            number = min(self._invalid)
+            if number != self._next_record and not all_remaining:
+                return
+            reason, text = self._invalid.pop(number)
+            self._next_record = number + 1
+            bad = BadRow(self._next_line, reason, text)
+            self._next_line += 1 + _breaks(text)
+            self.rows_bad += 1
+            if self._on_bad_row is None:
+                raise BadInput(self.name, bad.line, f"{bad.reason}: {bad.text[:200]!r}")
+            self._on_bad_row(bad)
+
+    def _check_field_sizes(self, columns: list[pa.Array], lines: pa.Array) -> None:
+        limit = self.limits.max_field_bytes
+        for name, column in zip(self.fields, columns, strict=True):
+            if len(column) == 0:
+                continue
+            sizes = pc.binary_length(column)
+            if (pc.max(sizes).as_py() or 0) > limit:
+                at = pc.index(pc.greater(sizes, limit), True).as_py()
+                raise LimitExceeded(
+                    f"{self.name}, line {lines[at].as_py()}: field '{name}' is longer than "
+                    f"{limit:,} bytes (limit max_field_bytes): raise the limit in the job if "
+                    "such fields are expected"
+                )
+
+    def _check_unterminated_quote(self) -> None:
+        if (
+            self.dialect.quote_char
+            and self._source.counted % 2 == 1
+            and self._last_value is not None
+            and ("\n" in self._last_value or "\r" in self._last_value)
+        ):
+            raise BadInput(
+                self.name,
+                self._last_line,
+                "a quoted field that starts on this line is never closed (unterminated quote)",
+            )
+
+    def _parse_error(self, exc: pa.ArrowInvalid) -> Exception:
+        message = str(exc)
+        if "invalid UTF8" in message:
+            return self._find_invalid_utf8()
+        if "straddling" in message:
+            return LimitExceeded(
+                f"{self.name}, after line {self._next_line - 1}: a record is longer than "
+                f"{self.limits.max_line_bytes:,} bytes (limit max_line_bytes), or a quote is "
+                "never closed"
+            )
+        return BadInput(self.name, self._next_line, f"cannot be parsed as CSV: {message}")
+
+    def _find_invalid_utf8(self) -> Exception:
+        """Read the object again, validating as it goes, to name the line of the bad bytes."""
+        checked: TextSource = open_text(
+            self._open_handle(),
+            name=self.name,
+            encoding=self.dialect.encoding,
+            limits=self.limits,
+            validate_utf8=True,
+        )
+        try:
+            while checked.read(4 << 20):
+                pass
+        except BadInput as found:
+            return found
+        finally:
+            checked.close()
+        return BadInput(self.name, None, "is not valid UTF-8 (set `encoding` in the job)")
+
+
+def _check_dialect(dialect: CsvDialect) -> None:
+    if len(dialect.delimiter) != 1 or dialect.delimiter in "\r\n":
+        raise ConfigError(
+            f"delimiter must be one character (not a line break), got {dialect.delimiter!r}"
+        )
+    if dialect.quote_char is not None and (
+        len(dialect.quote_char) != 1 or dialect.quote_char == dialect.delimiter
+    ):
+        raise ConfigError(
+            f"quote_char must be one character other than the delimiter, got {dialect.quote_char!r}"
+        )
+
+
+def _record_end(text: str, quote: str | None) -> int | None:
+    """The offset just past the first record's line break, quotes respected; None if unseen."""
+    inside = False
+    for at, char in enumerate(text):
+        if quote and char == quote:
+            inside = not inside
+        elif char == "\n" and not inside:
+            return at + 1
+        elif char == "\r" and not inside:
+            return at + 2 if text[at + 1 : at + 2] == "\n" else at + 1
+    return None
+
+
+def _parse_header(record: str, dialect: CsvDialect, name: str) -> list[str]:
+    options: dict[str, Any] = {"delimiter": dialect.delimiter, "strict": True}
+    if dialect.quote_char:
+        options.update(quotechar=dialect.quote_char, doublequote=True)
+    else:
+        options["quoting"] = pycsv.QUOTE_NONE
+    try:
+        rows = list(pycsv.reader(io.StringIO(record, newline=""), **options))
+    except pycsv.Error as exc:
+        raise BadInput(name, 1, f"the header cannot be parsed: {exc}") from None
+    return rows[0] if rows else [""]
+
+
+def _all_empty(batch: pa.RecordBatch) -> pa.Array | None:
+    """True where every field of the row is empty; None when no row is."""
+    mask: pa.Array | None = None
+    for column in batch.columns:
+        empty = pc.equal(pc.binary_length(column), 0)
+        mask = empty if mask is None else pc.and_(mask, empty)
+        if not pc.any(mask).as_py():
+            return None
+    return mask

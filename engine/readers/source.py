@@ -1,0 +1,315 @@
+"""The bytes of one object, made ready for a parser: decompressed, transcoded to UTF-8, checked.
+
+`open_text(handle, name=..., encoding=...)` wraps a binary handle (an S3 object, a local file) in a
+file-like `TextSource` whose `read(n)` gives UTF-8 bytes. It
+
+- detects gzip and zstd by extension and by magic bytes, and decompresses them (concatenated gzip
+  members and zstd frames too), refusing a truncated stream;
+- enforces the limits that protect the machine: decompressed bytes per object and the
+  decompression ratio (bombs);
+- transcodes latin-1, cp1252 and utf-16 to UTF-8 and strips a UTF-8 byte-order mark;
+- refuses NUL bytes, and, when asked (`validate_utf8`), invalid UTF-8, naming the line;
+- counts lines as they pass, so every error can say where it is.
+
+Nothing is held beyond one chunk.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, Any
+
+from engine.errors import BadInput, LimitExceeded
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+UTF8_BOM = codecs.BOM_UTF8
+CHUNK = 4 << 20
+
+ENCODINGS = {
+    "utf-8": "utf-8",
+    "utf8": "utf-8",
+    "latin-1": "latin-1",
+    "latin1": "latin-1",
+    "iso-8859-1": "latin-1",
+    "cp1252": "cp1252",
+    "windows-1252": "cp1252",
+    "utf-16": "utf-16",
+    "utf-16le": "utf-16-le",
+    "utf-16be": "utf-16-be",
+}
+
+# Formats that are not text, by their first bytes: a clear error beats a page of parse noise.
+_BINARY_MAGIC = {
+    b"PAR1": "a Parquet file",
+    b"PK\x03\x04": "a ZIP archive (or an Excel .xlsx file)",
+    b"%PDF": "a PDF document",
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"BZh": "a bzip2 stream (not supported: use gzip or zstd)",
+    b"\xfd7zXZ": "an xz stream (not supported: use gzip or zstd)",
+    b"ORC": "an ORC file",
+    b"Obj\x01": "an Avro file",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Limits that protect the machine from one object. Each is configurable per job."""
+
+    max_bytes: int = 256 << 30
+    """Decompressed bytes per object."""
+    max_ratio: float = 1000.0
+    """Decompressed bytes per compressed byte, checked once `ratio_after` bytes have come out."""
+    ratio_after: int = 64 << 20
+    """Small objects may compress very well; the ratio is checked past this many bytes."""
+    max_line_bytes: int = 2 << 20
+    """The longest record (line) a reader accepts. It is also the CSV parser's block size, and
+    pyarrow reads a few dozen blocks ahead: memory grows with it."""
+    max_field_bytes: int = 1 << 20
+    """The longest single field a reader accepts."""
+
+
+def check_encoding(name: str) -> str:
+    """The canonical codec name for a job's `encoding` setting."""
+    codec = ENCODINGS.get(name.strip().lower())
+    if codec is None:
+        raise ValueError(f"unknown encoding '{name}': use one of utf-8, latin-1, cp1252, utf-16")
+    return codec
+
+
+def compression_of(name: str, head: bytes) -> str | None:
+    """`gzip`, `zstd` or None, from the file name and its first bytes (which win)."""
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(ZSTD_MAGIC):
+        return "zstd"
+    lowered = name.lower()
+    if lowered.endswith((".gz", ".gzip")):
+        raise BadInput(name, None, "is named as gzip but is not a gzip stream (wrong magic bytes)")
+    if lowered.endswith((".zst", ".zstd")):
+        raise BadInput(name, None, "is named as zstd but is not a zstd stream (wrong magic bytes)")
+    return None
+
+
+class _Decompressor:
+    """gzip or zstd, member after member / frame after frame; knows when a stream is cut."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._new: Callable[[], Any] = (
+            (lambda: zlib.decompressobj(wbits=31)) if kind == "gzip" else _zstd_object
+        )
+        self._obj = self._new()
+        self._started = False
+
+    def feed(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            self._started = True
+            out.append(self._obj.decompress(data))
+            if not self._obj.eof:
+                break
+            data = self._obj.unused_data
+            self._obj = self._new()
+            self._started = False
+        return b"".join(out)
+
+    def finish(self, name: str) -> None:
+        if self._started and not self._obj.eof:
+            raise BadInput(name, None, f"the {self.kind} stream is truncated (it ends mid-stream)")
+
+
+def _zstd_object() -> Any:
+    import zstandard
+
+    return zstandard.ZstdDecompressor().decompressobj()
+
+
+class TextSource(io.RawIOBase):
+    """UTF-8 bytes of one object, read in chunks; see the module docstring."""
+
+    def __init__(
+        self,
+        handle: IO[bytes],
+        *,
+        name: str,
+        encoding: str = "utf-8",
+        limits: Limits | None = None,
+        validate_utf8: bool = False,
+        count_byte: bytes | None = None,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.limits = limits or Limits()
+        self._handle = handle
+        self._codec = check_encoding(encoding)
+        self._validate = validate_utf8 or self._codec != "utf-8"
+        self._decoder = codecs.getincrementaldecoder(self._codec)(errors="strict")
+        self._decompressor: _Decompressor | None = None
+        self._pending = b""
+        self._eof = False
+        self._first = True
+        self.bytes_in = 0
+        """Bytes read from the object (compressed, when it is)."""
+        self.bytes_out = 0
+        """UTF-8 bytes handed to the parser."""
+        self.lines_before = 0
+        """Newlines in everything handed out so far."""
+        self._count_byte = count_byte
+        self.counted = 0
+        """How many `count_byte` bytes were handed out (a CSV reader counts quotes)."""
+        head = handle.read(CHUNK)
+        self.bytes_in += len(head)
+        self.compression = compression_of(name, head)
+        if self.compression is not None:
+            self._decompressor = _Decompressor(self.compression)
+        self._raw_head = head
+
+    # io.RawIOBase
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            parts = []
+            while chunk := self.read(CHUNK):
+                parts.append(chunk)
+            return b"".join(parts)
+        while len(self._pending) < size and not self._eof:
+            self._pending += self._next_chunk()
+        data, self._pending = self._pending[:size], self._pending[size:]
+        self.bytes_out += len(data)
+        self.lines_before += data.count(b"\n")
+        if self._count_byte is not None:
+            self.counted += data.count(self._count_byte)
+        return data
+
+    def peek(self, size: int) -> bytes:
+        """Up to `size` bytes that the next `read` will return, without consuming them."""
+        while len(self._pending) < size and not self._eof:
+            self._pending += self._next_chunk()
+        return self._pending[:size]
+
+    def close(self) -> None:
+        try:
+            self._handle.close()
+        finally:
+            super().close()
+
+    # The pipeline: raw → decompressed → UTF-8 → checked
+
+    def _next_chunk(self) -> bytes:
+        if self._raw_head:
+            raw, self._raw_head = self._raw_head, b""
+        else:
+            raw = self._handle.read(CHUNK)
+            self.bytes_in += len(raw)
+        if not raw:
+            self._eof = True
+            if self._decompressor is not None:
+                self._decompressor.finish(self.name)
+            tail = self._decoder.decode(b"", final=True) if self._validate else ""
+            return self._encoded(tail) if tail else b""
+        data = self._decompressor.feed(raw) if self._decompressor is not None else raw
+        self._check_limits(len(data))
+        if self._first and data:
+            self._first = False
+            data = self._sniff(data)
+        if self._codec == "utf-8" and not self._validate:
+            self._check_nul(data)
+            return data
+        try:
+            text = self._decoder.decode(data)
+        except UnicodeDecodeError as exc:
+            raise self._decode_error(data, exc) from None
+        out = self._encoded(text)
+        self._check_nul(out)
+        return out
+
+    def _encoded(self, text: str) -> bytes:
+        return text.encode("utf-8")
+
+    def _sniff(self, data: bytes) -> bytes:
+        for magic, what in _BINARY_MAGIC.items():
+            if data.startswith(magic):
+                raise BadInput(self.name, None, f"is {what}, not text")
+        if self._codec == "utf-8" and data.startswith(UTF8_BOM):
+            return data[len(UTF8_BOM) :]
+        return data
+
+    def _produced(self) -> int:
+        return self.bytes_out + len(self._pending)
+
+    def _check_limits(self, more: int) -> None:
+        produced = self._produced() + more
+        if produced > self.limits.max_bytes:
+            raise LimitExceeded(
+                f"{self.name} decompresses to more than {self.limits.max_bytes:,} bytes "
+                "(limit max_bytes): raise the limit in the job if the object is meant to be "
+                "that large"
+            )
+        if (
+            self._decompressor is not None
+            and produced > self.limits.ratio_after
+            and produced > self.limits.max_ratio * max(self.bytes_in, 1)
+        ):
+            raise LimitExceeded(
+                f"{self.name} decompresses more than {self.limits.max_ratio:g} times its "
+                "compressed size (limit max_ratio): it looks like a decompression bomb; raise "
+                "the limit in the job if the data really compresses that well"
+            )
+
+    def _line_at(self, data: bytes, offset: int) -> int:
+        pending = self._pending.count(b"\n")
+        return self.lines_before + pending + data.count(b"\n", 0, offset) + 1
+
+    def _check_nul(self, data: bytes) -> None:
+        at = data.find(b"\x00")
+        if at >= 0:
+            raise BadInput(
+                self.name,
+                self._line_at(data, at),
+                "contains a NUL byte: the file is binary, or its encoding is not "
+                f"{self._codec} (set `encoding` in the job)",
+            )
+
+    def _decode_error(self, data: bytes, exc: UnicodeDecodeError) -> BadInput:
+        bad = data[exc.start : exc.start + 4].hex(" ")
+        return BadInput(
+            self.name,
+            self._line_at(data, exc.start),
+            f"is not valid {self._codec} (bytes {bad}): set `encoding` in the job "
+            "(latin-1, cp1252 or utf-16) or fix the file",
+        )
+
+
+def open_text(
+    handle: IO[bytes],
+    *,
+    name: str,
+    encoding: str = "utf-8",
+    limits: Limits | None = None,
+    validate_utf8: bool = False,
+    count_byte: bytes | None = None,
+) -> TextSource:
+    """Wrap a binary handle; see `TextSource`."""
+    return TextSource(
+        handle,
+        name=name,
+        encoding=encoding,
+        limits=limits,
+        validate_utf8=validate_utf8,
+        count_byte=count_byte,
+    )
