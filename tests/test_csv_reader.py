@@ -9,7 +9,7 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -278,7 +278,9 @@ class Generated(io.RawIOBase):
 
 def test_reading_is_streamed() -> None:
     handle = Generated(300_000)  # 32 MB
-    reader = CsvReader(lambda: handle, name="big.csv", limits=Limits(max_line_bytes=64 << 10))
+    reader = CsvReader(
+        lambda: cast(IO[bytes], handle), name="big.csv", limits=Limits(max_line_bytes=64 << 10)
+    )
     batches = reader.batches()
     first = next(batches)
     assert first.num_rows > 0
