@@ -187,6 +187,45 @@ class StateDB:
         with self._connect() as conn:
             return conn.execute("DELETE FROM authorizations WHERE name = ?", (name,)).rowcount > 0
 
+    # Jobs
+
+    def put_job(self, name: str, job_type: str, spec: str, *, replace: bool = False) -> bool:
+        """Register a job; False when the name is taken and `replace` is not set."""
+        stamp = now().isoformat()
+        with self._connect() as conn:
+            if conn.execute("SELECT 1 FROM jobs WHERE name = ?", (name,)).fetchone():
+                if not replace:
+                    return False
+                conn.execute(
+                    "UPDATE jobs SET type = ?, spec = ?, updated_at = ? WHERE name = ?",
+                    (job_type, spec, stamp, name),
+                )
+                return True
+            conn.execute(
+                "INSERT INTO jobs (name, type, spec, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (name, job_type, spec, stamp, stamp),
+            )
+        return True
+
+    def get_job(self, name: str) -> tuple[str, str] | None:
+        """The job's type and spec text."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT type, spec FROM jobs WHERE name = ?", (name,)).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    def list_jobs(self) -> list[tuple[str, str, str]]:
+        """Name, type and last update of every registered job."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT name, type, updated_at FROM jobs ORDER BY name").fetchall()
+        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    def delete_job(self, name: str) -> bool:
+        with self._connect() as conn:
+            deleted = conn.execute("DELETE FROM jobs WHERE name = ?", (name,)).rowcount > 0
+            conn.execute("DELETE FROM watermarks WHERE job = ?", (name,))
+        return deleted
+
     # Watermarks
 
     def get_watermark(self, job: str, key: str) -> str | None:

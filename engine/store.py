@@ -239,6 +239,14 @@ class Store:
         """Where the stream's Delta table is: a local path or an s3:// URL."""
         return self.tables.child(f"streams/{check_stream_name(name)}").url
 
+    def rejected_url(self, stream: str) -> str:
+        """Where the stream's rejected rows are kept (a Delta table beside the streams)."""
+        return self.tables.child(f"rejected/{check_stream_name(stream)}").url
+
+    def snapshots_path(self, job: str) -> Path:
+        """The local folder of a job's diff snapshots."""
+        return self.path / "snapshots" / check_stream_name(job)
+
     def append(
         self,
         stream: str,
@@ -255,9 +263,43 @@ class Store:
         transaction for (job, source, ETag), so a second append of the same source, even after a
         crash between the commit and the state update, writes nothing.
         """
+        return self._append(self.stream_url(stream), stream, batches, source=source, job=job)
+
+    def append_rejected(
+        self,
+        stream: str,
+        rows: pa.RecordBatchReader | Iterable[pa.RecordBatch],
+        *,
+        source: Source,
+        job: str,
+    ) -> AppendResult:
+        """Append a source's rejected rows (line, reason, text) to the stream's rejected table."""
+        rejected = Source(source.key, (source.etag or "") + ":rejected")
+        return self._append(self.rejected_url(stream), stream, rows, source=rejected, job=job)
+
+    def rejected(self, stream: str) -> pl.LazyFrame:
+        """The rows rejected from a stream's imports, with their line and reason."""
+        import polars as pl
+
+        uri = self.rejected_url(stream)
+        if self._table(uri) is None:
+            raise StoreError(f"stream '{stream}' has no rejected rows")
+        options = self._options()
+        return pl.scan_delta(
+            uri, storage_options=options or None, credential_provider=None if options else "auto"
+        )
+
+    def _append(
+        self,
+        uri: str,
+        stream: str,
+        batches: pa.RecordBatchReader | Iterable[pa.RecordBatch],
+        *,
+        source: Source,
+        job: str,
+    ) -> AppendResult:
         from deltalake import CommitProperties, Transaction, write_deltalake
 
-        uri = self.stream_url(stream)
         app_id = append_id(job, source)
         table = self._table(uri)
         if table is not None and table.transaction_version(app_id) is not None:

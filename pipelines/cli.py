@@ -18,7 +18,15 @@ import click
 
 from engine.errors import LakeportError
 from engine.secrets import redact
-from pipelines.output import OUTPUT_OPTION, Output, activity, emit_json, emit_table, human_bytes
+from pipelines.output import (
+    OUTPUT_OPTION,
+    Output,
+    activity,
+    bytes_progress,
+    emit_json,
+    emit_table,
+    human_bytes,
+)
 
 if TYPE_CHECKING:
     from engine.store import Store
@@ -439,12 +447,14 @@ def stream() -> None:
 @stream.command("show")
 @click.argument("name")
 @click.option("--limit", "-n", type=click.IntRange(min=0), default=20, show_default=True)
+@click.option("--rejected", is_flag=True, help="Show the rows the imports rejected instead.")
 @OUTPUT_OPTION
 @click.pass_obj
-def stream_show(obj: Context, name: str, limit: int, output: Output) -> None:
+def stream_show(obj: Context, name: str, limit: int, rejected: bool, output: Output) -> None:
     """Show the first rows of the stream NAME."""
     with activity(f"Reading stream {name}"):
-        frame = obj.store().stream(name).head(limit).collect()
+        store = obj.store()
+        frame = (store.rejected(name) if rejected else store.stream(name)).head(limit).collect()
     rows = frame.to_dicts()
     if output == "json":
         emit_json(rows)
@@ -454,6 +464,144 @@ def stream_show(obj: Context, name: str, limit: int, output: Output) -> None:
         frame.columns,
         title=f"stream {name}: first {len(rows)} rows",
         empty="the stream is empty",
+    )
+
+
+# Jobs and runs
+
+
+def _run_and_report(store: Store, job: Any, reset_diff: bool, output: Output) -> None:
+    from pipelines import jobs
+
+    with bytes_progress(f"{job.name}") as progress:
+        record = jobs.run(store, job, reset_diff=reset_diff, progress=progress)
+    if output == "json":
+        emit_json(record.as_json())
+    else:
+        click.echo(record.summary(), err=record.failed)
+    if record.failed:
+        raise click.exceptions.Exit(1)
+
+
+@cli.command("run")
+@click.argument("job_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--reset-diff", is_flag=True, help="Forget the diff snapshot: import the whole file.")
+@OUTPUT_OPTION
+@click.pass_obj
+def run_file(obj: Context, job_file: Path, reset_diff: bool, output: Output) -> None:
+    """Run the job in JOB_FILE once; its state is kept under its name."""
+    from pipelines import jobs
+
+    job, _ = jobs.load_file(job_file)
+    _run_and_report(obj.store(), job, reset_diff, output)
+
+
+@cli.group("jobs")
+def jobs_group() -> None:
+    """Register, list, show, run and remove jobs."""
+
+
+@jobs_group.command("add")
+@click.argument("job_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--replace", is_flag=True, help="Replace a registered job of the same name.")
+@click.pass_obj
+def jobs_add(obj: Context, job_file: Path, replace: bool) -> None:
+    """Validate JOB_FILE and register it under its name."""
+    from engine.errors import ConfigError
+    from pipelines import jobs
+
+    job, text = jobs.load_file(job_file)
+    if not obj.store().state.put_job(job.name, job.type, text, replace=replace):
+        raise ConfigError(
+            f"a job named '{job.name}' is registered already: pass --replace to replace it"
+        )
+    click.echo(f"registered job '{job.name}' ({job.type})")
+
+
+@jobs_group.command("list")
+@OUTPUT_OPTION
+@click.pass_obj
+def jobs_list(obj: Context, output: Output) -> None:
+    """The registered jobs."""
+    found = [{"name": n, "type": t, "updated": u} for n, t, u in obj.store().state.list_jobs()]
+    if output == "json":
+        emit_json(found)
+        return
+    emit_table(
+        found, ["name", "type", "updated"], empty="no jobs: add one with `lakeport jobs add`"
+    )
+
+
+@jobs_group.command("show")
+@click.argument("name")
+@click.pass_obj
+def jobs_show(obj: Context, name: str) -> None:
+    """Print a registered job's file."""
+    from engine.errors import ConfigError
+
+    found = obj.store().state.get_job(name)
+    if found is None:
+        raise ConfigError(f"no job named '{name}': `lakeport jobs list` shows the registered ones")
+    click.echo(found[1].rstrip("\n"))
+
+
+@jobs_group.command("run")
+@click.argument("name")
+@click.option("--reset-diff", is_flag=True, help="Forget the diff snapshot: import the whole file.")
+@OUTPUT_OPTION
+@click.pass_obj
+def jobs_run(obj: Context, name: str, reset_diff: bool, output: Output) -> None:
+    """Run the registered job NAME once."""
+    from pipelines import jobs
+
+    store = obj.store()
+    _run_and_report(store, jobs.registered(store, name), reset_diff, output)
+
+
+@jobs_group.command("remove")
+@click.argument("name")
+@click.pass_obj
+def jobs_remove(obj: Context, name: str) -> None:
+    """Unregister a job and forget its state (last file); its streams stay."""
+    from engine.errors import ConfigError
+
+    if not obj.store().state.delete_job(name):
+        raise ConfigError(f"no job named '{name}'")
+    click.echo(f"removed job '{name}'")
+
+
+@cli.command("runs")
+@click.option("--job", "job_name", metavar="NAME", help="Only this job's runs.")
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True)
+@OUTPUT_OPTION
+@click.pass_obj
+def runs(obj: Context, job_name: str | None, limit: int, output: Output) -> None:
+    """The latest runs, newest first."""
+    found = obj.store().state.runs(job_name, limit)
+    rows = [
+        {
+            "id": r.id,
+            "job": r.job,
+            "status": r.status,
+            "started": r.started_at,
+            "object": r.object,
+            **r.stats,
+            "error": r.error,
+        }
+        for r in found
+    ]
+    if output == "json":
+        emit_json(rows)
+        return
+    table = [
+        {**row, "rows": row.get("rows_imported", ""), "error": (row["error"] or "")[:80]}
+        for row in rows
+    ]
+    emit_table(
+        table,
+        ["id", "job", "status", "started", "object", "rows", "error"],
+        empty="no runs yet",
+        right=["id", "rows"],
     )
 
 

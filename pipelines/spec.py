@@ -115,6 +115,7 @@ COMMON: dict[str, Field] = {
     "max_field_bytes": Field("a whole number of bytes", (int,), check=positive),
 }
 
+
 @dataclass(frozen=True)
 class Loaded:
     """A validated job file: its values by key, and where it came from."""

@@ -1,0 +1,232 @@
+"""What every import job shares: the source location, picking the file, event times, the
+bad-row policy, and committing with the job's state. `csv_import` (and later `json_import`)
+read as their run steps on top of these."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from engine import sequence, storage
+from engine.auth import Authorization
+from engine.errors import BadInput, ConfigError, LimitExceeded
+from engine.readers.csv import BadRow
+from engine.storage import FileInfo
+from engine.store import TS, Source, Store
+from engine.timestamps import TimestampRule, parse
+
+LAST_FILE = "last_file"
+REJECTED_SCHEMA = pa.schema([("_line", pa.int64()), ("reason", pa.string()), ("text", pa.string())])
+
+
+def source_url(bucket: str, directory: str | None, auth: str | None, job_file: str) -> str:
+    """The URL of the job's folder: an S3 bucket (with `auth`) or a local folder."""
+    is_url = bucket.startswith(("s3://", "file://", "memory://"))
+    if is_url or "/" in bucket or bucket.startswith((".", "~")):
+        base = bucket
+    elif auth is not None:
+        base = f"s3://{bucket}"
+    else:
+        raise ConfigError(
+            f"{job_file}: field 'bucket' = '{bucket}' reads as an S3 bucket name, which needs "
+            "`auth`; for a local folder write a path such as ./" + bucket
+        )
+    if base.startswith("s3://") and auth is None:
+        raise ConfigError(f"{job_file}: bucket {base} is in S3: set `auth` to an authorization")
+    location = storage.parse_url(base)
+    if directory:
+        location = location.child(directory.strip("/") + "/")
+    return location.url
+
+
+@dataclass(frozen=True)
+class Picked:
+    file: FileInfo
+    time: datetime | None
+    """The time in its name, for a sequence."""
+
+
+def pick_file(
+    store: Store,
+    job: str,
+    folder: str,
+    auth: Authorization | None,
+    *,
+    file: str | None,
+    prefix: str | None,
+) -> Picked | None:
+    """The object to import now: the named one, or the next one of the sequence; None if none."""
+    listing = storage.list_directory(folder, auth)
+    if file is not None:
+        for info in listing.files:
+            if info.name == file:
+                return Picked(info, None)
+        names = [f.name for f in listing.files]
+        near = difflib.get_close_matches(file, names, n=3, cutoff=0.4)
+        hint = f"; nearest: {', '.join(near)}" if near else f" ({len(names)} files there)"
+        raise ConfigError(f"there is no file '{file}' in {listing.url}{hint}")
+    assert prefix is not None
+    last = last_file(store, job)
+    found = sequence.next_after(listing.files, prefix, last)
+    return None if found is None else Picked(found.file, found.time)
+
+
+def last_file(store: Store, job: str) -> tuple[datetime, str] | None:
+    """The time and name of the last file this job imported in its sequence."""
+    stored = store.state.get_watermark(job, LAST_FILE)
+    if stored is None:
+        return None
+    value = json.loads(stored)
+    if value.get("time") is None:
+        return None
+    return datetime.fromisoformat(value["time"]), str(value["name"])
+
+
+def remember_file(store: Store, job: str, picked: Picked) -> None:
+    value = {
+        "name": picked.file.name,
+        "url": picked.file.url,
+        "etag": picked.file.etag,
+        "time": picked.time.isoformat() if picked.time else None,
+    }
+    store.state.set_watermark(job, LAST_FILE, json.dumps(value))
+
+
+def has_imported(store: Store, job: str) -> bool:
+    return store.state.get_watermark(job, LAST_FILE) is not None
+
+
+class Rejections:
+    """The bad-row policy: fail at the first bad row, or quarantine up to `max_rejected`."""
+
+    def __init__(self, name: str, policy: str, max_rejected: int | float) -> None:
+        self.name = name
+        self.quarantine = policy == "quarantine"
+        self.max_rejected = max_rejected
+        self.rows: list[BadRow] = []
+
+    @property
+    def handler(self) -> Callable[[BadRow], None] | None:
+        """What a reader calls with a bad row; None makes the reader fail at the first one."""
+        return self.add if self.quarantine else None
+
+    def add(self, row: BadRow) -> None:
+        if not self.quarantine:
+            raise BadInput(self.name, row.line, f"{row.reason}: {row.text[:200]!r}")
+        self.rows.append(row)
+        limit = self.max_rejected
+        if isinstance(limit, int) and len(self.rows) > limit:
+            raise LimitExceeded(self._too_many(f"more than {limit:,} rows were rejected"))
+
+    def check(self, rows_read: int) -> None:
+        """At the end of the object, before anything is committed."""
+        limit = self.max_rejected
+        total = rows_read + len(self.rows)
+        if isinstance(limit, float) and total and len(self.rows) / total > limit:
+            share = len(self.rows) / total
+            raise LimitExceeded(self._too_many(f"{share:.2%} of the rows were rejected"))
+
+    def _too_many(self, what: str) -> str:
+        first = self.rows[0]
+        return (
+            f"{self.name}: {what} (max_rejected = {self.max_rejected}); nothing was imported. "
+            f"The first, line {first.line}: {first.reason}. Fix the file or raise max_rejected"
+        )
+
+    def stage(self, path: Path) -> None:
+        """Write the rejected rows next to the job's snapshots, before the stream commit."""
+        if not self.rows:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        batch = pa.record_batch(
+            [
+                pa.array([r.line for r in self.rows], pa.int64()),
+                pa.array([r.reason for r in self.rows], pa.string()),
+                pa.array([r.text for r in self.rows], pa.string()),
+            ],
+            schema=REJECTED_SCHEMA,
+        )
+        pq.write_table(pa.Table.from_batches([batch]), path)
+
+
+def commit_rejected(store: Store, stream: str, job: str, source: Source, staged: Path) -> None:
+    """After the stream commit: the staged rejected rows go to the stream's rejected table.
+
+    Also run when a re-run finds the object already committed, so a crash between the two
+    commits loses no rejected row.
+    """
+    if not staged.is_file():
+        return
+    table = pq.ParquetFile(staged)
+    reader = pa.RecordBatchReader.from_batches(table.schema_arrow, table.iter_batches())
+    store.append_rejected(stream, reader, source=source, job=job)
+    staged.unlink()
+
+
+def with_event_time(
+    batches: Iterator[pa.RecordBatch],
+    rule: TimestampRule | None,
+    rejections: Rejections,
+    *,
+    keep_column: bool,
+) -> Iterator[pa.RecordBatch]:
+    """Add `_ts` from the rule's column; rows whose time does not parse are bad rows."""
+    for batch in batches:
+        if rule is None:
+            yield batch
+            continue
+        values = batch.column(rule.column)
+        times, bad = parse(values, rule)
+        if bad:
+            lines = batch.column("_line")
+            for at in bad:
+                value = values[at].as_py()
+                rejections.add(
+                    BadRow(
+                        int(lines[at].as_py()),
+                        f"field '{rule.column}' is not a timestamp: {value!r}"
+                        + (f" (format {rule.format})" if rule.format else ""),
+                        str(value),
+                    )
+                )
+            keep = pc.invert(pc.is_null(times))
+            batch, times = batch.filter(keep), times.filter(keep)
+        if not keep_column:
+            batch = batch.drop_columns([rule.column])
+        yield batch.append_column(pa.field(TS, times.type), times)
+
+
+def event_time_schema(
+    schema: pa.Schema, rule: TimestampRule | None, keep_column: bool
+) -> pa.Schema:
+    if rule is None:
+        return schema
+    if not keep_column:
+        schema = schema.remove(schema.get_field_index(rule.column))
+    return schema.append(pa.field(TS, pa.timestamp("us", tz="UTC")))
+
+
+def progress_every(
+    batches: Iterator[pa.RecordBatch], report: Callable[[], None] | None
+) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        if report is not None:
+            report()
+        yield batch
+
+
+def after_all(
+    batches: Iterator[pa.RecordBatch], check: Callable[[], Any]
+) -> Iterator[pa.RecordBatch]:
+    """Run `check` when the batches are done, before the consumer can commit them."""
+    yield from batches
+    check()

@@ -1,0 +1,64 @@
+"""Job files in, the right job type out: loading, and running whatever type a job is."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ConfigError
+from engine.store import Store
+from pipelines import csv_import
+from pipelines.runs import RunRecord
+from pipelines.spec import SpecError, parse_toml, validate
+
+Job = csv_import.CsvImportJob
+
+_TYPES: dict[str, tuple[Any, Any]] = {
+    csv_import.CsvImportJob.type: (csv_import.CsvImportJob, csv_import.FIELDS),
+}
+
+
+def load(text: str, source: str) -> Job:
+    """A validated job from TOML text; `source` names it in errors."""
+    raw = parse_toml(text, source)
+    kind = raw.get("type")
+    if kind not in _TYPES:
+        raise SpecError(
+            source,
+            "type",
+            f"must be one of {', '.join(_TYPES)} (got {kind!r})"
+            if kind is not None
+            else f"is missing: it must be one of {', '.join(_TYPES)}",
+        )
+    cls, fields = _TYPES[kind]
+    job: Job = cls.from_loaded(validate(raw, fields, source))
+    return job
+
+
+def load_file(path: Path) -> tuple[Job, str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the job file {path}: {exc.strerror}") from None
+    return load(text, str(path)), text
+
+
+def registered(store: Store, name: str) -> Job:
+    found = store.state.get_job(name)
+    if found is None:
+        known = ", ".join(n for n, _, _ in store.state.list_jobs()) or "none yet"
+        raise ConfigError(
+            f"no job named '{name}' (registered: {known}): add it with `lakeport jobs add FILE`"
+        )
+    return load(found[1], f"job '{name}'")
+
+
+def run(
+    store: Store,
+    job: Job,
+    *,
+    reset_diff: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> RunRecord:
+    return csv_import.run(store, job, reset_diff=reset_diff, progress=progress)

@@ -1,0 +1,89 @@
+"""A run of a job: its record (status, object, rows, bytes, seconds) kept in state.db."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from engine.errors import LakeportError
+from engine.secrets import redact
+from engine.store import Store
+
+FAILED = "failed"
+SUCCEEDED = "succeeded"
+NO_NEW_FILE = "no new file"
+ALREADY_IMPORTED = "already imported"
+
+
+@dataclass
+class RunRecord:
+    """What one run did. `--output json` prints it as it is."""
+
+    job: str
+    status: str = "running"
+    object: str | None = None
+    rows_read: int = 0
+    rows_imported: int = 0
+    rows_skipped: int = 0
+    """Rows dropped by the diff: they were in the previous file."""
+    rows_rejected: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    note: str | None = None
+    """Anything else the user should know (a header-only file, a reset diff...)."""
+
+    @property
+    def failed(self) -> bool:
+        return self.status == FAILED
+
+    def as_json(self) -> dict[str, Any]:
+        shown = asdict(self)
+        shown["seconds"] = round(self.seconds, 3)
+        return {k: v for k, v in shown.items() if v is not None or k == "object"}
+
+    def summary(self) -> str:
+        head = f"job '{self.job}': {self.status}"
+        if self.object:
+            head += f": {self.object}"
+        if self.failed:
+            return f"{head}\n  {self.error}"
+        if self.status != SUCCEEDED:
+            return head + (f" ({self.note})" if self.note else "")
+        rate = self.rows_read / self.seconds if self.seconds > 0 else 0.0
+        lines = [
+            head,
+            f"  {self.rows_read:,} rows read, {self.rows_imported:,} imported, "
+            f"{self.rows_skipped:,} unchanged (diff), {self.rows_rejected:,} rejected",
+            f"  {self.bytes / 1e6:,.1f} MB in {self.seconds:.2f} s ({rate:,.0f} rows/s)",
+        ]
+        if self.note:
+            lines.append(f"  {self.note}")
+        return "\n".join(lines)
+
+
+def recorded(store: Store, job: str, work: Callable[[RunRecord], None]) -> RunRecord:
+    """Run `work`, keeping its record in state.db; a lakeport error makes a failed run."""
+    run_id = store.state.start_run(job)
+    record = RunRecord(job)
+    started = time.perf_counter()
+    try:
+        work(record)
+        if record.status == "running":
+            record.status = SUCCEEDED
+    except LakeportError as exc:
+        record.status = FAILED
+        record.error = redact(str(exc))
+    finally:
+        record.seconds = time.perf_counter() - started
+        stats = {k: v for k, v in record.as_json().items() if k not in ("job", "status", "error")}
+        store.state.finish_run(
+            run_id,
+            record.status if record.status != "running" else FAILED,
+            stats,
+            object_key=record.object,
+            error=record.error,
+        )
+    return record
