@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 
 from engine.storage import FileInfo
 
-_FORMS: tuple[tuple[re.Pattern[str], str], ...] = (
+FORMS: tuple[tuple[re.Pattern[str], str], ...] = (
     (
         re.compile(r"(\d{4})-(\d\d)-(\d\d)[T_ \-](\d\d)[:\-_]?(\d\d)[:\-_]?(\d\d)(?!\d)"),
         "datetime",
@@ -53,7 +53,7 @@ def name_time(name: str, prefix: str) -> datetime | None:
     if matched is None:
         return None
     rest = name[matched.end() :]
-    for pattern, kind in _FORMS:
+    for pattern, kind in FORMS:
         found = pattern.match(rest)
         if found is None:
             continue

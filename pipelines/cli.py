@@ -405,6 +405,48 @@ def ls(obj: Context, url: str | None, auth_name: str | None, output: Output) -> 
     )
 
 
+@cli.command("inspect")
+@click.argument("url")
+@click.option("--auth", "auth_name", metavar="NAME", help="The authorization for s3:// URLs.")
+@click.option("--rows", "-n", type=click.IntRange(min=1, max=1000), default=10, show_default=True)
+@OUTPUT_OPTION
+@click.pass_obj
+def inspect(obj: Context, url: str, auth_name: str | None, rows: int, output: Output) -> None:
+    """Sniff a CSV object: encoding, delimiter, fields, timestamps; preview rows; suggest a job."""
+    from dataclasses import asdict
+
+    from engine import storage
+    from engine.readers.sniff import inspect as sniff
+
+    auth = obj.store().authorization(auth_name) if auth_name else None
+    with activity(f"Inspecting {url}"):
+        info = storage.stat(url, auth)
+        found = sniff(
+            lambda: storage.open_input(url, auth), name=info.url, size=info.size, rows=rows
+        )
+    location = storage.parse_url(info.url)
+    folder = location.key.rsplit("/", 1)[0] if "/" in location.key else ""
+    bucket = location.bucket if location.scheme == "s3" else folder
+    job = found.job_toml(bucket, folder if location.scheme == "s3" else "", auth_name)
+    if output == "json":
+        emit_json({**asdict(found), "url": info.url, "job": job})
+        return
+    shown = "tab" if found.delimiter == "\t" else repr(found.delimiter)
+    click.echo(f"{info.url}: {human_bytes(found.size)}, {found.compression or 'not compressed'}")
+    click.echo(f"encoding {found.encoding}, delimiter {shown}, quote {found.quote_char!r}")
+    click.echo(f"fields ({len(found.fields)}): {', '.join(found.fields)}")
+    click.echo(f"look like timestamps: {', '.join(found.timestamp_fields) or 'none'}")
+    if found.prefix:
+        click.echo(f"continuous import of files named like this one: prefix = {found.prefix!r}")
+    emit_table(
+        found.rows,
+        found.fields,
+        title=f"first {len(found.rows)} rows",
+        empty="no rows after the header",
+    )
+    click.echo("\na job file to start from:\n" + job)
+
+
 # Streams
 
 

@@ -130,6 +130,19 @@ def _zstd_object() -> Any:
     return zstandard.ZstdDecompressor().decompressobj()
 
 
+def peek_decompressed(handle: IO[bytes], *, name: str, size: int) -> tuple[bytes, str | None]:
+    """Up to `size` bytes of the object as stored before any transcoding, and its compression."""
+    head = handle.read(CHUNK)
+    compression = compression_of(name, head)
+    if compression is None:
+        return head[:size], None
+    decompressor = _Decompressor(compression)
+    out = decompressor.feed(head)
+    while len(out) < size and (more := handle.read(CHUNK)):
+        out += decompressor.feed(more)
+    return out[:size], compression
+
+
 class TextSource(io.RawIOBase):
     """UTF-8 bytes of one object, read in chunks; see the module docstring."""
 

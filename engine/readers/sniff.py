@@ -1,0 +1,163 @@
+"""Guessing how a CSV object is written, from its first bytes: what `lakeport inspect` shows.
+
+It guesses the encoding (a byte-order mark, else UTF-8 if the sample decodes, else cp1252 or
+latin-1), the delimiter (the candidate that splits the first lines into the same number of
+fields, quotes respected), whether quotes are used, the fields, the columns that look like
+timestamps, and the `prefix` of a file name that carries a timestamp.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO
+
+import pyarrow as pa
+
+from engine import sequence
+from engine.readers.csv import CsvDialect, CsvReader
+from engine.readers.source import Limits, peek_decompressed
+from engine.timestamps import TimestampRule, parse
+
+SAMPLE = 64 << 10
+CANDIDATES = (",", ";", "\t", "|")
+_LOOKS_LIKE_TIME = re.compile(r"^\s*(\d{4}-\d\d-\d\d|\d{10}$|\d{13}$)")
+
+
+@dataclass
+class Inspection:
+    name: str
+    size: int
+    compression: str | None
+    encoding: str
+    delimiter: str
+    quote_char: str | None
+    fields: list[str]
+    rows: list[dict[str, str]]
+    timestamp_fields: list[str] = field(default_factory=list)
+    prefix: str | None = None
+    """A regular expression for a continuous import of files named like this one."""
+
+    def job_toml(self, bucket: str, directory: str, auth: str | None) -> str:
+        """A job file to start from."""
+        lines = [
+            'name = "CHANGE-ME"',
+            'type = "csv-import"',
+            *([f'auth = "{auth}"'] if auth else []),
+            f"bucket = {_toml(bucket)}",
+            *([f"directory = {_toml(directory)}"] if directory else []),
+            f"prefix = {_toml(self.prefix)}" if self.prefix else f"file = {_toml(self.name)}",
+            'stream = "CHANGE-ME"',
+            f"delimiter = {_toml('t' if self.delimiter == chr(9) else self.delimiter)}",
+        ]
+        if self.encoding != "utf-8":
+            lines.append(f"encoding = {_toml(self.encoding)}")
+        if self.quote_char != '"':
+            lines.append(f"quote_char = {_toml(self.quote_char or '')}")
+        if self.timestamp_fields:
+            lines.append(f"timestamp = {_toml(self.timestamp_fields[0])}")
+        return "\n".join(lines) + "\n"
+
+
+def _toml(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def guess_encoding(sample: bytes) -> str:
+    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    try:
+        # A sample shorter than SAMPLE is the whole object; a longer one may end mid-character.
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=len(sample) < SAMPLE)
+        return "utf-8"
+    except UnicodeDecodeError:
+        pass
+    return "cp1252" if any(0x80 <= b <= 0x9F for b in sample) else "latin-1"
+
+
+def guess_delimiter(text: str) -> str:
+    lines = [line for line in text.splitlines()[:20] if line.strip()]
+    if len(lines) > 1:
+        lines = lines[:-1]  # the sample may cut the last line
+    best, best_score = ",", -1
+    for candidate in CANDIDATES:
+        try:
+            counts = [
+                len(row) for row in csv.reader(io.StringIO("\n".join(lines)), delimiter=candidate)
+            ]
+        except csv.Error:
+            continue
+        if not counts or counts[0] < 2:
+            continue
+        consistent = sum(1 for c in counts if c == counts[0])
+        score = consistent * 1000 + counts[0]
+        if score > best_score:
+            best, best_score = candidate, score
+    return best
+
+
+def name_prefix(name: str) -> str | None:
+    """`prefix` for names like this one: the part before a timestamp, as a regular expression."""
+    for pattern, _ in sequence.FORMS:
+        for found in pattern.finditer(name):
+            start = found.start()
+            if start and name[start - 1].isdigit():
+                continue
+            prefix = "^" + re.escape(name[:start])
+            if sequence.name_time(name, prefix) is not None:
+                return prefix
+    return None
+
+
+def inspect(
+    open_handle: Callable[[], IO[bytes]], *, name: str, size: int, rows: int = 10
+) -> Inspection:
+    """Sniff the object and parse its first rows with what was found."""
+    handle = open_handle()
+    try:
+        sample, compression = peek_decompressed(handle, name=name, size=SAMPLE)
+    finally:
+        handle.close()
+    encoding = guess_encoding(sample)
+    text = sample.decode(encoding, errors="replace").lstrip("\ufeff")
+    delimiter = guess_delimiter(text)
+    reader = CsvReader(
+        open_handle,
+        name=name,
+        dialect=CsvDialect(delimiter, '"', encoding),
+        limits=Limits(max_line_bytes=256 << 10),
+        on_bad_row=lambda _: None,
+    )
+    batches: list[pa.RecordBatch] = []
+    taken = 0
+    for batch in reader.batches():
+        batches.append(batch)
+        taken += batch.num_rows
+        if taken >= max(rows, 1000):
+            break
+    table = pa.Table.from_batches(batches, schema=reader.schema).drop_columns(["_line"])
+    base = name.rsplit("/", 1)[-1]
+    return Inspection(
+        name=base,
+        size=size,
+        compression=compression,
+        encoding=encoding,
+        delimiter=delimiter,
+        quote_char='"',
+        fields=reader.header,
+        rows=table.slice(0, rows).to_pylist(),
+        timestamp_fields=[f for f in reader.header if _looks_like_time(table.column(f))],
+        prefix=name_prefix(base),
+    )
+
+
+def _looks_like_time(column: pa.ChunkedArray) -> bool:
+    values = [v for v in column.to_pylist() if v]
+    if not values or not all(_LOOKS_LIKE_TIME.match(v) for v in values):
+        return False
+    _, bad = parse(pa.array(values, pa.string()), TimestampRule("probe"))
+    return not bad

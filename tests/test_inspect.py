@@ -1,0 +1,70 @@
+"""`lakeport inspect`: what it guesses, and that the job it suggests runs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from engine.readers.sniff import guess_delimiter, guess_encoding, name_prefix
+from engine.store import Store
+from pipelines import jobs
+from pipelines.cli import cli
+
+
+@pytest.mark.parametrize(
+    ("name", "prefix"),
+    [
+        ("events_20261101.csv", "^events_"),
+        ("crm-export-2026-11-01T09:00:00.csv.gz", "^crm\\-export\\-"),
+        ("users_1793523600.csv", "^users_"),
+        ("20261101.csv", "^"),
+        ("no-timestamp.csv", None),
+    ],
+)
+def test_prefix_for_names_with_a_timestamp(name: str, prefix: str | None) -> None:
+    assert name_prefix(name) == prefix
+
+
+def test_guesses() -> None:
+    assert guess_delimiter("a\tb\tc\n1\t2\t3\n") == "\t"
+    assert guess_delimiter('a;b\n"x;y";2\n1;2\n') == ";"
+    assert guess_delimiter("a,b\n1,2\n") == ","
+    assert guess_encoding("café".encode()) == "utf-8"
+    assert guess_encoding("café".encode("latin-1")) == "latin-1"
+    assert guess_encoding("€".encode("cp1252")) == "cp1252"
+
+
+def test_inspect_shows_the_file_and_a_job_that_runs(tmp_path: Path) -> None:
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    body = "id\tname\tcreated\n1\tJosé\t2026-11-01 09:00:00\n2\tAna\t2026-11-02 10:00:00\n"
+    (bucket / "users_20261101.csv.gz").write_bytes(gzip.compress(body.encode("latin-1")))
+    store = tmp_path / "store"
+    result = CliRunner().invoke(
+        cli, ["--store", str(store), "inspect", str(bucket / "users_20261101.csv.gz"), "-o", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+    assert (found["compression"], found["encoding"], found["delimiter"]) == (
+        "gzip",
+        "latin-1",
+        "\t",
+    )
+    assert found["fields"] == ["id", "name", "created"]
+    assert found["timestamp_fields"] == ["created"]
+    assert found["prefix"] == "^users_"
+    assert found["rows"][0] == {"id": "1", "name": "José", "created": "2026-11-01 09:00:00"}
+    job_file = tmp_path / "job.toml"
+    job_file.write_text(found["job"])
+    job, _ = jobs.load_file(job_file)
+    record = jobs.run(Store(store), job)
+    assert (record.status, record.rows_imported) == ("succeeded", 2)
+    text = CliRunner().invoke(
+        cli, ["--store", str(store), "inspect", str(bucket / "users_20261101.csv.gz")]
+    )
+    assert "look like timestamps: created" in text.stdout
+    assert "José" in text.stdout
