@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit test-slow install install-dev clean bench-store
+.PHONY: demo test lint typecheck unit test-slow install install-dev clean bench-store bench-import
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,6 @@ clean:
 
 bench-store: install-dev
 	$(BIN)/python -m benchmarks.bench_store --rows 1000000 --rows 5000000
+
+bench-import: install-dev
+	$(BIN)/python -m benchmarks.bench_import --rows 1000000 --rows 10000000

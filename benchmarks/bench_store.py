@@ -17,12 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
-import subprocess
-import sys
 import tempfile
-import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,9 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-HERE = Path(__file__).parent
-DATA = HERE / "data"
-RESULTS = HERE / "RESULTS.md"
+from benchmarks.common import DATA, Measured, measure, write_section
+
 BATCH = 65_536
 
 READ = """
@@ -120,21 +114,8 @@ def generate(rows: int) -> Path:
     return path
 
 
-@dataclass
-class Measured:
-    seconds: float
-    peak_rss_mib: float
-
-
-def measure(kind: str, data: Path, target: Path) -> Measured:
-    code = RUN[kind].format(batch=BATCH)
-    started = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-c", code, str(data), str(target)])
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - started
-    if status != 0:
-        raise SystemExit(f"{kind} run failed with status {status}")
-    return Measured(seconds, usage.ru_maxrss / 1024)
+def run_once(kind: str, data: Path, target: Path) -> Measured:
+    return measure(RUN[kind].format(batch=BATCH), str(data), str(target))
 
 
 def main() -> None:
@@ -144,7 +125,6 @@ def main() -> None:
     args = parser.parse_args()
     sizes = args.rows or [1_000_000]
     lines = [
-        "## Store append (`make bench-store`)",
         "",
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}; median of {args.repeat} "
@@ -160,7 +140,7 @@ def main() -> None:
             runs = []
             for _ in range(args.repeat):
                 with tempfile.TemporaryDirectory(dir=DATA) as scratch:
-                    runs.append(measure(kind, data, Path(scratch) / "table"))
+                    runs.append(run_once(kind, data, Path(scratch) / "table"))
             runs.sort(key=lambda m: m.seconds)
             mid = runs[len(runs) // 2]
             name = "write_deltalake (baseline)" if kind == "baseline" else "Store.append"
@@ -170,19 +150,7 @@ def main() -> None:
             )
             print(line, flush=True)
             lines.append(line)
-    write_section(lines)
-
-
-def write_section(lines: list[str]) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    section = "\n".join(lines) + "\n"
-    pattern = re.compile(r"## Store append.*?(?=\n## |\Z)", re.S)
-    text = (
-        pattern.sub(section.rstrip("\n"), text)
-        if pattern.search(text)
-        else (text.rstrip("\n") + "\n\n" + section)
-    )
-    RESULTS.write_text(text if text.endswith("\n") else text + "\n")
+    write_section("Store append (`make bench-store`)", lines)
 
 
 if __name__ == "__main__":

@@ -143,6 +143,7 @@ class Snapshots:
         con.execute(f"SET temp_directory = '{_sql_path(self.spill)}'")
         con.execute(f"SET memory_limit = '{self.memory_limit}'")
         con.execute("SET preserve_insertion_order = false")
+        con.execute("SET enable_progress_bar = false")
         return con
 
 

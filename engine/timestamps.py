@@ -76,6 +76,12 @@ def _parse_or_locate(
 def _parse_all(values: pa.Array, rule: TimestampRule) -> pa.Array:
     if values.null_count or not pc.all(pc.greater(pc.utf8_length(values), 0)).as_py():
         raise ValueError("empty")
+    if rule.format is None:
+        # The usual case: one ISO 8601 shape for the whole column; one cast settles it.
+        try:
+            return pc.cast(values, UTC_US)
+        except pa.ArrowInvalid:
+            pass
     trimmed = pc.utf8_trim_whitespace(values)
     if rule.format is not None:
         parsed = pc.strptime(trimmed, format=rule.format, unit="us")

@@ -20,6 +20,7 @@ import pyarrow as pa
 from engine import storage
 from engine.diff import Snapshots
 from engine.errors import ConfigError
+from engine.executor import prefetch
 from engine.readers.csv import CsvDialect, CsvReader
 from engine.readers.source import Limits
 from engine.store import Source, Store, append_id, check_stream_name
@@ -212,7 +213,7 @@ def _run(
         rejections.check(reader.rows_read)
         rejections.stage(staged_rejects)
 
-    checked = importing.after_all(rows, before_commit)
+    checked = prefetch(importing.after_all(rows, before_commit))
     batches = pa.RecordBatchReader.from_batches(schema, checked)
 
     # 4. Diff against the previous file.

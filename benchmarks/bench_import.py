@@ -1,0 +1,298 @@
+"""CSV import: lakeport against pyarrow + deltalake, from a local folder and from S3 (moto).
+
+Generates an events CSV (user_id, email, event, url, ts, amount, campaign, country, user_agent,
+session_id; about 230 bytes a row) and a second version with 5% of the rows changed and 5%
+added, then measures in one run, each in a fresh process (imports included):
+
+- lakeport `csv-import` of the file from a local folder, and from a moto S3 server (its own
+  process on 127.0.0.1);
+- the baseline on the same local file: `pyarrow.csv.read_csv` (every field as text) +
+  `deltalake.write_deltalake` of the table;
+- lakeport's diff import of the second version (after importing the first) against a raw
+  DuckDB hash anti-join of the two files' rows.
+
+    python -m benchmarks.bench_import --rows 1000000 --rows 10000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from benchmarks.common import DATA, Measured, measure, write_section
+
+FIELDS = [
+    "user_id",
+    "email",
+    "event",
+    "url",
+    "ts",
+    "amount",
+    "campaign",
+    "country",
+    "user_agent",
+    "session_id",
+]
+CHUNK = 500_000
+
+IMPORT = """
+import sys
+from engine.store import Store
+from pipelines import jobs
+store = Store(sys.argv[1])
+if len(sys.argv) > 3:
+    from engine.auth import AwsKeys
+    from engine.secrets import Secret
+    store.add_authorization(AwsKeys(name="bench", access_key_id="AKIABENCH0000000",
+        secret_key=Secret("bench"), region="us-east-1", endpoint_url=sys.argv[3]))
+for text in sys.argv[2].split("\\n---\\n"):
+    record = jobs.run(store, jobs.load(text, "bench"))
+    assert record.status == "succeeded", record.error
+print(record.rows_imported, record.rows_skipped)
+"""
+
+BASELINE = """
+import sys, pyarrow as pa, pyarrow.csv as pacsv
+from deltalake import write_deltalake
+names = sys.argv[3].split(",")
+table = pacsv.read_csv(sys.argv[1], convert_options=pacsv.ConvertOptions(
+    column_types={n: pa.string() for n in names}))
+write_deltalake(sys.argv[2], table, mode="append")
+print(table.num_rows)
+"""
+
+ANTI_JOIN = """
+import sys, duckdb
+cols = sys.argv[3]
+con = duckdb.connect()
+con.execute("SET temp_directory = '" + sys.argv[4] + "'")
+rows = con.execute(f'''
+    WITH new AS (SELECT hash({cols}) AS h FROM read_csv('{sys.argv[2]}', all_varchar = true)),
+         old AS (SELECT hash({cols}) AS h FROM read_csv('{sys.argv[1]}', all_varchar = true))
+    SELECT count(*) FROM new ANTI JOIN old USING (h)
+''').fetchone()[0]
+print(rows)
+"""
+
+
+def _text(values: pa.Array) -> pa.Array:
+    return pc.cast(values, pa.string())
+
+
+def _join(*parts: pa.Array | str) -> pa.Array:
+    return pc.binary_join_element_wise(*parts, "")
+
+
+def _rows(start: int, count: int, changed: bool) -> pa.Table:
+    ids = pa.array(range(start, start + count), pa.int64())
+    users = _text(pc.divide(ids, 4))
+    events = ["page_view", "add_to_cart", "purchase", "signup", "search"]
+    event = pa.array([events[i % 5] for i in range(start, start + count)])
+    if changed:  # every 20th row gets another event: 5% of the rows change
+        twentieth = pc.equal(pc.subtract(ids, pc.multiply(pc.divide(ids, 20), 20)), 0)
+        event = pc.if_else(twentieth, "refund", event)
+    seconds = pc.add(pc.multiply(ids, 3), 1_793_500_000)
+    return pa.table(
+        {
+            "user_id": _join("u", users),
+            "email": _join("user", users, "@example.com"),
+            "event": event,
+            "url": _join(
+                "https://shop.example.com/products/",
+                _text(pc.bit_wise_and(ids, 4095)),
+                "?utm_source=newsletter&utm_medium=email",
+            ),
+            "ts": _text(pc.cast(pc.multiply(seconds, 1_000_000), pa.timestamp("us", "UTC"))),
+            "amount": _text(pc.divide(pc.cast(pc.bit_wise_and(ids, 65535), pa.float64()), 100.0)),
+            "campaign": _join("campaign-2026-11-", _text(pc.bit_wise_and(ids, 63)), "-autumn-sale"),
+            "country": pa.array([("GB", "US", "DE", "FR", "ES")[i % 5] for i in range(count)]),
+            "user_agent": pa.repeat(
+                pa.scalar("Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Firefox/140.0"), count
+            ),
+            "session_id": _join("s-", _text(pc.divide(ids, 7)), "-2026-11-01-a9f3c2e1"),
+        }
+    )
+
+
+def generate(rows: int) -> tuple[Path, Path]:
+    """Version 1, and version 2 with 5% of rows changed and 5% added."""
+    first = DATA / f"events_{rows}_20261101.csv"
+    second = DATA / f"events_{rows}_20261102.csv"
+    if first.exists() and second.exists():
+        return first, second
+    DATA.mkdir(parents=True, exist_ok=True)
+    for path, changed, total in ((first, False, rows), (second, True, rows + rows // 20)):
+        with pacsv.CSVWriter(path, _rows(0, 1, False).schema) as writer:
+            for start in range(0, total, CHUNK):
+                writer.write_table(
+                    _rows(start, min(CHUNK, total - start), changed and start < rows)
+                )
+    return first, second
+
+
+def job_toml(name: str, bucket: str, prefix: str, *, diff: bool = False, auth: str = "") -> str:
+    lines = [
+        f'name = "{name}"',
+        'type = "csv-import"',
+        f'bucket = "{bucket}"',
+        f'prefix = "{prefix}"',
+        'stream = "events"',
+        'timestamp = "ts"',
+    ]
+    if diff:
+        lines.append("diff = true")
+    if auth:
+        lines.append(f'auth = "{auth}"')
+    return "\n".join(lines) + "\n"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+class MotoServer:
+    """moto in its own process, so it does not share a GIL with what is measured."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        server = Path(sys.executable).parent / "moto_server"
+        self.process = subprocess.Popen(
+            [str(server), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise SystemExit("moto_server did not start")
+
+    def upload(self, bucket: str, path: Path) -> None:
+        import boto3
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="AKIABENCH0000000",
+            aws_secret_access_key="bench",
+        )
+        client.create_bucket(Bucket=bucket)
+        client.upload_file(str(path), bucket, f"in/{path.name}")
+        client.close()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def row(rows: int, what: str, m: Measured, size: int) -> str:
+    return (
+        f"| {rows:,} | {what} | {m.seconds:.2f} | {rows / m.seconds:,.0f} | "
+        f"{size / 1e6 / m.seconds:,.0f} | {m.peak_rss_mib:,.0f} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, action="append", help="rows (repeatable)")
+    args = parser.parse_args()
+    sizes = args.rows or [1_000_000]
+    lines = [
+        "",
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}. One run each, a fresh "
+        "process (imports included). Every field is read as text; lakeport also parses `ts` "
+        "into `_ts` and adds `_line`, `_source`, `_job`, `_ingested_at`. S3 is a moto server in "
+        "its own process on 127.0.0.1. The diff row imports version 2 (5% of rows changed, 5% "
+        "added) after version 1; its baseline only counts the new rows with DuckDB.",
+        "",
+        "| rows | run | seconds | rows/s | MB/s | peak RSS MiB |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    moto = MotoServer()
+    try:
+        for rows in sizes:
+            first, second = generate(rows)
+            size = first.stat().st_size
+            prefix = f"events_{rows}_"
+            work = Path(tempfile.mkdtemp(dir=DATA))
+            try:
+                bucket = work / "bucket"
+                bucket.mkdir()
+                os.link(first, bucket / first.name)
+                results = []
+                baseline = measure(BASELINE, str(first), str(work / "baseline"), ",".join(FIELDS))
+                results.append(
+                    row(rows, "pyarrow read_csv + write_deltalake (baseline)", baseline, size)
+                )
+                local = measure(IMPORT, str(work / "local"), job_toml("local", str(bucket), prefix))
+                results.append(row(rows, "lakeport csv-import, local folder", local, size))
+                moto_bucket = f"bench-{rows}"
+                moto.upload(moto_bucket, first)
+                s3 = measure(
+                    IMPORT,
+                    str(work / "s3"),
+                    job_toml("s3", f"{moto_bucket}/in", prefix, auth="bench").replace(
+                        f'bucket = "{moto_bucket}/in"',
+                        f'bucket = "{moto_bucket}"\ndirectory = "in"',
+                    ),
+                    moto.endpoint,
+                )
+                results.append(row(rows, "lakeport csv-import, S3 (moto)", s3, size))
+                diff_job = job_toml("diff", str(bucket), prefix, diff=True)
+                measure(IMPORT, str(work / "diff"), diff_job)  # version 1: the snapshot
+                os.link(second, bucket / second.name)
+                diff = measure(IMPORT, str(work / "diff"), diff_job)
+                added = second.stat().st_size
+                results.append(
+                    row(
+                        rows + rows // 20,
+                        f"lakeport diff import of version 2 "
+                        f"(imported, unchanged: {diff.output.strip()})",
+                        diff,
+                        added,
+                    )
+                )
+                cols = ", ".join(FIELDS)
+                raw = measure(ANTI_JOIN, str(first), str(second), cols, str(work))
+                results.append(
+                    row(
+                        rows + rows // 20,
+                        f"DuckDB hash anti-join of the two files (new rows: {raw.output.strip()})",
+                        raw,
+                        added,
+                    )
+                )
+                for line in results:
+                    print(line, flush=True)
+                lines += results
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+    finally:
+        moto.stop()
+    write_section("CSV import (`make bench-import`)", lines)
+
+
+if __name__ == "__main__":
+    main()

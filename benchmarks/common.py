@@ -1,0 +1,47 @@
+"""What the benchmarks share: timing a child process, and writing their section of RESULTS.md."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).parent
+DATA = HERE / "data"
+RESULTS = HERE / "RESULTS.md"
+
+
+@dataclass
+class Measured:
+    seconds: float
+    peak_rss_mib: float
+    output: str
+
+
+def measure(code: str, *args: str) -> Measured:
+    """Run `code` in a fresh interpreter: wall seconds (imports included) and its peak RSS."""
+    started = time.perf_counter()
+    child = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    output = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - started
+    if status != 0:
+        raise SystemExit(f"a benchmark run failed (status {status}): {output}")
+    return Measured(seconds, usage.ru_maxrss / 1024, output)
+
+
+def write_section(title: str, lines: list[str]) -> None:
+    """Replace (or add) the section `## {title}` of RESULTS.md."""
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    section = "\n".join([f"## {title}", *lines]).rstrip("\n")
+    pattern = re.compile(rf"## {re.escape(title)}.*?(?=\n## |\Z)", re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section, text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    RESULTS.write_text(text.rstrip("\n") + "\n")

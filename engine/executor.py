@@ -1,0 +1,56 @@
+"""Running the steps of a pipeline side by side: a producer thread with a bounded queue.
+
+Arrow, Polars, DuckDB and the Delta writer release the GIL while they work, so reading and
+parsing the next batches in one thread while the writer encodes the last ones in another uses
+both cores; the queue's bound keeps memory flat.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_DONE = object()
+
+
+def prefetch(items: Iterator[T], depth: int = 4) -> Iterator[T]:
+    """Yield what `items` yields, produced ahead in a thread, at most `depth` items ahead.
+
+    An exception in the producer is raised in the consumer; a consumer that stops early stops
+    the producer.
+    """
+    slots: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, raised there
+            slots.put(exc)
+
+    worker = threading.Thread(target=produce, name="lakeport-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        worker.join(timeout=5)
