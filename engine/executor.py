@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -17,7 +17,7 @@ T = TypeVar("T")
 _DONE = object()
 
 
-def prefetch(items: Iterator[T], depth: int = 4) -> Iterator[T]:
+def prefetch(items: Iterator[T], depth: int = 4) -> Generator[T, None, None]:
     """Yield what `items` yields, produced ahead in a thread, at most `depth` items ahead.
 
     An exception in the producer is raised in the consumer; a consumer that stops early stops
