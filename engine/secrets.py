@@ -23,7 +23,10 @@ ENV_PREFIX = "env:"
 STORE_PREFIX = "store:"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-# Every value revealed in this process, so log handlers can mask them (see `redact`).
+# Every value revealed in this process, so log handlers can mask them (see `redact`). Values
+# shorter than this are not masked: masking a one-letter "secret" would garble every message,
+# and no real credential is that short.
+_REDACT_MIN_LENGTH = 8
 _revealed: set[str] = set()
 
 
@@ -70,7 +73,8 @@ class Secret:
     def reveal(self) -> str:
         """The value itself: call only at the boundary that hands it to a client library."""
         value = self._value if self._value is not None else self._loader()  # type: ignore[misc]
-        _revealed.add(value)
+        if len(value) >= _REDACT_MIN_LENGTH:
+            _revealed.add(value)
         return value
 
     def describe(self) -> str:

@@ -8,13 +8,14 @@ names the bucket, key or authorization, with the original kept as `__cause__`.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, cast
 from urllib.parse import urlparse
 
 import fsspec
@@ -347,14 +348,97 @@ def stat(url: str, auth: Authorization | None = None) -> FileInfo:
 def open_input(
     url: str, auth: Authorization | None = None, *, block_size: int = 8 << 20
 ) -> IO[bytes]:
-    """Open an object or file for streaming reads."""
+    """Open an object or file for streaming reads.
+
+    An S3 object is read as one streaming GET (several times faster than the ranged block reads
+    of `s3fs.open`), resumed from where it broke if the connection drops, and pinned to the
+    ETag it started with so that a changing object is not read half old, half new.
+    """
     location = parse_url(url)
     if location.scheme == "s3":
-        _require_bucket(location, auth)
+        fs = _s3_filesystem(_require_bucket(location, auth))
+        stream = _S3Stream(fs, location, auth)
+        stream.start()
+        return cast(IO[bytes], stream)
     fs = filesystem(location, auth)
     with _translating(auth, "read", location=location):
         handle: IO[bytes] = fs.open(location.fs_path, "rb", block_size=block_size)
     return handle
+
+
+class _S3Stream(io.RawIOBase):
+    """One GET of an S3 object, read in chunks as the caller asks for them."""
+
+    RESUMES = 3
+
+    def __init__(self, fs: Any, location: Location, auth: Authorization | None) -> None:
+        super().__init__()
+        self._fs = fs
+        self._location = location
+        self._auth = auth
+        self._body: Any = None
+        self._etag: str | None = None
+        self._position = 0
+        self._size = 0
+
+    def start(self) -> None:
+        self._body = self._get(None)
+
+    def _get(self, start: int | None) -> Any:
+        request: dict[str, Any] = {"Bucket": self._location.bucket, "Key": self._location.key}
+        if start is not None:
+            request["Range"] = f"bytes={start}-"
+            if self._etag:
+                request["IfMatch"] = f'"{self._etag}"'
+        with _translating(self._auth, "read", location=self._location):
+            answer = self._fs.call_s3("get_object", **request)
+        if start is None:
+            self._etag = str(answer.get("ETag", "")).strip('"') or None
+            self._size = int(answer.get("ContentLength", 0))
+        return answer["Body"]
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(memoryview(buffer)))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        from fsspec.asyn import sync
+
+        if size is None or size < 0:
+            parts = []
+            while chunk := self.read(8 << 20):
+                parts.append(chunk)
+            return b"".join(parts)
+        for attempt in range(self.RESUMES + 1):
+            try:
+                data: bytes = sync(self._fs.loop, self._body.read, size)
+                break
+            except LakeportError:
+                raise
+            except Exception as exc:
+                if attempt == self.RESUMES or self._position >= self._size:
+                    raise _translate(exc, self._auth, "read", self._location, False) from exc
+                logger.info(
+                    "resuming %s at byte %d after %s",
+                    self._location.url,
+                    self._position,
+                    type(exc).__name__,
+                )
+                self._body = self._get(self._position)
+        self._position += len(data)
+        return data
+
+    def close(self) -> None:
+        if self._body is not None and not self.closed:
+            try:
+                self._body.close()
+            except Exception:  # closing a finished or broken response: nothing to keep
+                logger.debug("closing %s", self._location.url, exc_info=True)
+        super().close()
 
 
 def _s3_info(bucket: str, obj: dict[str, Any]) -> FileInfo:

@@ -76,3 +76,24 @@ def test_pending_snapshot_is_not_current_until_promoted(snapshots: Snapshots) ->
 def test_a_missing_snapshot_is_an_error_not_everything_new(snapshots: Snapshots) -> None:
     with pytest.raises(StoreError, match="--reset-diff"):
         snapshots.diff(rows(("1", "x")), ["a", "b"], "r1", first=False)
+
+
+def test_nulls_and_their_positions_are_told_apart(tmp_path: Path) -> None:
+    import duckdb
+
+    from engine.diff import fingerprint_sql
+
+    con = duckdb.connect()
+    rows = [
+        ("a", None, "b"),
+        ("a", "b", None),
+        (None, "a", "b"),
+        ("a", "", "b"),
+        ("a\x1fb", "", None),
+    ]
+    values = ", ".join(
+        "(" + ", ".join("NULL" if v is None else "'" + v + "'" for v in row) + ")" for row in rows
+    )
+    con.execute(f"CREATE TABLE t AS SELECT * FROM (VALUES {values}) v(x, y, z)").fetchall()
+    prints = con.execute(f"SELECT {fingerprint_sql(['x', 'y', 'z'])} FROM t").fetchall()
+    assert len({p[0] for p in prints}) == len(rows)

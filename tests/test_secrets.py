@@ -118,3 +118,9 @@ def test_delegated_role_gets_its_own_external_id(store: Store) -> None:
 def test_invalid_authorizations(make: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         make()  # type: ignore[operator]
+
+
+def test_redaction_ignores_values_too_short_to_be_credentials() -> None:
+    Secret("x").reveal()
+    Secret("a-real-looking-secret-value").reveal()
+    assert redact("exports/x.csv with a-real-looking-secret-value") == "exports/x.csv with ***"

@@ -281,3 +281,49 @@ def test_delegated_role_without_sts_permission(
     )
     with pytest.raises(AccessDenied, match=r"STS refused.*external id lakeport-test-external-id"):
         storage.list_directory("s3://some-bucket/", auth)
+
+
+class _BrokenOnceBody:
+    def __init__(self, data: bytes, break_at: int | None) -> None:
+        self.data, self.position, self.break_at = data, 0, break_at
+
+    async def read(self, n: int) -> bytes:
+        if self.break_at is not None and self.position >= self.break_at:
+            self.break_at = None
+            raise ConnectionResetError("connection reset by peer")
+        chunk = self.data[self.position : self.position + n]
+        self.position += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        pass
+
+
+class _FakeS3:
+    def __init__(self, data: bytes) -> None:
+        from fsspec.asyn import get_loop
+
+        self.loop = get_loop()
+        self.data = data
+        self.requests: list[dict[str, str]] = []
+
+    def call_s3(self, operation: str, **request: str) -> dict[str, object]:
+        self.requests.append(request)
+        start = int(request["Range"][6:-1]) if "Range" in request else 0
+        body = _BrokenOnceBody(self.data[start:], 1000 if start == 0 else None)
+        return {"Body": body, "ETag": '"abc"', "ContentLength": len(self.data) - start}
+
+
+def test_an_s3_read_resumes_where_the_connection_broke() -> None:
+    data = bytes(range(256)) * 40
+    fake = _FakeS3(data)
+    stream = storage._S3Stream(fake, storage.parse_url("s3://b/k.csv"), None)
+    stream.start()
+    got = b"".join(iter(lambda: stream.read(300), b""))
+    assert got == data
+    assert fake.requests[1] == {
+        "Bucket": "b",
+        "Key": "k.csv",
+        "Range": "bytes=1200-",
+        "IfMatch": '"abc"',
+    }
