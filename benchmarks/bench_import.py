@@ -79,6 +79,7 @@ import sys, duckdb
 cols = sys.argv[3]
 con = duckdb.connect()
 con.execute("SET temp_directory = '" + sys.argv[4] + "'")
+con.execute("SET enable_progress_bar = false")
 rows = con.execute(f'''
     WITH new AS (SELECT hash({cols}) AS h FROM read_csv('{sys.argv[2]}', all_varchar = true)),
          old AS (SELECT hash({cols}) AS h FROM read_csv('{sys.argv[1]}', all_varchar = true))

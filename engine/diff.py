@@ -6,9 +6,11 @@ semantics: each row is numbered within its group of identical rows, and (fingerp
 is what is matched, so a row present twice now and once before is imported once.
 
 A job's snapshot (`<folder>/current.parquet`) holds the fingerprints of its previous file. A run
-writes the new file's rows and fingerprints next to it as *pending*; the caller promotes them to
-current only after the stream commit, so a crash leaves the old snapshot in place. DuckDB spills
-to the store's tmp folder: memory stays bounded however large the files.
+fingerprints the new file (keeping only each row's fingerprint and line: 24 bytes a row), writes
+those fingerprints next to the snapshot as *pending*, and returns the lines of the new rows; the
+caller reads the file again and keeps those lines. The pending snapshot becomes current only
+after the stream commit, so a crash leaves the old one in place. DuckDB spills to the store's tmp
+folder past its memory limit: memory stays bounded however large the files.
 
 This is the only module that talks to DuckDB.
 """
@@ -17,23 +19,50 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine.errors import StoreError
 
 CURRENT = "current.parquet"
 
 
-@dataclass(frozen=True)
-class DiffResult:
-    rows: pa.RecordBatchReader
-    """The rows that are new, as a stream of batches."""
-    staged: int
-    """Rows of the file, before the diff: `staged` minus the rows read back is the unchanged."""
+class NewLines:
+    """Which rows of a file are new: their `_line` numbers (ascending), or all of them."""
+
+    def __init__(self, lines: pa.Array | None, rows: int) -> None:
+        self.rows = rows
+        """Rows fingerprinted (the whole file)."""
+        self._lines = lines
+        self.count = rows if lines is None else len(lines)
+        """Rows that are new."""
+
+    def keep(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """The new rows of a batch whose `_line`s ascend, as the readers give them."""
+        if self._lines is None or batch.num_rows == 0:
+            return batch
+        lines = batch.column("_line")
+        # Only the new lines within this batch's range are looked up: a membership test
+        # against all of them would build a hash table of the whole file for every batch.
+        start = _search(self._lines, lines[0].as_py(), right=False)
+        stop = _search(self._lines, lines[-1].as_py(), right=True)
+        return batch.filter(pc.is_in(lines, value_set=self._lines.slice(start, stop - start)))
+
+
+def _search(values: pa.Array, target: int, *, right: bool) -> int:
+    """Where `target` goes in the ascending `values` (bisect left or right)."""
+    low, high = 0, len(values)
+    while low < high:
+        middle = (low + high) // 2
+        value = values[middle].as_py()
+        if value < target or (right and value == target):
+            low = middle + 1
+        else:
+            high = middle
+    return low
 
 
 def _quote(name: str) -> str:
@@ -68,23 +97,24 @@ class Snapshots:
         return self.current.is_file()
 
     def pending(self, run_id: str) -> tuple[Path, Path]:
-        """The run's staging database and its pending snapshot."""
+        """The run's staged rejected rows and its pending snapshot."""
         return (
-            self.folder / f"pending-{run_id}.duckdb",
+            self.folder / f"pending-{run_id}.rejected.parquet",
             self.folder / f"pending-{run_id}.snapshot.parquet",
         )
 
     def has_pending(self, run_id: str) -> bool:
         return self.pending(run_id)[1].is_file()
 
-    def diff(
+    def new_lines(
         self, rows: pa.RecordBatchReader, fields: Sequence[str], run_id: str, *, first: bool
-    ) -> DiffResult:
-        """Stage the rows, fingerprint them, and give back those not in the current snapshot.
+    ) -> NewLines:
+        """Fingerprint a file's rows and find those not in the current snapshot.
 
-        With `first`, no snapshot is expected: every row is new (and a snapshot is still made).
-        The rows are staged in a DuckDB database file next to the snapshots, so memory stays
-        bounded; the fingerprint of each row is computed once.
+        Only the fingerprint and `_line` of each row are kept (24 bytes a row, spilled to disk
+        past the memory limit): the caller reads the file again and keeps the lines returned.
+        A pending snapshot of this file is written for `promote`. With `first`, no snapshot is
+        expected and every row is new.
         """
         if not first and not self.exists():
             raise StoreError(
@@ -93,59 +123,59 @@ class Snapshots:
                 "import the whole file and start a new snapshot"
             )
         self.folder.mkdir(parents=True, exist_ok=True)
-        staging, snapshot = self.pending(run_id)
+        snapshot = self.pending(run_id)[1]
         self.discard(run_id)
-        con = self._connect(staging)
-        con.register("incoming", rows)
-        con.execute(
-            f"CREATE TABLE cur AS SELECT *, {fingerprint_sql(fields)} AS __fp FROM incoming"
-        ).fetchall()
-        con.unregister("incoming")
-        con.execute(
-            f"COPY (SELECT __fp AS fp FROM cur) TO '{_sql_path(snapshot)}' (FORMAT parquet)"
-        )
-        columns = ", ".join(_quote(f.name) for f in rows.schema)
-        if first:
-            query = f"SELECT {columns} FROM cur"
-        else:
-            query = f"""
-                WITH numbered AS (
-                    SELECT *, row_number() OVER (PARTITION BY __fp) AS __k FROM cur
-                ), prev AS (
-                    SELECT fp AS __fp, row_number() OVER (PARTITION BY fp) AS __k
-                    FROM read_parquet('{_sql_path(self.current)}')
-                )
-                SELECT {columns} FROM numbered ANTI JOIN prev USING (__fp, __k)
-            """
-        counted = con.execute("SELECT count(*) FROM cur").fetchall()[0]
+        con = self._connect()
         try:
-            reader = con.sql(query).to_arrow_reader(65_536)
+            con.register("incoming", rows)
+            _run(
+                con,
+                f"CREATE TABLE cur AS SELECT {fingerprint_sql(fields)} AS fp, _line FROM incoming",
+            )
+            con.unregister("incoming")
+            _run(con, f"COPY (SELECT fp FROM cur) TO '{_sql_path(snapshot)}' (FORMAT parquet)")
+            total = int(_run(con, "SELECT count(*) FROM cur")[0][0])
+            if first:
+                return NewLines(None, total)
+            lines = con.sql(
+                f"""
+                WITH numbered AS (
+                    SELECT fp, _line, row_number() OVER (PARTITION BY fp ORDER BY _line) AS k
+                    FROM cur
+                ), before AS (
+                    SELECT fp, count(*) AS n FROM read_parquet('{_sql_path(self.current)}')
+                    GROUP BY fp
+                )
+                SELECT _line FROM numbered LEFT JOIN before USING (fp)
+                WHERE k > coalesce(n, 0)
+                ORDER BY _line
+                """
+            ).to_arrow_table()
+            return NewLines(lines.column("_line").combine_chunks(), total)
         except Exception as exc:
+            if isinstance(exc, StoreError):
+                raise
             raise StoreError(f"the diff against {self.current} failed: {exc}") from exc
-        staged_rows = int(counted[0]) if counted else 0
-        return DiffResult(_cast_to(reader, rows.schema, keep_open=con), staged=staged_rows)
+        finally:
+            con.close()
 
     def promote(self, run_id: str) -> None:
         """After the stream commit: the pending snapshot becomes current."""
-        staging, snapshot = self.pending(run_id)
+        snapshot = self.pending(run_id)[1]
         if snapshot.is_file():
             snapshot.replace(self.current)
-        for path in (staging, Path(f"{staging}.wal")):
-            path.unlink(missing_ok=True)
 
     def discard(self, run_id: str) -> None:
-        staging, snapshot = self.pending(run_id)
-        for path in (staging, Path(f"{staging}.wal"), snapshot):
-            path.unlink(missing_ok=True)
+        self.pending(run_id)[1].unlink(missing_ok=True)
 
     def reset(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    def _connect(self, database: Path) -> Any:
+    def _connect(self) -> Any:
         import duckdb
 
         self.spill.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(str(database))
+        con = duckdb.connect()
         for setting in (
             "SET TimeZone = 'UTC'",
             f"SET temp_directory = '{_sql_path(self.spill)}'",
@@ -161,15 +191,6 @@ def _sql_path(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
-def _cast_to(
-    reader: pa.RecordBatchReader, schema: pa.Schema, *, keep_open: Any
-) -> pa.RecordBatchReader:
-    """DuckDB's batches in the input's own types (it may hand out string views)."""
-
-    def batches() -> Any:
-        connection = keep_open  # the reader lives as long as its connection
-        for batch in reader:
-            yield batch.cast(schema) if batch.schema != schema else batch
-        connection.close()
-
-    return pa.RecordBatchReader.from_batches(schema, batches())
+def _run(con: Any, sql: str) -> list[Any]:
+    result: list[Any] = con.execute(sql).fetchall()
+    return result

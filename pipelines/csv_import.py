@@ -166,7 +166,7 @@ def _run(
     record.object = target.url
     snapshots = Snapshots(store.snapshots_path(job.name), spill=store.path / "tmp")
     run_id = append_id(job.name, source)
-    staged_rejects = snapshots.folder / f"pending-{run_id}.rejected.parquet"
+    staged_rejects = snapshots.pending(run_id)[0]
     if store.is_committed(job.stream, job.name, source):
         # Committed by an earlier run that stopped before moving the job's state on.
         importing.commit_rejected(store, job.stream, job.name, source, staged_rejects)
@@ -177,52 +177,55 @@ def _run(
     if reset_diff:
         snapshots.reset()
 
-    # 2. Stream the object into the CSV reader.
-    rejections = importing.Rejections(target.url, job.bad_rows, job.max_rejected)
+    # 2-3. Stream the object through the CSV reader: fields, event time, line numbers.
+    def read(rejections: importing.Rejections) -> tuple[CsvReader, pa.RecordBatchReader]:
+        reader = CsvReader(
+            lambda: storage.open_input(target.url, auth),
+            name=target.url,
+            dialect=job.dialect,
+            fields=wanted,
+            limits=job.limits,
+            on_bad_row=rejections.handler,
+        )
+        if job.timestamp and job.timestamp.column not in reader.header:
+            raise ConfigError(
+                f"the timestamp field '{job.timestamp.column}' is not in {target.url}: "
+                f"the fields are {', '.join(reader.header)}"
+            )
+        rows = importing.with_event_time(
+            reader.batches(), job.timestamp, rejections, keep_column=keep_ts_column
+        )
+        schema = importing.event_time_schema(reader.schema, job.timestamp, keep_ts_column)
+        return reader, pa.RecordBatchReader.from_batches(schema, prefetch(rows))
+
     wanted = job.fields
     if wanted is not None and job.timestamp and job.timestamp.column not in wanted:
         wanted = [*wanted, job.timestamp.column]
-    reader = CsvReader(
-        lambda: storage.open_input(target.url, auth),
-        name=target.url,
-        dialect=job.dialect,
-        fields=wanted,
-        limits=job.limits,
-        on_bad_row=rejections.handler,
-    )
-    if job.timestamp and job.timestamp.column not in reader.header:
-        raise ConfigError(
-            f"the timestamp field '{job.timestamp.column}' is not in {target.url}: "
-            f"the fields are {', '.join(reader.header)}"
-        )
-
-    # 3. Fields, event time, line numbers.
     keep_ts_column = job.fields is None or (
         job.timestamp is not None and job.timestamp.column in job.fields
     )
+
+    # 4. Diff: a first pass fingerprints the file and finds the lines of the new rows.
+    new = None
+    if job.diff:
+        first = reset_diff or not importing.has_imported(store, job.name)
+        _, probe = read(importing.Rejections(target.url, job.bad_rows, job.max_rejected))
+        fingerprinted = [f.name for f in probe.schema if f.name != "_line"]
+        new = snapshots.new_lines(probe, fingerprinted, run_id, first=first)
+
+    rejections = importing.Rejections(target.url, job.bad_rows, job.max_rejected)
+    reader, rows = read(rejections)
+    kept = (new.keep(batch) for batch in rows) if new is not None else iter(rows)
     report = (lambda: progress(reader.bytes_read, target.size)) if progress else None
-    rows = importing.with_event_time(
-        importing.progress_every(reader.batches(), report),
-        job.timestamp,
-        rejections,
-        keep_column=keep_ts_column,
-    )
-    schema = importing.event_time_schema(reader.schema, job.timestamp, keep_ts_column)
 
     def before_commit() -> None:
         rejections.check(reader.rows_read)
         rejections.stage(staged_rejects)
 
-    checked = prefetch(importing.after_all(rows, before_commit))
-    batches = pa.RecordBatchReader.from_batches(schema, checked)
-
-    # 4. Diff against the previous file.
-    staged = None
-    if job.diff:
-        first = reset_diff or not importing.has_imported(store, job.name)
-        fingerprinted = [f.name for f in schema if f.name != "_line"]
-        diffed = snapshots.diff(batches, fingerprinted, run_id, first=first)
-        batches, staged = diffed.rows, diffed.staged
+    batches = pa.RecordBatchReader.from_batches(
+        rows.schema,
+        importing.after_all(importing.progress_every(kept, report), before_commit),
+    )
 
     # 5. Append exactly once, then move the job's state on.
     try:
@@ -238,7 +241,7 @@ def _run(
     record.rows_read = reader.rows_read + len(rejections.rows)
     record.rows_imported = result.rows
     record.rows_rejected = len(rejections.rows)
-    record.rows_skipped = (staged - result.rows) if staged is not None else 0
+    record.rows_skipped = (new.rows - result.rows) if new is not None else 0
     record.bytes = reader.bytes_read
     if reader.rows_read == 0 and not rejections.rows:
         record.note = "the file has a header and no rows: nothing to import"

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
-import pyarrow as pa
-import pyarrow.csv as pacsv
 
 from engine import storage
 from engine.auth import AwsKeys
 from engine.secrets import Secret
-from engine.store import Source, Store
+from engine.store import Store
+from pipelines import jobs
 from pipelines.output import emit_table, human_bytes
 
 _FIELDS = ["event_id", "user_id", "email", "event", "country", "amount", "timestamp"]
@@ -39,10 +39,7 @@ def run_demo(folder: Path | None) -> None:
     click.echo(f"demo folder: {root}\n  bucket: {bucket}\n  store:  {store.path}")
 
     _say("1. A local folder stands in for the bucket; it holds one CSV export")
-    csv_file = bucket / "exports" / "events_20261101.csv"
-    csv_file.parent.mkdir(parents=True, exist_ok=True)
-    lines = [",".join(_FIELDS), *(",".join(row) for row in _EVENTS)]
-    csv_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _write_csv(bucket / "exports" / "events_20261101.csv", _EVENTS)
     listing = storage.list_directory(str(bucket / "exports"))
     emit_table(
         [
@@ -71,15 +68,36 @@ def run_demo(folder: Path | None) -> None:
         title=f"lakeport auth show {name}",
     )
 
-    _say("3. The file is appended to the stream 'events', exactly once")
-    info = storage.stat(str(csv_file))
-    source = Source(info.url, info.etag)
-    for attempt in ("first append", "same file again"):
-        result = store.append("events", _read_csv(csv_file), source=source, job="demo-import")
-        state = "already committed, nothing written" if result.already_committed else "committed"
-        click.echo(f"{attempt}: {result.rows} rows, table version {result.version} ({state})")
+    _say("3. A csv-import job takes the file into the stream 'events', exactly once")
+    job_file = root / "events-import.toml"
+    job_file.write_text(
+        "\n".join(
+            [
+                'name = "demo-events"',
+                'type = "csv-import"',
+                f'bucket = "{bucket.as_posix()}"',
+                'directory = "exports"',
+                'prefix = "events_"',
+                'stream = "events"',
+                'timestamp = "timestamp"',
+                "diff = true",
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    click.echo(f"lakeport run {job_file}")
+    job, _ = jobs.load_file(job_file)
+    click.echo(jobs.run(store, job).summary())
 
-    _say("4. Read back: the streams, and the first rows as a Polars LazyFrame")
+    _say("4. The next day's export arrives: one row changed, one added; the diff imports two")
+    changed = [row if row[0] != "e-005" else (*row[:5], "24.99", row[6]) for row in _EVENTS]
+    added = ("e-009", "u-5", "mary@example.com", "signup", "FR", "", "2026-11-02T08:00:00Z")
+    _write_csv(bucket / "exports" / "events_20261102.csv", [*changed, added])
+    click.echo(jobs.run(store, job).summary())
+    click.echo(jobs.run(store, job).summary())
+
+    _say("5. Read back: the streams, and the first rows as a Polars LazyFrame")
     emit_table(
         [
             {"stream": s.name, "rows": s.rows, "fields": ", ".join(s.fields)}
@@ -96,8 +114,7 @@ def run_demo(folder: Path | None) -> None:
     click.echo(f"\nTry: lakeport --store {store.path} streams")
 
 
-def _read_csv(path: Path) -> pa.RecordBatchReader:
-    # Every field is read as text: raw event fields are stored as strings.
-    return pacsv.open_csv(
-        path, convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(_FIELDS, pa.string()))
-    )
+def _write_csv(path: Path, rows: Sequence[tuple[str, ...]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [",".join(_FIELDS), *(",".join(row) for row in rows)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")

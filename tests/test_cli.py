@@ -265,9 +265,9 @@ def test_demo_runs_and_says_what_it_did(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["demo", "--dir", str(tmp_path / "demo")])
     assert result.exit_code == 0, result.output
     assert "events_20261101.csv" in result.stdout
-    assert "first append: 8 rows" in result.stdout
-    assert "same file again: 0 rows" in result.stdout
-    assert "already committed" in result.stdout
+    assert "8 rows read, 8 imported, 0 unchanged (diff), 0 rejected" in result.stdout
+    assert "9 rows read, 2 imported, 7 unchanged (diff), 0 rejected" in result.stdout
+    assert "job 'demo-events': no new file" in result.stdout
     assert "demo-secret-key-that-is-never-printed" not in result.output
     # Running it again in the same folder works too.
     again = CliRunner().invoke(cli, ["demo", "--dir", str(tmp_path / "demo")])

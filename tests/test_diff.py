@@ -27,8 +27,10 @@ def rows(*values: tuple[str, str]) -> pa.RecordBatchReader:
 def new_rows(
     snapshots: Snapshots, reader: pa.RecordBatchReader, run: str, first: bool
 ) -> list[tuple[str, str]]:
-    result = snapshots.diff(reader, ["a", "b"], run, first=first)
-    got = [(r["a"], r["b"]) for batch in result.rows for r in batch.to_pylist()]
+    batches = list(reader)
+    again = pa.RecordBatchReader.from_batches(reader.schema, batches)
+    new = snapshots.new_lines(again, ["a", "b"], run, first=first)
+    got = [(r["a"], r["b"]) for batch in batches for r in new.keep(batch).to_pylist()]
     snapshots.promote(run)
     return sorted(got)
 
@@ -65,8 +67,7 @@ def test_field_boundaries_cannot_be_confused(snapshots: Snapshots) -> None:
 
 def test_pending_snapshot_is_not_current_until_promoted(snapshots: Snapshots) -> None:
     new_rows(snapshots, rows(("1", "x")), "r1", first=True)
-    result = snapshots.diff(rows(("2", "y")), ["a", "b"], "r2", first=False)
-    list(result.rows)
+    snapshots.new_lines(rows(("2", "y")), ["a", "b"], "r2", first=False)
     assert snapshots.has_pending("r2")
     # Not promoted (say the commit failed): the next diff still compares with r1's file.
     snapshots.discard("r2")
@@ -75,7 +76,7 @@ def test_pending_snapshot_is_not_current_until_promoted(snapshots: Snapshots) ->
 
 def test_a_missing_snapshot_is_an_error_not_everything_new(snapshots: Snapshots) -> None:
     with pytest.raises(StoreError, match="--reset-diff"):
-        snapshots.diff(rows(("1", "x")), ["a", "b"], "r1", first=False)
+        snapshots.new_lines(rows(("1", "x")), ["a", "b"], "r1", first=False)
 
 
 def test_nulls_and_their_positions_are_told_apart(tmp_path: Path) -> None:
@@ -97,3 +98,16 @@ def test_nulls_and_their_positions_are_told_apart(tmp_path: Path) -> None:
     con.execute(f"CREATE TABLE t AS SELECT * FROM (VALUES {values}) v(x, y, z)").fetchall()
     prints = con.execute(f"SELECT {fingerprint_sql(['x', 'y', 'z'])} FROM t").fetchall()
     assert len({p[0] for p in prints}) == len(rows)
+
+
+def test_new_lines_are_kept_batch_by_batch() -> None:
+    from engine.diff import NewLines
+
+    new = NewLines(pa.array([3, 7, 50_000, 50_001, 100_000], pa.int64()), rows=100_000)
+    schema = pa.schema([("_line", pa.int64())])
+    kept = []
+    for start in range(1, 100_001, 25_000):
+        batch = pa.record_batch([pa.array(range(start, start + 25_000), pa.int64())], schema=schema)
+        kept += new.keep(batch).column(0).to_pylist()
+    assert kept == [3, 7, 50_000, 50_001, 100_000]
+    assert new.count == 5
