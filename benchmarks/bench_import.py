@@ -18,21 +18,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from benchmarks.common import DATA, Measured, measure, write_section
+from benchmarks.common import DATA, Measured, measure, measured_on, write_section
 
 FIELDS = [
     "user_id",
@@ -221,8 +219,7 @@ def main() -> None:
     sizes = args.rows or [1_000_000]
     lines = [
         "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}. One run each, a fresh "
+        f"{measured_on()}. One run each, a fresh "
         "process (imports included). Every field is read as text; lakeport also parses `ts` "
         "into `_ts` and adds `_line`, `_source`, `_job`, `_ingested_at`. S3 is a moto server in "
         "its own process on 127.0.0.1. The diff row imports version 2 (5% of rows changed, 5% "

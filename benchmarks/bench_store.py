@@ -15,10 +15,7 @@ Reports wall seconds, rows/s and peak RSS of each process, and writes a section 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from benchmarks.common import DATA, Measured, measure, write_section
+from benchmarks.common import DATA, Measured, measure, measured_on, write_section
 
 BATCH = 65_536
 
@@ -126,8 +123,7 @@ def main() -> None:
     sizes = args.rows or [1_000_000]
     lines = [
         "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}; median of {args.repeat} "
+        f"{measured_on()}; median of {args.repeat} "
         "runs, each a fresh process (imports included); 10 text fields per row, read from "
         "Parquet in 64 Ki-row batches into a new local Delta table.",
         "",

@@ -84,7 +84,7 @@ def fingerprint_sql(fields: Sequence[str]) -> str:
 class Snapshots:
     """The diff snapshots of one job, in a local folder."""
 
-    def __init__(self, folder: Path, *, spill: Path, memory_limit: str = "768MB") -> None:
+    def __init__(self, folder: Path, *, spill: Path, memory_limit: str = "512MB") -> None:
         self.folder = folder
         self.spill = spill
         self.memory_limit = memory_limit
@@ -155,7 +155,10 @@ class Snapshots:
         except Exception as exc:
             if isinstance(exc, StoreError):
                 raise
-            raise StoreError(f"the diff against {self.current} failed: {exc}") from exc
+            raise StoreError(
+                f"the diff against {self.current} failed ({exc}): if the snapshot is damaged, "
+                "run with --reset-diff to import the whole file and start a new one"
+            ) from exc
         finally:
             con.close()
 

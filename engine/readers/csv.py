@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from engine.errors import BadInput, ConfigError, LimitExceeded
-from engine.readers.source import Limits, TextSource, open_text
+from engine.readers.source import Limits, TextSource
 
 LINE = "_line"
 _BREAK = r"\r\n|\r|\n"
@@ -87,7 +87,7 @@ class CsvReader:
         self._on_bad_row = on_bad_row
         _check_dialect(self.dialect)
         quote = self.dialect.quote_char
-        self._source = open_text(
+        self._source = TextSource(
             open_handle(),
             name=name,
             encoding=self.dialect.encoding,
@@ -353,7 +353,7 @@ class CsvReader:
 
     def _find_invalid_utf8(self) -> Exception:
         """Read the object again, validating as it goes, to name the line of the bad bytes."""
-        checked: TextSource = open_text(
+        checked = TextSource(
             self._open_handle(),
             name=self.name,
             encoding=self.dialect.encoding,

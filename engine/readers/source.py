@@ -1,6 +1,6 @@
 """The bytes of one object, made ready for a parser: decompressed, transcoded to UTF-8, checked.
 
-`open_text(handle, name=..., encoding=...)` wraps a binary handle (an S3 object, a local file) in a
+`TextSource(handle, name=..., encoding=...)` wraps a binary handle (an S3 object, a local file) in a
 file-like `TextSource` whose `read(n)` gives UTF-8 bytes. It
 
 - detects gzip and zstd by extension and by magic bytes, and decompresses them (concatenated gzip
@@ -306,23 +306,3 @@ class TextSource(io.RawIOBase):
             f"is not valid {self._codec} (bytes {bad}): set `encoding` in the job "
             "(latin-1, cp1252 or utf-16) or fix the file",
         )
-
-
-def open_text(
-    handle: IO[bytes],
-    *,
-    name: str,
-    encoding: str = "utf-8",
-    limits: Limits | None = None,
-    validate_utf8: bool = False,
-    count_byte: bytes | None = None,
-) -> TextSource:
-    """Wrap a binary handle; see `TextSource`."""
-    return TextSource(
-        handle,
-        name=name,
-        encoding=encoding,
-        limits=limits,
-        validate_utf8=validate_utf8,
-        count_byte=count_byte,
-    )
