@@ -6,6 +6,7 @@ import csv
 import gzip
 import io
 import json
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -22,9 +23,11 @@ from engine.errors import BadInput, ConfigError, LimitExceeded
 from engine.readers.csv import BadRow, CsvDialect, CsvReader
 from engine.readers.source import Limits
 
-SPECTRUM = Path(__file__).parents[2] / "shared" / "corpora" / "csv-spectrum"
-if not SPECTRUM.exists():  # CI lays shared/ beside the clone
-    SPECTRUM = Path(__file__).parents[1].parent / "shared" / "corpora" / "csv-spectrum"
+# The public corpora live in shared/ beside the clone (as in CI), or where LAKEPORT_CORPORA says.
+CORPORA = Path(
+    os.environ.get("LAKEPORT_CORPORA") or Path(__file__).parents[2] / "shared" / "corpora"
+)
+SPECTRUM = CORPORA / "csv-spectrum"
 
 
 def read(
