@@ -17,7 +17,6 @@ This is the only module that talks to DuckDB.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -170,9 +169,6 @@ class Snapshots:
 
     def discard(self, run_id: str) -> None:
         self.pending(run_id)[1].unlink(missing_ok=True)
-
-    def reset(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
 
     def _connect(self) -> Any:
         import duckdb

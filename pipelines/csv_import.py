@@ -174,10 +174,15 @@ def _run(
         importing.remember_file(store, job.name, picked)
         record.status = ALREADY_IMPORTED
         return
-    if reset_diff:
-        snapshots.reset()
 
     # 2-3. Stream the object through the CSV reader: fields, event time, line numbers.
+    wanted = job.fields
+    if wanted is not None and job.timestamp and job.timestamp.column not in wanted:
+        wanted = [*wanted, job.timestamp.column]
+    keep_ts_column = job.fields is None or (
+        job.timestamp is not None and job.timestamp.column in job.fields
+    )
+
     def read(rejections: importing.Rejections) -> tuple[CsvReader, pa.RecordBatchReader]:
         reader = CsvReader(
             lambda: storage.open_input(target.url, auth),
@@ -198,14 +203,8 @@ def _run(
         schema = importing.event_time_schema(reader.schema, job.timestamp, keep_ts_column)
         return reader, pa.RecordBatchReader.from_batches(schema, prefetch(rows))
 
-    wanted = job.fields
-    if wanted is not None and job.timestamp and job.timestamp.column not in wanted:
-        wanted = [*wanted, job.timestamp.column]
-    keep_ts_column = job.fields is None or (
-        job.timestamp is not None and job.timestamp.column in job.fields
-    )
-
-    # 4. Diff: a first pass fingerprints the file and finds the lines of the new rows.
+    # 4. Diff: a first pass fingerprints the file and finds the lines of the new rows. With
+    # --reset-diff the current snapshot is ignored, and replaced once this file is committed.
     new = None
     if job.diff:
         first = reset_diff or not importing.has_imported(store, job.name)
@@ -219,7 +218,7 @@ def _run(
     report = (lambda: progress(reader.bytes_read, target.size)) if progress else None
 
     def before_commit() -> None:
-        rejections.check(reader.rows_read)
+        rejections.check(reader.rows_read + reader.rows_bad)
         rejections.stage(staged_rejects)
 
     batches = pa.RecordBatchReader.from_batches(
@@ -238,7 +237,7 @@ def _run(
     snapshots.promote(run_id)
     importing.remember_file(store, job.name, picked)
 
-    record.rows_read = reader.rows_read + len(rejections.rows)
+    record.rows_read = reader.rows_read + reader.rows_bad
     record.rows_imported = result.rows
     record.rows_rejected = len(rejections.rows)
     record.rows_skipped = (new.rows - result.rows) if new is not None else 0

@@ -127,10 +127,9 @@ class Rejections:
         if isinstance(limit, int) and len(self.rows) > limit:
             raise LimitExceeded(self._too_many(f"more than {limit:,} rows were rejected"))
 
-    def check(self, rows_read: int) -> None:
-        """At the end of the object, before anything is committed."""
+    def check(self, total: int) -> None:
+        """At the end of the object, before anything is committed: `total` rows were read."""
         limit = self.max_rejected
-        total = rows_read + len(self.rows)
         if isinstance(limit, float) and total and len(self.rows) / total > limit:
             share = len(self.rows) / total
             raise LimitExceeded(self._too_many(f"{share:.2%} of the rows were rejected"))

@@ -158,7 +158,7 @@ def test_quarantine_keeps_good_rows_and_records_bad_ones(tmp_path: Path, bucket:
         tmp_path, bucket, file="events.csv", timestamp="ts", bad_rows="quarantine", max_rejected=5
     )
     record = run_json(store, job)
-    assert (record["rows_imported"], record["rows_rejected"]) == (200, 2)
+    assert (record["rows_read"], record["rows_imported"], record["rows_rejected"]) == (202, 200, 2)
     rejected = Store(store).rejected("events").sort("_line").collect()
     assert rejected["_line"].to_list() == [102, 203]
     assert rejected["reason"].to_list()[0] == "expected 4 fields, found 2"
