@@ -13,6 +13,7 @@ from engine.readers.sniff import guess_delimiter, guess_encoding, name_prefix
 from engine.store import Store
 from pipelines import jobs
 from pipelines.cli import cli
+from tests.conftest import S3Server
 
 
 @pytest.mark.parametrize(
@@ -68,3 +69,34 @@ def test_inspect_shows_the_file_and_a_job_that_runs(tmp_path: Path) -> None:
     )
     assert "look like timestamps: created" in text.stdout
     assert "José" in text.stdout
+
+
+def test_inspect_an_s3_object(tmp_path: Path, s3: S3Server) -> None:
+    store = tmp_path / "store"
+    Store(store).add_authorization(s3.authorization())
+    bucket = s3.new_bucket()
+    s3.put(bucket, "in/events_2026-11-01.csv", b"a;b;ts\n1;2;1793523600\n")
+    result = CliRunner().invoke(
+        cli,
+        [
+            "--store",
+            str(store),
+            "inspect",
+            f"s3://{bucket}/in/events_2026-11-01.csv",
+            "--auth",
+            "moto",
+            "-o",
+            "json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+    assert (found["delimiter"], found["fields"], found["timestamp_fields"]) == (
+        ";",
+        ["a", "b", "ts"],
+        ["ts"],
+    )
+    assert 'auth = "moto"' in found["job"]
+    assert f'bucket = "{bucket}"' in found["job"]
+    assert 'directory = "in"' in found["job"]
+    assert 'prefix = "^events_"' in found["job"]
