@@ -309,19 +309,28 @@ class Store:
 
         reader = _with_engine_fields(_reader(batches), source=source, job=job)
         counted = _CountingReader(reader)
-        with self._delta_errors(f"cannot append {source.key} to stream '{stream}'"):
-            write_deltalake(
-                uri,
-                counted.reader(),
-                mode="append",
-                schema_mode="merge",
-                storage_options=self._options(),
-                commit_properties=CommitProperties(
-                    app_transactions=[Transaction(app_id, 1)],
-                    custom_metadata={"lakeport.job": job, "lakeport.source": source.key},
-                ),
-            )
-            version = self._open(uri).version()
+        try:
+            with self._delta_errors(f"cannot append {source.key} to stream '{stream}'"):
+                write_deltalake(
+                    uri,
+                    counted.reader(),
+                    mode="append",
+                    schema_mode="merge",
+                    storage_options=self._options(),
+                    commit_properties=CommitProperties(
+                        app_transactions=[Transaction(app_id, 1)],
+                        custom_metadata={"lakeport.job": job, "lakeport.source": source.key},
+                    ),
+                )
+                version = self._open(uri).version()
+        except StoreError:
+            # Another process committing the same source at the same time wins the Delta
+            # commit; this one then finds the source committed, which is what it wanted.
+            table = self._table(uri)
+            if table is None or table.transaction_version(app_id) is None:
+                raise
+            self._record(app_id, stream, job, source, rows=None, version=table.version())
+            return AppendResult(stream, 0, table.version(), already_committed=True)
         logger.info(
             "appended %d rows of %s to stream %s (version %d)",
             counted.rows,

@@ -297,3 +297,28 @@ def test_append_then_read_gives_back_the_rows(
     assert result.rows == len(rows)
     back = store.stream("events").select("a", "b").collect().rows()
     assert sorted(back, key=repr) == sorted(rows, key=repr)
+
+
+def test_two_appends_of_the_same_source_at_once_commit_it_once(store: Store) -> None:
+    import threading
+    import time
+
+    store.append("events", batches(1), source=Source("first"), job="j")
+
+    def slow() -> Iterator[pa.RecordBatch]:
+        for batch in batches(200, size=10):
+            time.sleep(0.005)
+            yield batch
+
+    results = []
+
+    def append() -> None:
+        results.append(store.append("events", slow(), source=Source("same", "e1"), job="j"))
+
+    threads = [threading.Thread(target=append) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(r.already_committed for r in results) == [False, True]
+    assert store.stream("events").collect().height == 201
