@@ -22,7 +22,6 @@ from pipelines.output import (
     OUTPUT_OPTION,
     Output,
     activity,
-    bytes_progress,
     emit_json,
     emit_table,
     human_bytes,
@@ -405,48 +404,6 @@ def ls(obj: Context, url: str | None, auth_name: str | None, output: Output) -> 
     )
 
 
-@cli.command("inspect")
-@click.argument("url")
-@click.option("--auth", "auth_name", metavar="NAME", help="The authorization for s3:// URLs.")
-@click.option("--rows", "-n", type=click.IntRange(min=1, max=1000), default=10, show_default=True)
-@OUTPUT_OPTION
-@click.pass_obj
-def inspect(obj: Context, url: str, auth_name: str | None, rows: int, output: Output) -> None:
-    """Sniff a CSV object: encoding, delimiter, fields, timestamps; preview rows; suggest a job."""
-    from dataclasses import asdict
-
-    from engine import storage
-    from engine.readers.sniff import inspect as sniff
-
-    auth = obj.store().authorization(auth_name) if auth_name else None
-    with activity(f"Inspecting {url}"):
-        info = storage.stat(url, auth)
-        found = sniff(
-            lambda: storage.open_input(url, auth), name=info.url, size=info.size, rows=rows
-        )
-    location = storage.parse_url(info.url)
-    folder = location.key.rsplit("/", 1)[0] if "/" in location.key else ""
-    bucket = location.bucket if location.scheme == "s3" else folder
-    job = found.job_toml(bucket, folder if location.scheme == "s3" else "", auth_name)
-    if output == "json":
-        emit_json({**asdict(found), "url": info.url, "job": job})
-        return
-    shown = "tab" if found.delimiter == "\t" else repr(found.delimiter)
-    click.echo(f"{info.url}: {human_bytes(found.size)}, {found.compression or 'not compressed'}")
-    click.echo(f"encoding {found.encoding}, delimiter {shown}, quote {found.quote_char!r}")
-    click.echo(f"fields ({len(found.fields)}): {', '.join(found.fields)}")
-    click.echo(f"look like timestamps: {', '.join(found.timestamp_fields) or 'none'}")
-    if found.prefix:
-        click.echo(f"continuous import of files named like this one: prefix = {found.prefix!r}")
-    emit_table(
-        found.rows,
-        found.fields,
-        title=f"first {len(found.rows)} rows",
-        empty="no rows after the header",
-    )
-    click.echo("\na job file to start from:\n" + job)
-
-
 # Streams
 
 
@@ -509,144 +466,6 @@ def stream_show(obj: Context, name: str, limit: int, rejected: bool, output: Out
     )
 
 
-# Jobs and runs
-
-
-def _run_and_report(store: Store, job: Any, reset_diff: bool, output: Output) -> None:
-    from pipelines import jobs
-
-    with bytes_progress(f"{job.name}") as progress:
-        record = jobs.run(store, job, reset_diff=reset_diff, progress=progress)
-    if output == "json":
-        emit_json(record.as_json())
-    else:
-        click.echo(record.summary(), err=record.failed)
-    if record.failed:
-        raise click.exceptions.Exit(1)
-
-
-@cli.command("run")
-@click.argument("job_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--reset-diff", is_flag=True, help="Forget the diff snapshot: import the whole file.")
-@OUTPUT_OPTION
-@click.pass_obj
-def run_file(obj: Context, job_file: Path, reset_diff: bool, output: Output) -> None:
-    """Run the job in JOB_FILE once; its state is kept under its name."""
-    from pipelines import jobs
-
-    job, _ = jobs.load_file(job_file)
-    _run_and_report(obj.store(), job, reset_diff, output)
-
-
-@cli.group("jobs")
-def jobs_group() -> None:
-    """Register, list, show, run and remove jobs."""
-
-
-@jobs_group.command("add")
-@click.argument("job_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--replace", is_flag=True, help="Replace a registered job of the same name.")
-@click.pass_obj
-def jobs_add(obj: Context, job_file: Path, replace: bool) -> None:
-    """Validate JOB_FILE and register it under its name."""
-    from engine.errors import ConfigError
-    from pipelines import jobs
-
-    job, text = jobs.load_file(job_file)
-    if not obj.store().state.put_job(job.name, job.type, text, replace=replace):
-        raise ConfigError(
-            f"a job named '{job.name}' is registered already: pass --replace to replace it"
-        )
-    click.echo(f"registered job '{job.name}' ({job.type})")
-
-
-@jobs_group.command("list")
-@OUTPUT_OPTION
-@click.pass_obj
-def jobs_list(obj: Context, output: Output) -> None:
-    """The registered jobs."""
-    found = [{"name": n, "type": t, "updated": u} for n, t, u in obj.store().state.list_jobs()]
-    if output == "json":
-        emit_json(found)
-        return
-    emit_table(
-        found, ["name", "type", "updated"], empty="no jobs: add one with `lakeport jobs add`"
-    )
-
-
-@jobs_group.command("show")
-@click.argument("name")
-@click.pass_obj
-def jobs_show(obj: Context, name: str) -> None:
-    """Print a registered job's file."""
-    from engine.errors import ConfigError
-
-    found = obj.store().state.get_job(name)
-    if found is None:
-        raise ConfigError(f"no job named '{name}': `lakeport jobs list` shows the registered ones")
-    click.echo(found[1].rstrip("\n"))
-
-
-@jobs_group.command("run")
-@click.argument("name")
-@click.option("--reset-diff", is_flag=True, help="Forget the diff snapshot: import the whole file.")
-@OUTPUT_OPTION
-@click.pass_obj
-def jobs_run(obj: Context, name: str, reset_diff: bool, output: Output) -> None:
-    """Run the registered job NAME once."""
-    from pipelines import jobs
-
-    store = obj.store()
-    _run_and_report(store, jobs.registered(store, name), reset_diff, output)
-
-
-@jobs_group.command("remove")
-@click.argument("name")
-@click.pass_obj
-def jobs_remove(obj: Context, name: str) -> None:
-    """Unregister a job and forget its state (last file); its streams stay."""
-    from engine.errors import ConfigError
-
-    if not obj.store().state.delete_job(name):
-        raise ConfigError(f"no job named '{name}'")
-    click.echo(f"removed job '{name}'")
-
-
-@cli.command("runs")
-@click.option("--job", "job_name", metavar="NAME", help="Only this job's runs.")
-@click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True)
-@OUTPUT_OPTION
-@click.pass_obj
-def runs(obj: Context, job_name: str | None, limit: int, output: Output) -> None:
-    """The latest runs, newest first."""
-    found = obj.store().state.runs(job_name, limit)
-    rows = [
-        {
-            "id": r.id,
-            "job": r.job,
-            "status": r.status,
-            "started": r.started_at,
-            "object": r.object,
-            **r.stats,
-            "error": r.error,
-        }
-        for r in found
-    ]
-    if output == "json":
-        emit_json(rows)
-        return
-    table = [
-        {**row, "rows": row.get("rows_imported", ""), "error": (row["error"] or "")[:80]}
-        for row in rows
-    ]
-    emit_table(
-        table,
-        ["id", "job", "status", "started", "object", "rows", "error"],
-        empty="no runs yet",
-        right=["id", "rows"],
-    )
-
-
 @cli.command("demo")
 @click.option(
     "--dir",
@@ -659,3 +478,9 @@ def demo(folder: Path | None) -> None:
     from pipelines.demo import run_demo
 
     run_demo(folder)
+
+
+# The job commands live in their own module; importing it registers them on `cli`.
+from pipelines import cli_jobs  # noqa: E402
+
+__all__ = ["cli", "cli_jobs", "main"]

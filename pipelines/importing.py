@@ -1,6 +1,6 @@
-"""What every import job shares: the source location, picking the file, event times, the
-bad-row policy, and committing with the job's state. `csv_import` (and later `json_import`)
-read as their run steps on top of these."""
+"""What every import job shares: the run itself (`run_import`), and its parts: the source
+location, picking the file, event times, the bad-row policy, and committing with the job's
+state. A job type (`csv_import`, later `json_import`) brings its spec and its reader."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -18,11 +18,14 @@ import pyarrow.parquet as pq
 
 from engine import sequence, storage
 from engine.auth import Authorization
+from engine.diff import Snapshots
 from engine.errors import BadInput, ConfigError, LimitExceeded
-from engine.readers.csv import BadRow
+from engine.executor import prefetch
+from engine.readers.rows import BadRow
 from engine.storage import FileInfo
-from engine.store import TS, Source, Store
+from engine.store import TS, Source, Store, append_id
 from engine.timestamps import TimestampRule, parse
+from pipelines.runs import ALREADY_IMPORTED, NO_NEW_FILE, RunRecord
 
 LAST_FILE = "last_file"
 REJECTED_SCHEMA = pa.schema([("_line", pa.int64()), ("reason", pa.string()), ("text", pa.string())])
@@ -229,3 +232,155 @@ def after_all(
     """Run `check` when the batches are done, before the consumer can commit them."""
     yield from batches
     check()
+
+
+class RowReader(Protocol):
+    """What `run_import` needs of a format's reader."""
+
+    header: list[str]
+    schema: pa.Schema
+    rows_read: int
+    rows_bad: int
+    rows_blank: int
+
+    @property
+    def bytes_read(self) -> int: ...
+
+    def batches(self) -> Iterator[pa.RecordBatch]: ...
+
+
+class ImportJob(Protocol):
+    """What `run_import` needs of an import job's spec (a frozen dataclass)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def stream(self) -> str: ...
+
+    @property
+    def folder(self) -> str: ...
+
+    @property
+    def auth(self) -> str | None: ...
+
+    @property
+    def file(self) -> str | None: ...
+
+    @property
+    def prefix(self) -> str | None: ...
+
+    @property
+    def timestamp(self) -> TimestampRule | None: ...
+
+    @property
+    def fields(self) -> list[str] | None: ...
+
+    @property
+    def diff(self) -> bool: ...
+
+    @property
+    def bad_rows(self) -> str: ...
+
+    @property
+    def max_rejected(self) -> int | float: ...
+
+
+OpenReader = Callable[[FileInfo, Authorization | None, list[str] | None, "Rejections"], RowReader]
+"""Opens the reader of one object: (file, authorization, fields to keep, bad-row policy)."""
+
+
+def run_import(
+    store: Store,
+    job: ImportJob,
+    record: RunRecord,
+    *,
+    open_reader: OpenReader,
+    reset_diff: bool,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """One run of an import job, step by step; a reader of the job's format does the reading."""
+    auth = store.authorization(job.auth) if job.auth else None
+    # 1. Pick the file.
+    picked = pick_file(store, job.name, job.folder, auth, file=job.file, prefix=job.prefix)
+    if picked is None:
+        record.status = NO_NEW_FILE
+        return
+    target = picked.file
+    source = Source(target.url, target.etag)
+    record.object = target.url
+    snapshots = Snapshots(store.snapshots_path(job.name), spill=store.path / "tmp")
+    run_id = append_id(job.name, source)
+    staged_rejects = snapshots.pending(run_id)[0]
+    if store.is_committed(job.stream, job.name, source):
+        # Committed by an earlier run that stopped before moving the job's state on.
+        commit_rejected(store, job.stream, job.name, source, staged_rejects)
+        snapshots.promote(run_id)
+        remember_file(store, job.name, picked)
+        record.status = ALREADY_IMPORTED
+        return
+
+    # 2-3. Stream the object through the reader: fields, event time, line numbers.
+    wanted = job.fields
+    if wanted is not None and job.timestamp and job.timestamp.column not in wanted:
+        wanted = [*wanted, job.timestamp.column]
+    keep_ts_column = job.fields is None or (
+        job.timestamp is not None and job.timestamp.column in job.fields
+    )
+
+    def read(rejections: Rejections) -> tuple[RowReader, pa.RecordBatchReader]:
+        reader = open_reader(target, auth, wanted, rejections)
+        if job.timestamp and job.timestamp.column not in reader.header:
+            raise ConfigError(
+                f"the timestamp field '{job.timestamp.column}' is not in {target.url}: "
+                f"the fields are {', '.join(reader.header)}"
+            )
+        rows = with_event_time(
+            reader.batches(), job.timestamp, rejections, keep_column=keep_ts_column
+        )
+        schema = event_time_schema(reader.schema, job.timestamp, keep_ts_column)
+        return reader, pa.RecordBatchReader.from_batches(schema, prefetch(rows))
+
+    # 4. Diff: a first pass fingerprints the file and finds the lines of the new rows. With
+    # --reset-diff the current snapshot is ignored, and replaced once this file is committed.
+    new = None
+    if job.diff:
+        first = reset_diff or not has_imported(store, job.name)
+        _, probe = read(Rejections(target.url, job.bad_rows, job.max_rejected))
+        fingerprinted = [f.name for f in probe.schema if f.name != "_line"]
+        new = snapshots.new_lines(probe, fingerprinted, run_id, first=first)
+
+    rejections = Rejections(target.url, job.bad_rows, job.max_rejected)
+    reader, rows = read(rejections)
+    kept = (new.keep(batch) for batch in rows) if new is not None else iter(rows)
+    report = (lambda: progress(reader.bytes_read, target.size)) if progress else None
+
+    def before_commit() -> None:
+        rejections.check(reader.rows_read + reader.rows_bad)
+        rejections.stage(staged_rejects)
+
+    batches = pa.RecordBatchReader.from_batches(
+        rows.schema,
+        after_all(progress_every(kept, report), before_commit),
+    )
+
+    # 5. Append exactly once, then move the job's state on.
+    try:
+        result = store.append(job.stream, batches, source=source, job=job.name)
+    except BaseException:
+        snapshots.discard(run_id)
+        staged_rejects.unlink(missing_ok=True)
+        raise
+    commit_rejected(store, job.stream, job.name, source, staged_rejects)
+    snapshots.promote(run_id)
+    remember_file(store, job.name, picked)
+
+    record.rows_read = reader.rows_read + reader.rows_bad
+    record.rows_imported = result.rows
+    record.rows_rejected = len(rejections.rows)
+    record.rows_skipped = (new.rows - result.rows) if new is not None else 0
+    record.bytes = reader.bytes_read
+    if reader.rows_read == 0 and not rejections.rows:
+        record.note = "the file has a header and no rows: nothing to import"
+    elif reader.rows_blank:
+        record.note = f"{reader.rows_blank:,} blank rows skipped"

@@ -20,7 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import BadInput, ConfigError, LimitExceeded
-from engine.readers.csv import BadRow, CsvDialect, CsvReader
+from engine.readers.csv import CsvDialect, CsvReader
+from engine.readers.rows import BadRow
 from engine.readers.source import Limits
 
 # The public corpora live in shared/ beside the clone (as in CI), or where LAKEPORT_CORPORA says.

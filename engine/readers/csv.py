@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from engine.errors import BadInput, ConfigError, LimitExceeded
+from engine.readers.rows import BadRow
 from engine.readers.source import Limits, TextSource
 
 LINE = "_line"
@@ -42,15 +43,6 @@ class CsvDialect:
     quote_char: str | None = '"'
     """None: quotes are ordinary characters."""
     encoding: str = "utf-8"
-
-
-@dataclass(frozen=True)
-class BadRow:
-    """A row that cannot be imported: where it is, why, and its text."""
-
-    line: int
-    reason: str
-    text: str
 
 
 def _breaks(text: str) -> int:
