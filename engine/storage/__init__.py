@@ -1,0 +1,260 @@
+"""Storage: URLs and authorizations in, fsspec filesystems and listings out.
+
+This package is the only code that imports s3fs or botocore: `locations` (URLs, listings),
+`s3` (logging in, streaming reads) and `errors` (their translation). It turns a URL (`s3://bucket/key`,
+`file:///path`, a plain path, `memory://path`) and an `Authorization` into a filesystem, lists
+buckets, directories and files, and translates every AWS or OS error into a lakeport error that
+names the bucket, key or authorization, with the original kept as `__cause__`.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, cast
+
+import fsspec
+from fsspec.spec import AbstractFileSystem
+
+from engine.auth import Authorization
+from engine.errors import ConfigError, NoSuchKey
+from engine.storage.errors import _translate, _translating
+from engine.storage.locations import (
+    BucketInfo,
+    FileInfo,
+    Listing,
+    Location,
+    Scheme,
+    _basename,
+    _utc,
+    parse_url,
+)
+from engine.storage.s3 import _credentials, _s3_filesystem, _S3Stream
+
+__all__ = [
+    "BucketInfo",
+    "FileInfo",
+    "Listing",
+    "Location",
+    "Scheme",
+    "_S3Stream",
+    "_translate",
+    "_translating",
+    "filesystem",
+    "list_buckets",
+    "list_directory",
+    "local_path",
+    "open_input",
+    "parse_url",
+    "quiet_client_loggers",
+    "stat",
+    "table_options",
+]
+
+# botocore logs signed request headers (session tokens included) at DEBUG: keep the AWS client
+# loggers at INFO however verbose the caller's logging is.
+logger = logging.getLogger(__name__)
+
+_CHATTY_LOGGERS = ("botocore", "boto3", "s3transfer", "aiobotocore", "urllib3", "s3fs")
+
+
+def quiet_client_loggers() -> None:
+    """Keep the AWS client loggers at INFO or above, so no signed header is ever logged."""
+    for name in _CHATTY_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.INFO:
+            logger.setLevel(logging.INFO)
+
+
+quiet_client_loggers()
+
+
+# Filesystems
+
+
+def filesystem(location: Location, auth: Authorization | None = None) -> AbstractFileSystem:
+    """The fsspec filesystem for a location, logged in with `auth` for S3."""
+    if location.scheme == "s3":
+        if auth is None:
+            raise ConfigError(
+                f"{location.url} is in S3 and needs an authorization: pass --auth NAME "
+                "(see `lakeport auth add`)"
+            )
+        return _s3_filesystem(auth)
+    return fsspec.filesystem(location.scheme)
+
+
+def table_options(location: Location, auth: Authorization | None) -> dict[str, str]:
+    """Storage options for Delta Lake (deltalake, polars) to reach a table at `location`.
+
+    They hold credentials: pass them to the table library and nowhere else.
+    """
+    if location.scheme == "file":
+        return {}
+    if location.scheme != "s3":
+        raise ConfigError(
+            f"Delta tables cannot live at {location.url}: use a local folder or s3://BUCKET/PREFIX"
+        )
+    auth = _require_bucket(location, auth)
+    options: dict[str, str] = {}
+    if auth.region:
+        options["AWS_REGION"] = auth.region
+    if auth.endpoint_url:
+        options["AWS_ENDPOINT_URL"] = auth.endpoint_url
+        if auth.endpoint_url.startswith("http://"):
+            options["AWS_ALLOW_HTTP"] = "true"
+    with _translating(auth, "log in"):
+        creds = _credentials(auth)
+    if "key" in creds:
+        options["AWS_ACCESS_KEY_ID"] = creds["key"]
+        options["AWS_SECRET_ACCESS_KEY"] = creds["secret"]
+        if creds.get("token"):
+            options["AWS_SESSION_TOKEN"] = creds["token"]
+    return options
+
+
+# Listing
+
+
+def list_buckets(auth: Authorization) -> list[BucketInfo]:
+    """The buckets these credentials may list (needs s3:ListAllMyBuckets)."""
+    logger.debug("listing buckets (authorization %s)", auth.name)
+    fs = _s3_filesystem(auth)
+    with _translating(auth, "list buckets", listing_buckets=True):
+        answer = fs.call_s3("list_buckets")
+    return [
+        BucketInfo(bucket["Name"], _utc(bucket.get("CreationDate")))
+        for bucket in answer.get("Buckets", [])
+    ]
+
+
+def list_directory(url: str, auth: Authorization | None = None) -> Listing:
+    """The directories and files one level under `url` (a bucket, prefix or folder)."""
+    location = parse_url(url)
+    logger.debug("listing %s (authorization %s)", location.url, auth.name if auth else "none")
+    if location.scheme == "s3":
+        return _list_s3(location, _require_bucket(location, auth))
+    fs = filesystem(location)
+    with _translating(auth, "list", location=location):
+        if not fs.exists(location.fs_path):
+            raise FileNotFoundError(location.fs_path)
+        if not fs.isdir(location.fs_path):
+            return Listing(
+                location.url, [], [_local_info(location.scheme, fs.info(location.fs_path))]
+            )
+        entries = fs.ls(location.fs_path, detail=True)
+    directories = sorted(
+        _basename(entry["name"]) + "/" for entry in entries if entry["type"] == "directory"
+    )
+    files = sorted(
+        (_local_info(location.scheme, entry) for entry in entries if entry["type"] == "file"),
+        key=lambda info: info.name,
+    )
+    return Listing(location.url, directories, files)
+
+
+def _require_bucket(location: Location, auth: Authorization | None) -> Authorization:
+    if not location.bucket:
+        raise ConfigError("an s3:// URL needs a bucket: write s3://BUCKET/ (or omit the URL)")
+    if auth is None:
+        raise ConfigError(
+            f"{location.url} is in S3 and needs an authorization: pass --auth NAME "
+            "(see `lakeport auth add`)"
+        )
+    return auth
+
+
+def _list_s3(location: Location, auth: Authorization) -> Listing:
+    fs = _s3_filesystem(auth)
+    prefix = location.key
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    directories: list[str] = []
+    files: list[FileInfo] = []
+    request: dict[str, Any] = {"Bucket": location.bucket, "Prefix": prefix, "Delimiter": "/"}
+    with _translating(auth, "list", location=location):
+        while True:
+            page = fs.call_s3("list_objects_v2", **request)
+            directories += [p["Prefix"][len(prefix) :] for p in page.get("CommonPrefixes", [])]
+            files += [_s3_info(location.bucket, obj) for obj in page.get("Contents", [])]
+            if not page.get("IsTruncated"):
+                break
+            request["ContinuationToken"] = page["NextContinuationToken"]
+        if not directories and not files and location.key and not location.key.endswith("/"):
+            # `s3://bucket/a/b.csv` names an object, not a prefix: show that object.
+            return Listing(location.url, [], [stat(location.url, auth)])
+    return Listing(f"s3://{location.bucket}/{prefix}", directories, files)
+
+
+def stat(url: str, auth: Authorization | None = None) -> FileInfo:
+    """Size, modification time and ETag of one object or file."""
+    location = parse_url(url)
+    if location.scheme == "s3":
+        fs = _s3_filesystem(_require_bucket(location, auth))
+        with _translating(auth, "read", location=location):
+            head = fs.call_s3("head_object", Bucket=location.bucket, Key=location.key)
+        return FileInfo(
+            url=location.url,
+            name=_basename(location.key),
+            size=int(head["ContentLength"]),
+            last_modified=_utc(head.get("LastModified")),
+            etag=str(head.get("ETag", "")).strip('"') or None,
+        )
+    fs = filesystem(location)
+    with _translating(auth, "read", location=location):
+        info = fs.info(location.fs_path)
+    if info["type"] != "file":
+        raise NoSuchKey(f"{location.url} is a folder, not a file")
+    return _local_info(location.scheme, info)
+
+
+def open_input(
+    url: str, auth: Authorization | None = None, *, block_size: int = 8 << 20
+) -> IO[bytes]:
+    """Open an object or file for streaming reads.
+
+    An S3 object is read as one streaming GET (several times faster than the ranged block reads
+    of `s3fs.open`), resumed from where it broke if the connection drops, and pinned to the
+    ETag it started with so that a changing object is not read half old, half new.
+    """
+    location = parse_url(url)
+    if location.scheme == "s3":
+        fs = _s3_filesystem(_require_bucket(location, auth))
+        stream = _S3Stream(fs, location, auth)
+        stream.start()
+        return cast(IO[bytes], stream)
+    fs = filesystem(location, auth)
+    with _translating(auth, "read", location=location):
+        handle: IO[bytes] = fs.open(location.fs_path, "rb", block_size=block_size)
+    return handle
+
+
+def _s3_info(bucket: str, obj: dict[str, Any]) -> FileInfo:
+    return FileInfo(
+        url=f"s3://{bucket}/{obj['Key']}",
+        name=_basename(obj["Key"]),
+        size=int(obj.get("Size", 0)),
+        last_modified=_utc(obj.get("LastModified")),
+        etag=str(obj.get("ETag", "")).strip('"') or None,
+    )
+
+
+def _local_info(scheme: Scheme, entry: dict[str, Any]) -> FileInfo:
+    modified = entry.get("mtime") or entry.get("created")
+    when: datetime | None = None
+    if isinstance(modified, int | float):
+        when = datetime.fromtimestamp(modified, UTC)
+    elif isinstance(modified, datetime):
+        when = _utc(modified)
+    size = int(entry.get("size") or 0)
+    version = f"{size:x}-{int(when.timestamp() * 1e6):x}" if when else f"{size:x}"
+    name = entry["name"]
+    url = f"memory://{name}" if scheme == "memory" else name
+    return FileInfo(url=url, name=_basename(name), size=size, last_modified=when, etag=version)
+
+
+def local_path(url: str) -> Path | None:
+    """The local path of a `file://` URL or plain path, None for other schemes."""
+    location = parse_url(url)
+    return Path(location.key) if location.scheme == "file" else None

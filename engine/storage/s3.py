@@ -1,0 +1,166 @@
+"""S3: filesystems logged in with an authorization (keys, default chain, assumed role), and
+objects read as one streaming GET."""
+
+from __future__ import annotations
+
+import io
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fsspec.spec import AbstractFileSystem
+
+from engine.auth import Authorization, AwsKeys, DefaultChain, DelegatedRole
+from engine.errors import ConfigError, LakeportError
+from engine.storage.errors import _translate, _translating
+from engine.storage.locations import Location, _utc
+
+logger = logging.getLogger("engine.storage")
+
+
+def _s3_filesystem(auth: Authorization) -> AbstractFileSystem:
+    import s3fs
+
+    client_kwargs: dict[str, Any] = {}
+    if auth.region:
+        client_kwargs["region_name"] = auth.region
+    if auth.endpoint_url:
+        client_kwargs["endpoint_url"] = auth.endpoint_url
+    options: dict[str, Any] = {
+        "client_kwargs": client_kwargs,
+        "config_kwargs": {
+            "connect_timeout": 10,
+            "read_timeout": 120,
+            "retries": {"max_attempts": 3, "mode": "standard"},
+        },
+        # Listings must be fresh: a job that polls a bucket for new files cannot use a cache.
+        # (fsspec still reuses one filesystem, and its connections, per set of credentials.)
+        "use_listings_cache": False,
+    }
+    with _translating(auth, "log in"):
+        options.update(_credentials(auth))
+    return s3fs.S3FileSystem(**options)
+
+
+def _credentials(auth: Authorization) -> dict[str, Any]:
+    match auth:
+        case AwsKeys():
+            creds = {"key": auth.access_key_id, "secret": auth.secret_key.reveal()}
+            if auth.session_token is not None:
+                creds["token"] = auth.session_token.reveal()
+            return creds
+        case DefaultChain():
+            return {"anon": False}
+        case DelegatedRole():
+            return _assume_role(auth)
+    raise ConfigError(f"authorization '{auth.name}' has an unknown kind '{auth.kind}'")
+
+
+_ROLE_SESSIONS: dict[tuple[str, str, str | None], tuple[dict[str, Any], datetime]] = {}
+_ROLE_REFRESH_MARGIN = timedelta(minutes=5)
+
+
+def _assume_role(auth: DelegatedRole) -> dict[str, Any]:
+    """Short-lived keys for the role, asked of STS with lakeport's own (default-chain) identity.
+
+    The keys are reused until five minutes before they expire.
+    """
+    import botocore.session
+
+    cache_key = (auth.role_arn, auth.external_id, auth.endpoint_url)
+    cached = _ROLE_SESSIONS.get(cache_key)
+    if cached is not None and cached[1] - _ROLE_REFRESH_MARGIN > datetime.now(UTC):
+        return cached[0]
+
+    sts = botocore.session.get_session().create_client(
+        "sts", region_name=auth.region or "us-east-1", endpoint_url=auth.endpoint_url
+    )
+    answer = sts.assume_role(
+        RoleArn=auth.role_arn,
+        RoleSessionName=f"lakeport-{auth.name}"[:64],
+        ExternalId=auth.external_id,
+        DurationSeconds=auth.session_seconds,
+    )
+    creds = answer["Credentials"]
+    keys = {
+        "key": creds["AccessKeyId"],
+        "secret": creds["SecretAccessKey"],
+        "token": creds["SessionToken"],
+    }
+    _ROLE_SESSIONS[cache_key] = (keys, _utc(creds.get("Expiration")) or datetime.now(UTC))
+    return keys
+
+
+class _S3Stream(io.RawIOBase):
+    """One GET of an S3 object, read in chunks as the caller asks for them."""
+
+    RESUMES = 3
+
+    def __init__(self, fs: Any, location: Location, auth: Authorization | None) -> None:
+        super().__init__()
+        self._fs = fs
+        self._location = location
+        self._auth = auth
+        self._body: Any = None
+        self._etag: str | None = None
+        self._position = 0
+        self._size = 0
+
+    def start(self) -> None:
+        self._body = self._get(None)
+
+    def _get(self, start: int | None) -> Any:
+        request: dict[str, Any] = {"Bucket": self._location.bucket, "Key": self._location.key}
+        if start is not None:
+            request["Range"] = f"bytes={start}-"
+            if self._etag:
+                request["IfMatch"] = f'"{self._etag}"'
+        with _translating(self._auth, "read", location=self._location):
+            answer = self._fs.call_s3("get_object", **request)
+        if start is None:
+            self._etag = str(answer.get("ETag", "")).strip('"') or None
+            self._size = int(answer.get("ContentLength", 0))
+        return answer["Body"]
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(memoryview(buffer)))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        from fsspec.asyn import sync
+
+        if size is None or size < 0:
+            parts = []
+            while chunk := self.read(8 << 20):
+                parts.append(chunk)
+            return b"".join(parts)
+        for attempt in range(self.RESUMES + 1):
+            try:
+                data: bytes = sync(self._fs.loop, self._body.read, size)
+                break
+            except LakeportError:
+                raise
+            except Exception as exc:
+                if attempt == self.RESUMES or self._position >= self._size:
+                    raise _translate(exc, self._auth, "read", self._location, False) from exc
+                logger.info(
+                    "resuming %s at byte %d after %s",
+                    self._location.url,
+                    self._position,
+                    type(exc).__name__,
+                )
+                self._body = self._get(self._position)
+        self._position += len(data)
+        return data
+
+    def close(self) -> None:
+        if self._body is not None and not self.closed:
+            try:
+                self._body.close()
+            except Exception:  # closing a finished or broken response: nothing to keep
+                logger.debug("closing %s", self._location.url, exc_info=True)
+        super().close()
