@@ -6,23 +6,25 @@ semantics: each row is numbered within its group of identical rows, and (fingerp
 is what is matched, so a row present twice now and once before is imported once.
 
 A job's snapshot (`<folder>/current.parquet`) holds the fingerprints of its previous file. A run
-fingerprints the new file (keeping only each row's fingerprint and line: 24 bytes a row), writes
-those fingerprints next to the snapshot as *pending*, and returns the lines of the new rows; the
-caller reads the file again and keeps those lines. The pending snapshot becomes current only
-after the stream commit, so a crash leaves the old one in place. DuckDB spills to the store's tmp
-folder past its memory limit: memory stays bounded however large the files.
+fingerprints the new file (keeping only each row's fingerprint and line in DuckDB: 24 bytes a
+row) while staging its rows in a compressed Arrow stream, writes the fingerprints next to the
+snapshot as *pending*, and gives back the staged rows whose lines are new. The pending snapshot
+becomes current only after the stream commit, so a crash leaves the old one in place. DuckDB
+spills to the store's tmp folder past its memory limit: memory stays bounded however large the
+files.
 
 This is the only module that talks to DuckDB.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.ipc as ipc
 
 from engine.errors import StoreError
 
@@ -87,6 +89,8 @@ class Snapshots:
         self.folder = folder
         self.spill = spill
         self.memory_limit = memory_limit
+        self.fingerprinted = 0
+        """Rows of the last file given to `diff`, before the diff."""
 
     @property
     def current(self) -> Path:
@@ -123,7 +127,7 @@ class Snapshots:
             )
         self.folder.mkdir(parents=True, exist_ok=True)
         snapshot = self.pending(run_id)[1]
-        self.discard(run_id)
+        snapshot.unlink(missing_ok=True)
         con = self._connect()
         try:
             con.register("incoming", rows)
@@ -161,14 +165,51 @@ class Snapshots:
         finally:
             con.close()
 
+    def diff(
+        self, rows: pa.RecordBatchReader, fields: Sequence[str], run_id: str, *, first: bool
+    ) -> pa.RecordBatchReader:
+        """The new rows of a file, reading the file once.
+
+        While DuckDB fingerprints the rows, they are also staged, lz4-compressed, in an Arrow
+        stream next to the snapshots; the new rows are then read back from there, so the
+        object is neither parsed nor downloaded twice.
+        """
+        staged = self._staged_rows(run_id)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.discard(run_id)
+        options = ipc.IpcWriteOptions(compression="lz4")
+        with ipc.new_stream(str(staged), rows.schema, options=options) as writer:
+
+            def tee() -> Iterator[pa.RecordBatch]:
+                for batch in rows:
+                    writer.write_batch(batch)
+                    yield batch
+
+            new = self.new_lines(
+                pa.RecordBatchReader.from_batches(rows.schema, tee()), fields, run_id, first=first
+            )
+        self.fingerprinted = new.rows
+
+        def kept() -> Iterator[pa.RecordBatch]:
+            with pa.OSFile(str(staged)) as source:
+                for batch in ipc.open_stream(source):
+                    yield new.keep(batch)
+
+        return pa.RecordBatchReader.from_batches(rows.schema, kept())
+
+    def _staged_rows(self, run_id: str) -> Path:
+        return self.folder / f"pending-{run_id}.rows.arrow"
+
     def promote(self, run_id: str) -> None:
         """After the stream commit: the pending snapshot becomes current."""
         snapshot = self.pending(run_id)[1]
         if snapshot.is_file():
             snapshot.replace(self.current)
+        self._staged_rows(run_id).unlink(missing_ok=True)
 
     def discard(self, run_id: str) -> None:
         self.pending(run_id)[1].unlink(missing_ok=True)
+        self._staged_rows(run_id).unlink(missing_ok=True)
 
     def _connect(self) -> Any:
         import duckdb

@@ -341,31 +341,28 @@ def run_import(
         schema = event_time_schema(reader.schema, job.timestamp, keep_ts_column)
         return reader, pa.RecordBatchReader.from_batches(schema, prefetch(rows))
 
-    # 4. Diff: a first pass fingerprints the file and finds the lines of the new rows. With
-    # --reset-diff the current snapshot is ignored, and replaced once this file is committed.
-    new = None
-    if job.diff:
-        first = reset_diff or not has_imported(store, job.name)
-        _, probe = read(Rejections(target.url, job.bad_rows, job.max_rejected))
-        fingerprinted = [f.name for f in probe.schema if f.name != "_line"]
-        new = snapshots.new_lines(probe, fingerprinted, run_id, first=first)
-
+    # 4. Read the object (with `diff`, once, staging it) and keep the rows to import.
     rejections = Rejections(target.url, job.bad_rows, job.max_rejected)
     reader, rows = read(rejections)
-    kept = (new.keep(batch) for batch in rows) if new is not None else iter(rows)
     report = (lambda: progress(reader.bytes_read, target.size)) if progress else None
 
     def before_commit() -> None:
         rejections.check(reader.rows_read + reader.rows_bad)
         rejections.stage(staged_rejects)
 
-    batches = pa.RecordBatchReader.from_batches(
-        rows.schema,
-        after_all(progress_every(kept, report), before_commit),
+    read_all = pa.RecordBatchReader.from_batches(
+        rows.schema, after_all(progress_every(iter(rows), report), before_commit)
     )
-
-    # 5. Append exactly once, then move the job's state on.
     try:
+        batches = read_all
+        if job.diff:
+            # With --reset-diff the current snapshot is ignored, and replaced once this file
+            # is committed.
+            first = reset_diff or not has_imported(store, job.name)
+            fingerprinted = [f.name for f in rows.schema if f.name != "_line"]
+            batches = snapshots.diff(read_all, fingerprinted, run_id, first=first)
+
+        # 5. Append exactly once, then move the job's state on.
         result = store.append(job.stream, batches, source=source, job=job.name)
     except BaseException:
         snapshots.discard(run_id)
@@ -378,7 +375,7 @@ def run_import(
     record.rows_read = reader.rows_read + reader.rows_bad
     record.rows_imported = result.rows
     record.rows_rejected = len(rejections.rows)
-    record.rows_skipped = (new.rows - result.rows) if new is not None else 0
+    record.rows_skipped = (snapshots.fingerprinted - result.rows) if job.diff else 0
     record.bytes = reader.bytes_read
     if reader.rows_read == 0 and not rejections.rows:
         record.note = "the file has a header and no rows: nothing to import"
