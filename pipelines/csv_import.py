@@ -20,8 +20,9 @@ from engine.storage import FileInfo
 from engine.store import Store, check_stream_name
 from engine.timestamps import TimestampRule
 from pipelines import importing
+from pipelines.errors import SpecError
 from pipelines.runs import RunRecord, recorded
-from pipelines.spec import BOOL, STRING, Field, Loaded, Schedule, SpecError, encoding, one_of
+from pipelines.spec import BOOL, STRING, Field, Loaded, Schedule, encoding, one_of
 from pipelines.spec import regex as regex_check
 from pipelines.spec import timezone as timezone_check
 

@@ -9,8 +9,9 @@ from typing import Any
 from engine.errors import ConfigError
 from engine.store import Store
 from pipelines import csv_import
+from pipelines.errors import SpecError
 from pipelines.runs import RunRecord
-from pipelines.spec import SpecError, parse_toml, validate
+from pipelines.spec import parse_toml, validate
 
 Job = csv_import.CsvImportJob
 

@@ -17,18 +17,11 @@ from typing import Any
 from engine.errors import ConfigError
 from engine.readers.source import Limits, check_encoding
 from engine.timestamps import check_timezone
+from pipelines.errors import SpecError
 
 FREQUENCIES = ("hourly", "daily", "weekly", "monthly")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _TIME_OF_DAY = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
-
-
-class SpecError(ConfigError):
-    """A job file that does not validate: names the file, the field and the fix."""
-
-    def __init__(self, source: str, key: str | None, problem: str) -> None:
-        where = f"{source}: field '{key}'" if key else source
-        super().__init__(f"{where} {problem}")
 
 
 @dataclass(frozen=True)

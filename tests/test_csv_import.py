@@ -315,3 +315,24 @@ def test_killed_after_the_commit_then_rerun(tmp_path: Path, bucket: Path) -> Non
     assert second["object"].endswith("events_20261102.csv")
     assert (second["rows_imported"], second["rows_skipped"]) == (1, 1)
     assert sorted(stream_rows(store)["user_id"].to_list()) == ["u1", "u2", "u3"]
+
+
+def test_diff_and_quarantine_with_tables_in_s3(tmp_path: Path, bucket: Path, s3: S3Server) -> None:
+    store_path = tmp_path / "store"
+    Store(store_path).add_authorization(s3.authorization())
+    tables = s3.new_bucket()
+    Store(store_path, tables=f"s3://{tables}/lake", tables_auth="moto")
+    (bucket / "events_20261101.csv").write_bytes(events("u1,a,x,1", "bad", "u2,b,x,1"))
+    job = job_file(
+        tmp_path, bucket, prefix="events_", diff=True, bad_rows="quarantine", max_rejected=1
+    )
+    first = run_json(store_path, job)
+    assert (first["rows_imported"], first["rows_rejected"]) == (2, 1)
+    (bucket / "events_20261102.csv").write_bytes(events("u1,a,x,1", "u2,b,CHANGED,1"))
+    second = run_json(store_path, job)
+    assert (second["rows_imported"], second["rows_skipped"]) == (1, 1)
+    store = Store(store_path)
+    assert sorted(store.stream("events").collect()["event"].to_list()) == ["CHANGED", "x", "x"]
+    assert store.rejected("events").collect()["_line"].to_list() == [3]
+    keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket=tables)["Contents"]]
+    assert any(k.startswith("lake/rejected/events/") for k in keys)

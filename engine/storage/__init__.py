@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import IO, Any, cast
 
 import fsspec
@@ -44,7 +43,6 @@ __all__ = [
     "filesystem",
     "list_buckets",
     "list_directory",
-    "local_path",
     "open_input",
     "parse_url",
     "quiet_client_loggers",
@@ -252,9 +250,3 @@ def _local_info(scheme: Scheme, entry: dict[str, Any]) -> FileInfo:
     name = entry["name"]
     url = f"memory://{name}" if scheme == "memory" else name
     return FileInfo(url=url, name=_basename(name), size=size, last_modified=when, etag=version)
-
-
-def local_path(url: str) -> Path | None:
-    """The local path of a `file://` URL or plain path, None for other schemes."""
-    location = parse_url(url)
-    return Path(location.key) if location.scheme == "file" else None
