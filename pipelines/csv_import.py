@@ -13,7 +13,6 @@ from typing import Any, ClassVar
 
 from engine import storage
 from engine.auth import Authorization
-from engine.errors import ConfigError
 from engine.readers.csv import CsvDialect, CsvReader
 from engine.readers.source import Limits
 from engine.storage import FileInfo
@@ -22,16 +21,11 @@ from engine.timestamps import TimestampRule
 from pipelines import importing
 from pipelines.errors import SpecError
 from pipelines.runs import RunRecord, recorded
-from pipelines.spec import BOOL, STRING, Field, Loaded, Schedule, encoding, one_of
+from pipelines.spec import BOOL, STRING, Field, Loaded, Schedule, encoding, one_of, reworded
 from pipelines.spec import regex as regex_check
 from pipelines.spec import timezone as timezone_check
 
-
-def _stream(value: str) -> str:
-    try:
-        return check_stream_name(value)
-    except ConfigError:
-        raise ValueError("must be a stream name: letters, digits, '_', '.' or '-'") from None
+_stream = reworded(check_stream_name, "must be a stream name: letters, digits, '_', '.' or '-'")
 
 
 def _delimiter(value: str) -> str:

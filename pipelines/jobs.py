@@ -15,8 +15,9 @@ from pipelines.spec import parse_toml, validate
 
 Job = csv_import.CsvImportJob
 
-_TYPES: dict[str, tuple[Any, Any]] = {
-    csv_import.CsvImportJob.type: (csv_import.CsvImportJob, csv_import.FIELDS),
+# Each job type: its spec class, its fields, and its run function.
+_TYPES: dict[str, tuple[Any, Any, Any]] = {
+    csv_import.CsvImportJob.type: (csv_import.CsvImportJob, csv_import.FIELDS, csv_import.run),
 }
 
 
@@ -32,7 +33,7 @@ def load(text: str, source: str) -> Job:
             if kind is not None
             else f"is missing: it must be one of {', '.join(_TYPES)}",
         )
-    cls, fields = _TYPES[kind]
+    cls, fields, _ = _TYPES[kind]
     job: Job = cls.from_loaded(validate(raw, fields, source))
     return job
 
@@ -62,4 +63,7 @@ def run(
     reset_diff: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> RunRecord:
-    return csv_import.run(store, job, reset_diff=reset_diff, progress=progress)
+    """One run of a job, whatever its type."""
+    runner: Any = _TYPES[job.type][2]
+    record: RunRecord = runner(store, job, reset_diff=reset_diff, progress=progress)
+    return record
