@@ -166,3 +166,36 @@ def from_stored(
         )
     fields: dict[str, Any] = {**settings, **secrets}
     return cls(name=name, **fields)
+
+
+def bucket_policy(bucket: str, *, write: bool = True) -> dict[str, Any]:
+    """The IAM permissions lakeport needs on a bucket: reading for imports, writing for exports."""
+    objects = ["s3:GetObject"]
+    if write:
+        objects += ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+                "Resource": f"arn:aws:s3:::{bucket}",
+            },
+            {"Effect": "Allow", "Action": objects, "Resource": f"arn:aws:s3:::{bucket}/*"},
+        ],
+    }
+
+
+def trust_policy(principal: str, external_id: str) -> dict[str, Any]:
+    """The trust policy of a delegated role: only `principal`, and only with the external id."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": principal},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"sts:ExternalId": external_id}},
+            }
+        ],
+    }

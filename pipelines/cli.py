@@ -294,6 +294,42 @@ def auth_remove(obj: Context, name: str) -> None:
     click.echo(f"removed authorization '{name}'")
 
 
+@auth.command("policy")
+@click.argument("name")
+@click.option("--bucket", required=True, help="The bucket the authorization is for.")
+@click.option("--read-only", is_flag=True, help="Imports only: no PutObject or DeleteObject.")
+@OUTPUT_OPTION
+@click.pass_obj
+def auth_policy(obj: Context, name: str, bucket: str, read_only: bool, output: Output) -> None:
+    """Print the IAM policy NAME needs on BUCKET, and for a delegated role its trust policy."""
+    import json
+
+    from engine import storage
+    from engine.auth import DelegatedRole, bucket_policy, trust_policy
+
+    auth = obj.store().authorization(name)
+    document: dict[str, Any] = {"permissions": bucket_policy(bucket, write=not read_only)}
+    if isinstance(auth, DelegatedRole):
+        try:
+            principal = storage.caller_identity(auth.region, auth.endpoint_url)
+        except LakeportError as exc:
+            principal = "arn:aws:iam::LAKEPORT_ACCOUNT_ID:root"
+            click.echo(
+                f"lakeport: note: {exc}; replace {principal} with the ARN lakeport runs as",
+                err=True,
+            )
+        document["trust"] = trust_policy(principal, auth.external_id)
+    if output == "json":
+        emit_json(document)
+        return
+    attach = "the role" if isinstance(auth, DelegatedRole) else "the user of the access key"
+    click.echo(f"# Permissions: attach to {attach} ({auth.name}) for s3://{bucket}")
+    click.echo(json.dumps(document["permissions"], indent=2))
+    if isinstance(auth, DelegatedRole):
+        click.echo(f"\n# Trust policy of {auth.role_arn}")
+        click.echo(json.dumps(document["trust"], indent=2))
+
+
 # The store
 
 

@@ -288,3 +288,57 @@ def test_store_init_with_tables_in_s3(store_path: Path, s3: S3Server, tmp_path: 
     )
     moved = run(store_path, "store", "init", "--tables", f"s3://{bucket}/other", "--auth", "moto")
     assert_one_line_error(moved, f"keeps its tables at s3://{bucket}/lake")
+
+
+def test_auth_policy_for_a_delegated_role(
+    store_path: Path, s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    arn = "arn:aws:iam::123456789012:role/lakeport-reader"
+    run(
+        store_path,
+        "auth",
+        "add",
+        "customer",
+        "--role-arn",
+        arn,
+        "--external-id",
+        "lakeport-ext-0001",
+        "--endpoint-url",
+        s3.endpoint,
+    )
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.admin.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.admin.secret_key)
+    result = run(store_path, "auth", "policy", "customer", "--bucket", "acme", "-o", "json")
+    assert result.exit_code == 0, result.output
+    policy = json.loads(result.stdout)
+    statements = policy["permissions"]["Statement"]
+    assert statements[0]["Resource"] == "arn:aws:s3:::acme"
+    assert "s3:PutObject" in statements[1]["Action"]
+    trust = policy["trust"]["Statement"][0]
+    assert trust["Principal"]["AWS"].endswith(":user/admin")
+    assert trust["Condition"] == {"StringEquals": {"sts:ExternalId": "lakeport-ext-0001"}}
+
+
+def test_auth_policy_without_lakeports_own_credentials(store_path: Path) -> None:
+    run(
+        store_path,
+        "auth",
+        "add",
+        "keys",
+        "--access-key-id",
+        "AKIAPOLICY000000",
+        "--secret-key-env",
+        "UNUSED",
+    )
+    read_only = json.loads(
+        run(
+            store_path, "auth", "policy", "keys", "--bucket", "b", "--read-only", "-o", "json"
+        ).stdout
+    )
+    assert read_only["permissions"]["Statement"][1]["Action"] == ["s3:GetObject"]
+    assert "trust" not in read_only
+    run(store_path, "auth", "add", "role", "--role-arn", "arn:aws:iam::123456789012:role/r")
+    result = run(store_path, "auth", "policy", "role", "--bucket", "b")
+    assert result.exit_code == 0, result.output
+    assert "LAKEPORT_ACCOUNT_ID" in result.stdout
+    assert "found no AWS credentials" in result.stderr

@@ -29,7 +29,7 @@ from engine.storage.locations import (
     _utc,
     parse_url,
 )
-from engine.storage.s3 import _credentials, _s3_filesystem, _S3Stream
+from engine.storage.s3 import _credentials, _s3_filesystem, _S3Stream, caller_identity
 
 __all__ = [
     "BucketInfo",
@@ -40,6 +40,7 @@ __all__ = [
     "_S3Stream",
     "_translate",
     "_translating",
+    "caller_identity",
     "filesystem",
     "list_buckets",
     "list_directory",

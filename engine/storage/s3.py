@@ -60,6 +60,20 @@ _ROLE_SESSIONS: dict[tuple[str, str, str | None], tuple[dict[str, Any], datetime
 _ROLE_REFRESH_MARGIN = timedelta(minutes=5)
 
 
+def caller_identity(region: str | None, endpoint_url: str | None) -> str:
+    """The ARN that lakeport's own (default-chain) credentials stand for, asked of STS."""
+    import botocore.session
+
+    sts = botocore.session.get_session().create_client(
+        "sts", region_name=region or "us-east-1", endpoint_url=endpoint_url
+    )
+    try:
+        with _translating(None, "ask STS who lakeport is"):
+            return str(sts.get_caller_identity()["Arn"])
+    finally:
+        sts.close()
+
+
 def _assume_role(auth: DelegatedRole) -> dict[str, Any]:
     """Short-lived keys for the role, asked of STS with lakeport's own (default-chain) identity.
 
