@@ -169,7 +169,7 @@ def job_toml(name: str, bucket: str, prefix: str, *, diff: bool = False, auth: s
     if diff:
         lines.append("diff = true")
     if auth:
-        lines.append(f'auth = "{auth}"')
+        lines += [f'auth = "{auth}"', 'directory = "in"']
     return "\n".join(lines) + "\n"
 
 
@@ -227,20 +227,93 @@ def row(rows: int, what: str, m: Measured, size: int) -> str:
     )
 
 
+def median(runs: list[Measured]) -> Measured:
+    """The run of median time, with the highest peak RSS of all the runs."""
+    middle = sorted(runs, key=lambda m: m.seconds)[len(runs) // 2]
+    return Measured(middle.seconds, max(m.peak_rss_mib for m in runs), middle.output)
+
+
+def measure_size(rows: int, moto: MotoServer, repeat: int) -> list[str]:
+    """Every row of the table for one file size, each the median of `repeat` runs."""
+    first, second = generate(rows)
+    size, added = first.stat().st_size, second.stat().st_size
+    prefix = f"events_{rows}_"
+    cols = ", ".join(FIELDS)
+    moto_bucket = f"bench-{rows}"
+    moto.upload(moto_bucket, first)
+    runs: dict[str, list[Measured]] = {}
+    for _ in range(repeat):
+        work = Path(tempfile.mkdtemp(dir=DATA))
+        try:
+            bucket = work / "bucket"
+            bucket.mkdir()
+            os.link(first, bucket / first.name)
+            measured = {
+                "baseline": measure(BASELINE, str(first), str(work / "baseline"), ",".join(FIELDS)),
+                "local": measure(IMPORT, str(work / "local"), job_toml("l", str(bucket), prefix)),
+                "s3": measure(
+                    IMPORT,
+                    str(work / "s3"),
+                    job_toml("s", moto_bucket, prefix, auth="bench"),
+                    moto.endpoint,
+                ),
+            }
+            diff_job = job_toml("diff", str(bucket), prefix, diff=True)
+            measure(IMPORT, str(work / "diff"), diff_job)  # version 1: the snapshot
+            os.link(second, bucket / second.name)
+            measured["diff"] = measure(IMPORT, str(work / "diff"), diff_job)
+            measured["hash"] = measure(ANTI_JOIN, str(first), str(second), cols, str(work))
+            measured["exact"] = measure(EXACT_ANTI_JOIN, str(first), str(second), cols, str(work))
+            for name, result in measured.items():
+                runs.setdefault(name, []).append(result)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    m = {name: median(results) for name, results in runs.items()}
+    versions = rows + rows // 20
+    imported, unchanged = m["diff"].output.split()
+    return [
+        row(rows, "pyarrow read_csv + write_deltalake (baseline)", m["baseline"], size),
+        row(rows, "lakeport csv-import, local folder", m["local"], size),
+        row(rows, "lakeport csv-import, S3 (moto)", m["s3"], size),
+        row(
+            versions,
+            f"lakeport diff import of version 2 ({imported} imported, {unchanged} unchanged)",
+            m["diff"],
+            added,
+        ),
+        row(
+            versions,
+            f"DuckDB 64-bit hash anti-join, count only ({m['hash'].output.strip()} new rows)",
+            m["hash"],
+            added,
+        ),
+        row(
+            versions,
+            f"DuckDB exact anti-join, rows to Parquet ({m['exact'].output.strip()} new rows)",
+            m["exact"],
+            added,
+        ),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, action="append", help="rows (repeatable)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of each size up to 2M rows (the median is kept)"
+    )
     args = parser.parse_args()
     sizes = args.rows or [1_000_000]
     lines = [
         "",
-        f"{measured_on()}. One run each, a fresh "
-        "process (imports included). Every field is read as text; lakeport also parses `ts` "
-        "into `_ts` and adds `_line`, `_source`, `_job`, `_ingested_at`. S3 is a moto server in "
-        "its own process on 127.0.0.1. The diff row imports version 2 (5% of rows changed, 5% "
-        "added) after version 1. Its baselines: DuckDB counting the new rows by a 64-bit hash of "
-        "each row (fast, not collision-free), and DuckDB's exact anti-join on every column "
-        "writing the new rows to Parquet (set semantics).",
+        f"{measured_on()}. Each figure is the median of {args.repeat} runs up to 2M rows, one run "
+        "above; each run a fresh process (imports included); peak RSS is the highest of the "
+        "runs. Every field is read as text; lakeport also parses `ts` into `_ts` and adds "
+        "`_line`, `_source`, `_job`, `_ingested_at`. S3 is a moto server in its own process on "
+        "127.0.0.1. The diff row imports version 2 (5% of rows changed, 5% added) after version "
+        "1. Its baselines: DuckDB counting the new rows by a 64-bit hash of each row (fast, not "
+        "collision-free), and DuckDB's exact anti-join on every column writing the new rows to "
+        "Parquet (set semantics).",
         "",
         "| rows | run | seconds | rows/s | MB/s | peak RSS MiB |",
         "|---:|---|---:|---:|---:|---:|",
@@ -248,73 +321,10 @@ def main() -> None:
     moto = MotoServer()
     try:
         for rows in sizes:
-            first, second = generate(rows)
-            size = first.stat().st_size
-            prefix = f"events_{rows}_"
-            work = Path(tempfile.mkdtemp(dir=DATA))
-            try:
-                bucket = work / "bucket"
-                bucket.mkdir()
-                os.link(first, bucket / first.name)
-                results = []
-                baseline = measure(BASELINE, str(first), str(work / "baseline"), ",".join(FIELDS))
-                results.append(
-                    row(rows, "pyarrow read_csv + write_deltalake (baseline)", baseline, size)
-                )
-                local = measure(IMPORT, str(work / "local"), job_toml("local", str(bucket), prefix))
-                results.append(row(rows, "lakeport csv-import, local folder", local, size))
-                moto_bucket = f"bench-{rows}"
-                moto.upload(moto_bucket, first)
-                s3 = measure(
-                    IMPORT,
-                    str(work / "s3"),
-                    job_toml("s3", f"{moto_bucket}/in", prefix, auth="bench").replace(
-                        f'bucket = "{moto_bucket}/in"',
-                        f'bucket = "{moto_bucket}"\ndirectory = "in"',
-                    ),
-                    moto.endpoint,
-                )
-                results.append(row(rows, "lakeport csv-import, S3 (moto)", s3, size))
-                diff_job = job_toml("diff", str(bucket), prefix, diff=True)
-                measure(IMPORT, str(work / "diff"), diff_job)  # version 1: the snapshot
-                os.link(second, bucket / second.name)
-                diff = measure(IMPORT, str(work / "diff"), diff_job)
-                added = second.stat().st_size
-                results.append(
-                    row(
-                        rows + rows // 20,
-                        f"lakeport diff import of version 2 "
-                        f"(imported, unchanged: {diff.output.strip()})",
-                        diff,
-                        added,
-                    )
-                )
-                cols = ", ".join(FIELDS)
-                raw = measure(ANTI_JOIN, str(first), str(second), cols, str(work))
-                new_rows = raw.output.strip()
-                results.append(
-                    row(
-                        rows + rows // 20,
-                        f"DuckDB 64-bit hash anti-join, count only (new rows: {new_rows})",
-                        raw,
-                        added,
-                    )
-                )
-                exact = measure(EXACT_ANTI_JOIN, str(first), str(second), cols, str(work))
-                new_rows = exact.output.strip()
-                results.append(
-                    row(
-                        rows + rows // 20,
-                        f"DuckDB exact anti-join, rows to Parquet (new rows: {new_rows})",
-                        exact,
-                        added,
-                    )
-                )
-                for line in results:
-                    print(line, flush=True)
-                lines += results
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
+            results = measure_size(rows, moto, args.repeat if rows <= 2_000_000 else 1)
+            for line in results:
+                print(line, flush=True)
+            lines += results
     finally:
         moto.stop()
     write_section("CSV import (`make bench-import`)", lines)
