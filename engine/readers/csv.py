@@ -29,7 +29,7 @@ import pyarrow.csv as pacsv
 
 from engine.errors import BadInput, ConfigError, LimitExceeded
 from engine.readers.rows import BadRow
-from engine.readers.source import Limits, TextSource
+from engine.readers.source import Limits, NulByte, TextSource
 
 LINE = "_line"
 _BREAK = r"\r\n|\r|\n"
@@ -84,7 +84,7 @@ class CsvReader:
             name=name,
             encoding=self.dialect.encoding,
             limits=self.limits,
-            count_byte=quote.encode() if quote else None,
+            watch_byte=quote.encode() if quote else None,
         )
         self.header, header_breaks = self._read_header()
         self.fields = self._select(fields)
@@ -122,6 +122,8 @@ class CsvReader:
                     break
                 except pa.ArrowInvalid as exc:
                     raise self._parse_error(exc) from exc
+                except NulByte as exc:
+                    raise (self._second_pass() if exc.line is None else None) or exc from None
                 out = self._process(batch)
                 if out.num_rows:
                     yield out
@@ -135,7 +137,10 @@ class CsvReader:
     def _read_header(self) -> tuple[list[str], int]:
         size = 64 << 10
         while True:
-            head = self._source.peek(size)
+            try:
+                head = self._source.peek(size)
+            except NulByte as exc:
+                raise (self._second_pass() if exc.line is None else None) or exc from None
             if not head:
                 raise BadInput(self.name, None, "is empty: a CSV file needs a header line")
             text = head.decode("utf-8", errors="replace")
@@ -270,7 +275,9 @@ class CsvReader:
     def _spans(self, batch: pa.RecordBatch) -> pa.Array:
         """Line breaks inside each row's values (0 for almost every row)."""
         total: pa.Array | None = None
-        for column in batch.columns:
+        # Only a quoted value can hold a line break: with no quote in the file so far, none does.
+        quoted = self._source.saw_watched
+        for column in batch.columns if quoted else ():
             if not _may_hold_line_breaks(column):
                 continue
             counts = pc.count_substring_regex(column, _BREAK)
@@ -319,17 +326,30 @@ class CsvReader:
                 )
 
     def _check_unterminated_quote(self) -> None:
-        if (
-            self.dialect.quote_char
-            and self._source.counted % 2 == 1
-            and self._last_value is not None
-            and ("\n" in self._last_value or "\r" in self._last_value)
-        ):
+        # pyarrow reads an unclosed quote to the end of the file as one value: when the last
+        # value holds a line break, count the quotes (a second pass, on this rare path only).
+        quote = self.dialect.quote_char
+        last = self._last_value
+        if not quote or last is None or ("\n" not in last and "\r" not in last):
+            return
+        if self._count(quote.encode()) % 2 == 1:
             raise BadInput(
                 self.name,
                 self._last_line,
                 "a quoted field that starts on this line is never closed (unterminated quote)",
             )
+
+    def _count(self, byte: bytes) -> int:
+        source = TextSource(
+            self._open_handle(), name=self.name, encoding=self.dialect.encoding, limits=self.limits
+        )
+        total = 0
+        try:
+            while len(chunk := source.read(4 << 20)):
+                total += bytes(chunk).count(byte)
+        finally:
+            source.close()
+        return total
 
     def _parse_error(self, exc: pa.ArrowInvalid) -> Exception:
         message = str(exc)
@@ -345,21 +365,32 @@ class CsvReader:
 
     def _find_invalid_utf8(self) -> Exception:
         """Read the object again, validating as it goes, to name the line of the bad bytes."""
+        return self._second_pass(validate_utf8=True) or BadInput(
+            self.name, None, "is not valid UTF-8 (set `encoding` in the job)"
+        )
+
+    def _second_pass(self, *, validate_utf8: bool = False) -> BadInput | None:
+        """Read the object again, counting lines (and validating): the first error, or None.
+
+        The first pass does not count lines, which would cost a scan of every byte; an error
+        found there is named by line here.
+        """
         checked = TextSource(
             self._open_handle(),
             name=self.name,
             encoding=self.dialect.encoding,
             limits=self.limits,
-            validate_utf8=True,
+            count_lines=True,
+            validate_utf8=validate_utf8,
         )
         try:
-            while checked.read(4 << 20):
+            while len(checked.read(4 << 20)):
                 pass
         except BadInput as found:
             return found
         finally:
             checked.close()
-        return BadInput(self.name, None, "is not valid UTF-8 (set `encoding` in the job)")
+        return None
 
 
 def _check_dialect(dialect: CsvDialect) -> None:

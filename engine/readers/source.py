@@ -144,7 +144,13 @@ def peek_decompressed(handle: IO[bytes], *, name: str, size: int) -> tuple[bytes
 
 
 class TextSource(io.RawIOBase):
-    """UTF-8 bytes of one object, read in chunks; see the module docstring."""
+    """UTF-8 bytes of one object, read in chunks; see the module docstring.
+
+    `read` hands out views of the chunk it holds, so no byte is copied on the way to the parser.
+    Counting lines costs a scan of every byte, so it is done only where it is needed: when the
+    bytes are decoded anyway (`validate_utf8`, other encodings) or when asked (`count_lines`, for
+    a second pass that names the line of an error found by the first).
+    """
 
     def __init__(
         self,
@@ -154,7 +160,8 @@ class TextSource(io.RawIOBase):
         encoding: str = "utf-8",
         limits: Limits | None = None,
         validate_utf8: bool = False,
-        count_byte: bytes | None = None,
+        count_lines: bool = False,
+        watch_byte: bytes | None = None,
     ) -> None:
         super().__init__()
         self.name = name
@@ -162,20 +169,21 @@ class TextSource(io.RawIOBase):
         self._handle = handle
         self._codec = check_encoding(encoding)
         self._validate = validate_utf8 or self._codec != "utf-8"
+        self._count_lines = count_lines or self._validate
         self._decoder = codecs.getincrementaldecoder(self._codec)(errors="strict")
         self._decompressor: _Decompressor | None = None
-        self._pending = b""
+        self._view = memoryview(b"")
+        self._position = 0
         self._eof = False
         self._first = True
         self.bytes_in = 0
         """Bytes read from the object (compressed, when it is)."""
         self.bytes_out = 0
-        """UTF-8 bytes handed to the parser."""
-        self.lines_before = 0
-        """Newlines in everything handed out so far."""
-        self._count_byte = count_byte
-        self.counted = 0
-        """How many `count_byte` bytes were handed out (a CSV reader counts quotes)."""
+        """UTF-8 bytes produced so far (handed out, or held for the next read)."""
+        self._lines_in_chunks = 0
+        self._watch_byte = watch_byte
+        self.saw_watched = False
+        """Whether `watch_byte` (a CSV reader watches for quotes) occurs in any chunk so far."""
         head = handle.read(CHUNK)
         self.bytes_in += len(head)
         self.compression = compression_of(name, head)
@@ -194,32 +202,41 @@ class TextSource(io.RawIOBase):
         view[: len(data)] = data
         return len(data)
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int = -1) -> Any:
+        """Up to `size` bytes (fewer at a chunk's end), as a view; empty at the end."""
         if size is None or size < 0:
             parts = []
             while chunk := self.read(CHUNK):
-                parts.append(chunk)
+                parts.append(bytes(chunk))
             return b"".join(parts)
-        while len(self._pending) < size and not self._eof:
-            self._pending += self._next_chunk()
-        data, self._pending = self._pending[:size], self._pending[size:]
-        self.bytes_out += len(data)
-        self.lines_before += data.count(b"\n")
-        if self._count_byte is not None:
-            self.counted += data.count(self._count_byte)
+        while self._position >= len(self._view):
+            if self._eof:
+                return b""
+            self._hold(self._next_chunk())
+        data = self._view[self._position : self._position + size]
+        self._position += len(data)
         return data
 
     def peek(self, size: int) -> bytes:
         """Up to `size` bytes that the next `read` will return, without consuming them."""
-        while len(self._pending) < size and not self._eof:
-            self._pending += self._next_chunk()
-        return self._pending[:size]
+        held = bytes(self._view[self._position :])
+        if len(held) < size and not self._eof:
+            parts = [held]
+            while sum(map(len, parts)) < size and not self._eof:
+                parts.append(self._next_chunk())
+            self._hold(b"".join(parts))
+            held = bytes(self._view)
+        return held[:size]
 
     def close(self) -> None:
         try:
             self._handle.close()
         finally:
             super().close()
+
+    def _hold(self, chunk: bytes) -> None:
+        self._view = memoryview(chunk)
+        self._position = 0
 
     # The pipeline: raw → decompressed → UTF-8 → checked
 
@@ -234,25 +251,31 @@ class TextSource(io.RawIOBase):
             if self._decompressor is not None:
                 self._decompressor.finish(self.name)
             tail = self._decoder.decode(b"", final=True) if self._validate else ""
-            return self._encoded(tail) if tail else b""
+            return self._produce(tail.encode("utf-8")) if tail else b""
         data = self._decompressor.feed(raw) if self._decompressor is not None else raw
         self._check_limits(len(data))
         if self._first and data:
             self._first = False
             data = self._sniff(data)
         if self._codec == "utf-8" and not self._validate:
-            self._check_nul(data)
-            return data
+            return self._produce(data)
         try:
             text = self._decoder.decode(data)
         except UnicodeDecodeError as exc:
             raise self._decode_error(data, exc) from None
-        out = self._encoded(text)
-        self._check_nul(out)
-        return out
+        return self._produce(text.encode("utf-8"))
 
-    def _encoded(self, text: str) -> bytes:
-        return text.encode("utf-8")
+    def _produce(self, data: bytes) -> bytes:
+        """Check a chunk on its way out and keep the counts."""
+        at = data.find(b"\x00")
+        if at >= 0:
+            raise NulByte(self.name, self._line_at(data, at), self.bytes_out + at, self._codec)
+        if self._watch_byte is not None and not self.saw_watched:
+            self.saw_watched = data.find(self._watch_byte) >= 0
+        self.bytes_out += len(data)
+        if self._count_lines:
+            self._lines_in_chunks += data.count(b"\n")
+        return data
 
     def _sniff(self, data: bytes) -> bytes:
         for magic, what in _BINARY_MAGIC.items():
@@ -262,11 +285,8 @@ class TextSource(io.RawIOBase):
             return data[len(UTF8_BOM) :]
         return data
 
-    def _produced(self) -> int:
-        return self.bytes_out + len(self._pending)
-
     def _check_limits(self, more: int) -> None:
-        produced = self._produced() + more
+        produced = self.bytes_out + more
         if produced > self.limits.max_bytes:
             raise LimitExceeded(
                 f"{self.name} decompresses to more than {self.limits.max_bytes:,} bytes "
@@ -284,19 +304,10 @@ class TextSource(io.RawIOBase):
                 "the limit in the job if the data really compresses that well"
             )
 
-    def _line_at(self, data: bytes, offset: int) -> int:
-        pending = self._pending.count(b"\n")
-        return self.lines_before + pending + data.count(b"\n", 0, offset) + 1
-
-    def _check_nul(self, data: bytes) -> None:
-        at = data.find(b"\x00")
-        if at >= 0:
-            raise BadInput(
-                self.name,
-                self._line_at(data, at),
-                "contains a NUL byte: the file is binary, or its encoding is not "
-                f"{self._codec} (set `encoding` in the job)",
-            )
+    def _line_at(self, data: bytes, offset: int) -> int | None:
+        if not self._count_lines:
+            return None
+        return self._lines_in_chunks + data.count(b"\n", 0, offset) + 1
 
     def _decode_error(self, data: bytes, exc: UnicodeDecodeError) -> BadInput:
         bad = data[exc.start : exc.start + 4].hex(" ")
@@ -305,4 +316,18 @@ class TextSource(io.RawIOBase):
             self._line_at(data, exc.start),
             f"is not valid {self._codec} (bytes {bad}): set `encoding` in the job "
             "(latin-1, cp1252 or utf-16) or fix the file",
+        )
+
+
+class NulByte(BadInput):
+    """A NUL byte: the object is binary, or not in the encoding the job says."""
+
+    def __init__(self, name: str, line: int | None, offset: int, codec: str) -> None:
+        self.offset = offset
+        """Where, in the decoded bytes: a second pass that counts lines can name the line."""
+        super().__init__(
+            name,
+            line,
+            "contains a NUL byte: the file is binary, or its encoding is not "
+            f"{codec} (set `encoding` in the job)",
         )
