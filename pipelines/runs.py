@@ -10,6 +10,7 @@ from typing import Any
 from engine.errors import LakeportError
 from engine.secrets import redact
 from engine.store import Store
+from pipelines.output import human_bytes
 
 FAILED = "failed"
 SUCCEEDED = "succeeded"
@@ -57,7 +58,7 @@ class RunRecord:
             head,
             f"  {self.rows_read:,} rows read, {self.rows_imported:,} imported, "
             f"{self.rows_skipped:,} unchanged (diff), {self.rows_rejected:,} rejected",
-            f"  {self.bytes / 1e6:,.1f} MB in {self.seconds:.2f} s ({rate:,.0f} rows/s)",
+            f"  {human_bytes(self.bytes)} in {self.seconds:.2f} s ({rate:,.0f} rows/s)",
         ]
         if self.note:
             lines.append(f"  {self.note}")
