@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from engine.errors import StoreError
+from engine.readers.rows import LINE
 
 CURRENT = "current.parquet"
 
@@ -45,7 +46,7 @@ class NewLines:
         """The new rows of a batch whose `_line`s ascend, as the readers give them."""
         if self._lines is None or batch.num_rows == 0:
             return batch
-        lines = batch.column("_line")
+        lines = batch.column(LINE)
         # Only the new lines within this batch's range are looked up: a membership test
         # against all of them would build a hash table of the whole file for every batch.
         start = _search(self._lines, lines[0].as_py(), right=False)
@@ -154,7 +155,7 @@ class Snapshots:
                 ORDER BY _line
                 """
             ).to_arrow_table()
-            return NewLines(lines.column("_line").combine_chunks(), total)
+            return NewLines(lines.column(LINE).combine_chunks(), total)
         except Exception as exc:
             if isinstance(exc, StoreError):
                 raise

@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 from engine import storage
 from engine.auth import Authorization, check_name, from_stored
 from engine.errors import ConfigError, LakeportError, StoreError
+from engine.readers.rows import LINE
 from engine.secrets import Secret, SecretsFile
 from engine.state import StateDB, now
 
@@ -44,11 +45,7 @@ TS = "_ts"
 INGESTED_AT = "_ingested_at"
 SOURCE = "_source"
 JOB = "_job"
-LINE = "_line"
 TIMESTAMP = pa.timestamp("us", tz="UTC")
-ENGINE_FIELDS = (TS, INGESTED_AT, SOURCE, JOB)
-"""Fields the store adds to every row. Readers may set `_ts` and `_line`; the rest are the
-store's."""
 
 if TYPE_CHECKING:
     import polars as pl

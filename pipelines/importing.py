@@ -21,14 +21,14 @@ from engine.auth import Authorization
 from engine.diff import Snapshots
 from engine.errors import BadInput, ConfigError, LimitExceeded
 from engine.executor import prefetch
-from engine.readers.rows import BadRow
+from engine.readers.rows import LINE, BadRow
 from engine.storage import FileInfo
 from engine.store import TS, Source, Store, append_id
 from engine.timestamps import TimestampRule, parse
 from pipelines.runs import ALREADY_IMPORTED, NO_NEW_FILE, RunRecord
 
 LAST_FILE = "last_file"
-REJECTED_SCHEMA = pa.schema([("_line", pa.int64()), ("reason", pa.string()), ("text", pa.string())])
+REJECTED_SCHEMA = pa.schema([(LINE, pa.int64()), ("reason", pa.string()), ("text", pa.string())])
 
 
 def source_url(bucket: str, directory: str | None, auth: str | None, job_file: str) -> str:
@@ -189,7 +189,7 @@ def with_event_time(
         values = batch.column(rule.column)
         times, bad = parse(values, rule)
         if bad:
-            lines = batch.column("_line")
+            lines = batch.column(LINE)
             for at in bad:
                 value = values[at].as_py()
                 rejections.add(
@@ -359,7 +359,7 @@ def run_import(
             # With --reset-diff the current snapshot is ignored, and replaced once this file
             # is committed.
             first = reset_diff or not has_imported(store, job.name)
-            fingerprinted = [f.name for f in rows.schema if f.name != "_line"]
+            fingerprinted = [f.name for f in rows.schema if f.name != LINE]
             batches = snapshots.diff(read_all, fingerprinted, run_id, first=first)
 
         # 5. Append exactly once, then move the job's state on.

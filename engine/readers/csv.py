@@ -28,10 +28,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from engine.errors import BadInput, ConfigError, LimitExceeded
-from engine.readers.rows import BadRow
+from engine.readers.rows import LINE, BadRow
 from engine.readers.source import Limits, NulByte, TextSource
 
-LINE = "_line"
 _BREAK = r"\r\n|\r|\n"
 _BREAK_RE = re.compile(_BREAK)
 _CANDIDATES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
@@ -108,9 +107,6 @@ class CsvReader:
         """Bytes read from the object so far (compressed, when it is)."""
         return self._source.bytes_in
 
-    def reader(self) -> pa.RecordBatchReader:
-        return pa.RecordBatchReader.from_batches(self.schema, self.batches())
-
     def batches(self) -> Iterator[pa.RecordBatch]:
         """The rows, in file order, in record batches."""
         stream = self._open_arrow()
@@ -123,7 +119,7 @@ class CsvReader:
                 except pa.ArrowInvalid as exc:
                     raise self._parse_error(exc) from exc
                 except NulByte as exc:
-                    raise (self._second_pass() if exc.line is None else None) or exc from None
+                    raise self._with_line(exc) from None
                 out = self._process(batch)
                 if out.num_rows:
                     yield out
@@ -140,7 +136,7 @@ class CsvReader:
             try:
                 head = self._source.peek(size)
             except NulByte as exc:
-                raise (self._second_pass() if exc.line is None else None) or exc from None
+                raise self._with_line(exc) from None
             if not head:
                 raise BadInput(self.name, None, "is empty: a CSV file needs a header line")
             text = head.decode("utf-8", errors="replace")
@@ -368,6 +364,10 @@ class CsvReader:
         return self._second_pass(validate_utf8=True) or BadInput(
             self.name, None, "is not valid UTF-8 (set `encoding` in the job)"
         )
+
+    def _with_line(self, error: NulByte) -> BadInput:
+        """The error with its line, found by a second pass when the first did not count lines."""
+        return (self._second_pass() if error.line is None else None) or error
 
     def _second_pass(self, *, validate_utf8: bool = False) -> BadInput | None:
         """Read the object again, counting lines (and validating): the first error, or None.

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+LINE = "_line"
+"""The field every reader adds: the 1-based line of the object where the row starts."""
+
 
 @dataclass(frozen=True)
 class BadRow:

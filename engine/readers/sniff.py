@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from engine import sequence
 from engine.readers.csv import CsvDialect, CsvReader
+from engine.readers.rows import LINE
 from engine.readers.source import Limits, peek_decompressed
 from engine.timestamps import TimestampRule, parse
 
@@ -139,7 +140,7 @@ def inspect(
         taken += batch.num_rows
         if taken >= max(rows, 1000):
             break
-    table = pa.Table.from_batches(batches, schema=reader.schema).drop_columns(["_line"])
+    table = pa.Table.from_batches(batches, schema=reader.schema).drop_columns([LINE])
     base = name.rsplit("/", 1)[-1]
     return Inspection(
         name=base,
