@@ -19,12 +19,12 @@ import pyarrow.parquet as pq
 from engine import sequence, storage
 from engine.auth import Authorization
 from engine.diff import Snapshots
-from engine.errors import BadInput, ConfigError, LimitExceeded
+from engine.errors import ConfigError, LimitExceeded
 from engine.executor import prefetch
 from engine.readers.rows import LINE, BadRow
 from engine.storage import FileInfo
 from engine.store import TS, Source, Store, append_id
-from engine.timestamps import TimestampRule, parse
+from engine.timestamps import UTC_US, TimestampRule, parse
 from pipelines.runs import ALREADY_IMPORTED, NO_NEW_FILE, RunRecord
 
 LAST_FILE = "last_file"
@@ -124,7 +124,7 @@ class Rejections:
 
     def add(self, row: BadRow) -> None:
         if not self.quarantine:
-            raise BadInput(self.name, row.line, f"{row.reason}: {row.text[:200]!r}")
+            raise row.error(self.name)
         self.rows.append(row)
         limit = self.max_rejected
         if isinstance(limit, int) and len(self.rows) > limit:
@@ -182,10 +182,10 @@ def with_event_time(
     keep_column: bool,
 ) -> Iterator[pa.RecordBatch]:
     """Add `_ts` from the rule's column; rows whose time does not parse are bad rows."""
+    if rule is None:
+        yield from batches
+        return
     for batch in batches:
-        if rule is None:
-            yield batch
-            continue
         values = batch.column(rule.column)
         times, bad = parse(values, rule)
         if bad:
@@ -214,7 +214,7 @@ def event_time_schema(
         return schema
     if not keep_column:
         schema = schema.remove(schema.get_field_index(rule.column))
-    return schema.append(pa.field(TS, pa.timestamp("us", tz="UTC")))
+    return schema.append(pa.field(TS, UTC_US))
 
 
 def progress_every(

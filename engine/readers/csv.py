@@ -304,7 +304,7 @@ class CsvReader:
             self._next_line += 1 + _breaks(text)
             self.rows_bad += 1
             if self._on_bad_row is None:
-                raise BadInput(self.name, bad.line, f"{bad.reason}: {bad.text[:200]!r}")
+                raise bad.error(self.name)
             self._on_bad_row(bad)
 
     def _check_field_sizes(self, columns: list[pa.Array], lines: pa.Array) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.errors import BadInput
+
 LINE = "_line"
 """The field every reader adds: the 1-based line of the object where the row starts."""
 
@@ -15,3 +17,7 @@ class BadRow:
     line: int
     reason: str
     text: str
+
+    def error(self, name: str) -> BadInput:
+        """The row as the error that fails an import of object `name`."""
+        return BadInput(name, self.line, f"{self.reason}: {self.text[:200]!r}")
