@@ -300,9 +300,7 @@ class Store:
         app_id = append_id(job, source)
         table = self._table(uri)
         if table is not None and table.transaction_version(app_id) is not None:
-            logger.info("%s from job %s is already in stream %s", source.key, job, stream)
-            self._record(app_id, stream, job, source, rows=None, version=table.version())
-            return AppendResult(stream, 0, table.version(), already_committed=True)
+            return self._already_committed(table, app_id, stream, job, source)
 
         reader = _with_engine_fields(_reader(batches), source=source, job=job)
         counted = _CountingReader(reader)
@@ -326,8 +324,7 @@ class Store:
             table = self._table(uri)
             if table is None or table.transaction_version(app_id) is None:
                 raise
-            self._record(app_id, stream, job, source, rows=None, version=table.version())
-            return AppendResult(stream, 0, table.version(), already_committed=True)
+            return self._already_committed(table, app_id, stream, job, source)
         logger.info(
             "appended %d rows of %s to stream %s (version %d)",
             counted.rows,
@@ -337,6 +334,14 @@ class Store:
         )
         self._record(app_id, stream, job, source, rows=counted.rows, version=version)
         return AppendResult(stream, counted.rows, version, already_committed=False)
+
+    def _already_committed(
+        self, table: Any, app_id: str, stream: str, job: str, source: Source
+    ) -> AppendResult:
+        logger.info("%s from job %s is already in stream %s", source.key, job, stream)
+        version: int = table.version()
+        self._record(app_id, stream, job, source, rows=None, version=version)
+        return AppendResult(stream, 0, version, already_committed=True)
 
     def _record(
         self, app_id: str, stream: str, job: str, source: Source, *, rows: int | None, version: int
