@@ -75,12 +75,7 @@ quiet_client_loggers()
 def filesystem(location: Location, auth: Authorization | None = None) -> AbstractFileSystem:
     """The fsspec filesystem for a location, logged in with `auth` for S3."""
     if location.scheme == "s3":
-        if auth is None:
-            raise ConfigError(
-                f"{location.url} is in S3 and needs an authorization: pass --auth NAME "
-                "(see `lakeport auth add`)"
-            )
-        return _s3_filesystem(auth)
+        return _s3_filesystem(_require_auth(location, auth))
     return fsspec.filesystem(location.scheme)
 
 
@@ -156,6 +151,10 @@ def list_directory(url: str, auth: Authorization | None = None) -> Listing:
 def _require_bucket(location: Location, auth: Authorization | None) -> Authorization:
     if not location.bucket:
         raise ConfigError("an s3:// URL needs a bucket: write s3://BUCKET/ (or omit the URL)")
+    return _require_auth(location, auth)
+
+
+def _require_auth(location: Location, auth: Authorization | None) -> Authorization:
     if auth is None:
         raise ConfigError(
             f"{location.url} is in S3 and needs an authorization: pass --auth NAME "
