@@ -1,7 +1,6 @@
 """Diff imports: keep only the rows that were not in the previous file of the same job.
 
-The comparison is a DuckDB anti-join on 128-bit fingerprints (MD5 over the row's values and
-their lengths, so no two different rows share the hashed text) with multiset
+The comparison is a DuckDB anti-join on 128-bit fingerprints (engine.fingerprint) with multiset
 semantics: each row is numbered within its group of identical rows, and (fingerprint, number)
 is what is matched, so a row present twice now and once before is imported once.
 
@@ -18,6 +17,7 @@ This is the only module that talks to DuckDB.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,11 +25,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
 
 from engine.errors import StoreError
+from engine.fingerprint import FINGERPRINT_SCHEMA, SCHEME, fingerprints
 from engine.readers.rows import LINE
 
 CURRENT = "current.parquet"
+MADE = "lakeport_fingerprint"
+GROUP = 256 * 1024
+"""Rows per row group of a snapshot (24 bytes a row)."""
 
 
 class NewLines:
@@ -65,22 +70,6 @@ def _search(values: pa.Array, target: int, *, right: bool) -> int:
         else:
             high = middle
     return low
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def fingerprint_sql(fields: Sequence[str]) -> str:
-    """A 128-bit fingerprint of the fields: MD5 of the values joined by a separator, followed by
-    their lengths (-1 for null). With the lengths, the joined text splits back into the values
-    one way only, so two different rows never share the hashed text."""
-    if not fields:
-        return "md5_number('')"
-    texts = [f"CAST({_quote(name)} AS VARCHAR)" for name in fields]
-    values = ", ".join(texts)
-    lengths = ", ".join(f"coalesce(length({text}), -1)" for text in texts)
-    return f"md5_number(concat_ws(chr(31), {values}) || chr(30) || concat_ws(',', {lengths}))"
 
 
 class Snapshots:
@@ -129,42 +118,90 @@ class Snapshots:
         self.folder.mkdir(parents=True, exist_ok=True)
         snapshot = self.pending(run_id)[1]
         snapshot.unlink(missing_ok=True)
+        total = self._fingerprint(rows, fields, snapshot)
+        if first:
+            return NewLines(None, total)
+        self._check_comparable(fields)
         con = self._connect()
         try:
-            con.register("incoming", rows)
-            _run(
-                con,
-                f"CREATE TABLE cur AS SELECT {fingerprint_sql(fields)} AS fp, _line FROM incoming",
-            )
-            con.unregister("incoming")
-            _run(con, f"COPY (SELECT fp FROM cur) TO '{_sql_path(snapshot)}' (FORMAT parquet)")
-            total = int(_run(con, "SELECT count(*) FROM cur")[0][0])
-            if first:
-                return NewLines(None, total)
+            # Each row is numbered within its group of identical rows, and a number beyond the
+            # group's count in the previous file makes the row new.
             lines = con.sql(
                 f"""
                 WITH numbered AS (
-                    SELECT fp, _line, row_number() OVER (PARTITION BY fp ORDER BY _line) AS k
-                    FROM cur
+                    SELECT _line, hi, lo,
+                           row_number() OVER (PARTITION BY hi, lo ORDER BY _line) AS k
+                    FROM read_parquet('{_sql_path(snapshot)}')
                 ), before AS (
-                    SELECT fp, count(*) AS n FROM read_parquet('{_sql_path(self.current)}')
-                    GROUP BY fp
+                    SELECT hi, lo, count(*) AS n FROM read_parquet('{_sql_path(self.current)}')
+                    GROUP BY hi, lo
                 )
-                SELECT _line FROM numbered LEFT JOIN before USING (fp)
+                SELECT _line FROM numbered LEFT JOIN before USING (hi, lo)
                 WHERE k > coalesce(n, 0)
                 ORDER BY _line
                 """
             ).to_arrow_table()
             return NewLines(lines.column(LINE).combine_chunks(), total)
         except Exception as exc:
-            if isinstance(exc, StoreError):
-                raise
             raise StoreError(
                 f"the diff against {self.current} failed ({exc}): if the snapshot is damaged, "
                 "run with --reset-diff to import the whole file and start a new one"
             ) from exc
         finally:
             con.close()
+
+    def _fingerprint(self, rows: pa.RecordBatchReader, fields: Sequence[str], to: Path) -> int:
+        """Write each row's fingerprint and line to `to` (the pending snapshot); the rows."""
+        made = json.dumps({"scheme": SCHEME, "fields": list(fields)})
+        schema = FINGERPRINT_SCHEMA.append(pa.field(LINE, pa.int64())).with_metadata({MADE: made})
+        total = 0
+        # The fingerprints are random: compressing them, or looking for repeated values to
+        # encode, would cost time and save nothing. The lines ascend: deltas pack them small.
+        with pq.ParquetWriter(
+            to,
+            schema,
+            compression={"hi": "none", "lo": "none", LINE: "zstd"},
+            use_dictionary=False,
+            write_statistics=False,
+            column_encoding={LINE: "DELTA_BINARY_PACKED"},
+        ) as writer:
+            # Row groups of GROUP rows: one per batch would be too small to write and read.
+            group: list[pa.RecordBatch] = []
+            for batch in rows:
+                prints = fingerprints(batch, fields)
+                line = batch.column(LINE).cast(pa.int64())
+                group.append(pa.RecordBatch.from_arrays([*prints.columns, line], schema=schema))
+                total += batch.num_rows
+                if sum(b.num_rows for b in group) >= GROUP:
+                    writer.write_table(pa.Table.from_batches(group), row_group_size=GROUP * 2)
+                    group = []
+            if group or not total:
+                writer.write_table(pa.Table.from_batches(group, schema), row_group_size=GROUP * 2)
+        return total
+
+    def _check_comparable(self, fields: Sequence[str]) -> None:
+        """The current snapshot fingerprints the same fields the same way as this run."""
+        try:
+            metadata = pq.read_schema(self.current).metadata or {}
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise StoreError(
+                f"the diff snapshot {self.current} cannot be read ({exc}); run once with "
+                "--reset-diff to import the whole file and start a new snapshot"
+            ) from exc
+        made = json.loads(metadata.get(MADE.encode(), b"{}"))
+        if made.get("scheme") != SCHEME:
+            raise StoreError(
+                f"the diff snapshot {self.current} was made by another version of lakeport, "
+                "whose fingerprints cannot be compared with this one's; run once with "
+                "--reset-diff to import the whole file and start a new snapshot"
+            )
+        if made.get("fields") != list(fields):
+            raise StoreError(
+                f"the job's fields changed since the diff snapshot {self.current} was made "
+                f"(then: {', '.join(made['fields'])}; now: {', '.join(fields)}), so rows "
+                "cannot be compared with the previous file's; run once with --reset-diff to "
+                "import the whole file and start a new snapshot"
+            )
 
     def diff(
         self, rows: pa.RecordBatchReader, fields: Sequence[str], run_id: str, *, first: bool
@@ -229,9 +266,5 @@ class Snapshots:
 
 
 def _sql_path(path: Path) -> str:
+    """A path for a single-quoted SQL literal."""
     return str(path).replace("'", "''")
-
-
-def _run(con: Any, sql: str) -> list[Any]:
-    result: list[Any] = con.execute(sql).fetchall()
-    return result

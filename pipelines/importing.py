@@ -359,7 +359,10 @@ def run_import(
             # With --reset-diff the current snapshot is ignored, and replaced once this file
             # is committed.
             first = reset_diff or not has_imported(store, job.name)
-            fingerprinted = [f.name for f in rows.schema if f.name != LINE]
+            # `_ts` is left out when its column is imported: the column says the same, and
+            # as text it costs less to fingerprint.
+            derived = {LINE, TS} if keep_ts_column else {LINE}
+            fingerprinted = [f.name for f in rows.schema if f.name not in derived]
             batches = snapshots.diff(read_all, fingerprinted, run_id, first=first)
 
         # 5. Append exactly once, then move the job's state on.

@@ -6,9 +6,12 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.diff import Snapshots
 from engine.errors import StoreError
+from engine.fingerprint import fingerprints
 
 
 def rows(*values: tuple[str, str]) -> pa.RecordBatchReader:
@@ -48,6 +51,18 @@ def test_first_file_is_all_new_and_makes_a_snapshot(snapshots: Snapshots) -> Non
     assert snapshots.exists()
 
 
+def test_the_snapshot_keeps_all_128_bits(snapshots: Snapshots) -> None:
+    import pyarrow.parquet as pq
+
+    new_rows(snapshots, rows(("1", "x"), ("2", "y")), "r1", first=True)
+    stored = pq.read_table(snapshots.current)
+    # Both halves as exact 64-bit integers: a float column would keep 53 bits of them.
+    assert stored.schema.field("hi").type == pa.uint64()
+    assert stored.schema.field("lo").type == pa.uint64()
+    expected = _prints([("1", "x"), ("2", "y")])
+    assert list(zip(stored["hi"].to_pylist(), stored["lo"].to_pylist(), strict=True)) == expected
+
+
 def test_only_changed_and_added_rows_come_through(snapshots: Snapshots) -> None:
     new_rows(snapshots, rows(("1", "x"), ("2", "y"), ("3", "z")), "r1", first=True)
     second = rows(("1", "x"), ("2", "CHANGED"), ("3", "z"), ("4", "new"))
@@ -79,25 +94,90 @@ def test_a_missing_snapshot_is_an_error_not_everything_new(snapshots: Snapshots)
         snapshots.new_lines(rows(("1", "x")), ["a", "b"], "r1", first=False)
 
 
-def test_nulls_and_their_positions_are_told_apart(tmp_path: Path) -> None:
-    import duckdb
+def test_a_snapshot_of_other_fields_is_an_error(snapshots: Snapshots) -> None:
+    new_rows(snapshots, rows(("1", "x")), "r1", first=True)
+    with pytest.raises(StoreError, match=r"fields changed .*then: a, b; now: a\b.*--reset-diff"):
+        snapshots.new_lines(rows(("1", "x")), ["a"], "r2", first=False)
 
-    from engine.diff import fingerprint_sql
 
-    con = duckdb.connect()
-    rows = [
+def test_a_snapshot_made_another_way_is_an_error(snapshots: Snapshots) -> None:
+    import pyarrow.parquet as pq
+
+    new_rows(snapshots, rows(("1", "x")), "r1", first=True)
+    # What an older lakeport wrote: the fingerprints without their definition.
+    pq.write_table(pq.read_table(snapshots.current).replace_schema_metadata(), snapshots.current)
+    with pytest.raises(StoreError, match=r"another version of lakeport.*--reset-diff"):
+        snapshots.new_lines(rows(("1", "x")), ["a", "b"], "r2", first=False)
+
+
+def _prints(rows: list[tuple[str | None, ...]]) -> list[tuple[int, int]]:
+    names = [f"c{i}" for i in range(len(rows[0]))]
+    batch = pa.record_batch(
+        [pa.array([row[i] for row in rows], pa.string()) for i in range(len(names))], names=names
+    )
+    prints = fingerprints(batch, names)
+    return list(zip(prints.column("hi").to_pylist(), prints.column("lo").to_pylist(), strict=True))
+
+
+def test_fingerprints_are_xxh3_128_of_the_joined_values() -> None:
+    # Reference digests from the XXH3 reference implementation (xxhash 3.x): they must never
+    # change, or every snapshot on disk would stop comparing.
+    assert _prints([("a",)]) == [(0xA96FAF705AF16834, 0xE6C632B61E964E1F)]
+    assert _prints([("lakeport", "row")]) == [(0x6BCED7801F3137E7, 0xFF643C9107BB194D)]
+
+
+def test_a_row_with_a_null_spells_out_its_lengths() -> None:
+    import polars as pl
+    import polars_hash as plh
+
+    spelled = pl.DataFrame({"t": ["a\x00\x001,-1"]}).select(plh.col("t").nchash.xxh3_128())
+    digest = spelled.item()
+    assert _prints([("a", None)]) == [(digest >> 64, digest & (1 << 64) - 1)]
+
+
+def test_nulls_nuls_and_their_positions_are_told_apart() -> None:
+    rows: list[tuple[str | None, ...]] = [
         ("a", None, "b"),
         ("a", "b", None),
         (None, "a", "b"),
         ("a", "", "b"),
         ("a\x1fb", "", None),
+        ("a\x00", "b", "c"),
+        ("a", "\x00b", "c"),
+        ("a\x00b", "c", ""),
+        ("", "", ""),
+        ("", "", None),
+        ("\x00", "", ""),
+        ("", "\x00", ""),
     ]
-    values = ", ".join(
-        "(" + ", ".join("NULL" if v is None else "'" + v + "'" for v in row) + ")" for row in rows
+    assert len(set(_prints(rows))) == len(rows)
+    # NULs alone, in a batch without nulls, must be told apart too.
+    nuls: list[tuple[str | None, ...]] = [
+        ("a\x00", "", ""),
+        ("a", "\x00", ""),
+        ("a", "", "\x00"),
+        ("a\x00\x00", "", ""),
+    ]
+    assert len(set(_prints(nuls))) == len(nuls)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(*[st.none() | st.text(alphabet="a,0\x00\x1f-1", max_size=4)] * 3),
+        min_size=1,
+        max_size=12,
     )
-    con.execute(f"CREATE TABLE t AS SELECT * FROM (VALUES {values}) v(x, y, z)").fetchall()
-    prints = con.execute(f"SELECT {fingerprint_sql(['x', 'y', 'z'])} FROM t").fetchall()
-    assert len({p[0] for p in prints}) == len(rows)
+)
+def test_different_rows_never_share_a_fingerprint(rows: list[tuple[str | None, ...]]) -> None:
+    prints = _prints(rows)
+    # Same row, same print; different rows, different prints.
+    assert len(set(prints)) == len(set(rows))
+    assert all(prints[i] == prints[j] for i, j in _pairs_of_equal(rows))
+
+
+def _pairs_of_equal(rows: list[tuple[str | None, ...]]) -> list[tuple[int, int]]:
+    return [(i, j) for i in range(len(rows)) for j in range(i) if rows[i] == rows[j]]
 
 
 def test_new_lines_are_kept_batch_by_batch() -> None:
