@@ -43,20 +43,21 @@ class NewLines:
     def __init__(self, lines: pa.Array | None, rows: int) -> None:
         self.rows = rows
         """Rows fingerprinted (the whole file)."""
-        self._lines = lines
+        self.lines = lines
+        """The new rows' lines, ascending; None when every row is new."""
         self.count = rows if lines is None else len(lines)
         """Rows that are new."""
 
     def keep(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """The new rows of a batch whose `_line`s ascend, as the readers give them."""
-        if self._lines is None or batch.num_rows == 0:
+        if self.lines is None or batch.num_rows == 0:
             return batch
         lines = batch.column(LINE)
         # Only the new lines within this batch's range are looked up: a membership test
         # against all of them would build a hash table of the whole file for every batch.
-        start = _search(self._lines, lines[0].as_py(), right=False)
-        stop = _search(self._lines, lines[-1].as_py(), right=True)
-        return batch.filter(pc.is_in(lines, value_set=self._lines.slice(start, stop - start)))
+        start = _search(self.lines, lines[0].as_py(), right=False)
+        stop = _search(self.lines, lines[-1].as_py(), right=True)
+        return batch.filter(pc.is_in(lines, value_set=self.lines.slice(start, stop - start)))
 
 
 def _search(values: pa.Array, target: int, *, right: bool) -> int:
@@ -75,7 +76,7 @@ def _search(values: pa.Array, target: int, *, right: bool) -> int:
 class Snapshots:
     """The diff snapshots of one job, in a local folder."""
 
-    def __init__(self, folder: Path, *, spill: Path, memory_limit: str = "512MB") -> None:
+    def __init__(self, folder: Path, *, spill: Path, memory_limit: str = "256MB") -> None:
         self.folder = folder
         self.spill = spill
         self.memory_limit = memory_limit
@@ -124,20 +125,28 @@ class Snapshots:
         self._check_comparable(fields)
         con = self._connect()
         try:
-            # Each row is numbered within its group of identical rows, and a number beyond the
-            # group's count in the previous file makes the row new.
+            # A row whose fingerprint was not in the previous file is new. Rows that repeat
+            # in this file (rare) are numbered within their group of identical rows, and a
+            # number beyond the group's count in the previous file makes the row new.
+            now = f"read_parquet('{_sql_path(snapshot)}')"
             lines = con.sql(
                 f"""
-                WITH numbered AS (
-                    SELECT _line, hi, lo,
-                           row_number() OVER (PARTITION BY hi, lo ORDER BY _line) AS k
-                    FROM read_parquet('{_sql_path(snapshot)}')
-                ), before AS (
+                WITH before AS (
                     SELECT hi, lo, count(*) AS n FROM read_parquet('{_sql_path(self.current)}')
                     GROUP BY hi, lo
+                ), again AS (
+                    SELECT hi, lo FROM {now} GROUP BY hi, lo HAVING count(*) > 1
                 )
-                SELECT _line FROM numbered LEFT JOIN before USING (hi, lo)
-                WHERE k > coalesce(n, 0)
+                SELECT _line FROM {now} c
+                WHERE NOT EXISTS (SELECT 1 FROM before b WHERE b.hi = c.hi AND b.lo = c.lo)
+                UNION ALL
+                SELECT _line FROM (
+                    SELECT c._line, b.n,
+                           row_number() OVER (PARTITION BY c.hi, c.lo ORDER BY c._line) AS k
+                    FROM {now} c
+                    JOIN again a ON c.hi = a.hi AND c.lo = a.lo
+                    JOIN before b ON c.hi = b.hi AND c.lo = b.lo
+                ) WHERE k > n
                 ORDER BY _line
                 """
             ).to_arrow_table()

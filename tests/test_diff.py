@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -73,6 +75,30 @@ def test_multiset_semantics(snapshots: Snapshots) -> None:
     new_rows(snapshots, rows(("1", "x")), "r1", first=True)
     # Present twice now, once before: imported once.
     assert new_rows(snapshots, rows(("1", "x"), ("1", "x")), "r2", first=False) == [("1", "x")]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from("12"), st.sampled_from("xy")), max_size=8),
+    st.lists(st.tuples(st.sampled_from("12"), st.sampled_from("xy")), max_size=8),
+)
+def test_the_new_lines_are_the_repeats_beyond_the_previous_count(
+    before: list[tuple[str, str]], now: list[tuple[str, str]]
+) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        snapshots = Snapshots(Path(folder) / "job", spill=Path(folder) / "tmp")
+        new_rows(snapshots, rows(*before), "r1", first=True)
+        found = snapshots.new_lines(rows(*now), ["a", "b"], "r2", first=False)
+    # Line n + 2 holds now[n]; its k-th occurrence is new when k exceeds the count before.
+    seen: Counter[tuple[str, str]] = Counter()
+    expected = []
+    for at, row in enumerate(now):
+        seen[row] += 1
+        if seen[row] > before.count(row):
+            expected.append(at + 2)
+    assert found.lines is not None
+    assert found.lines.to_pylist() == expected
+    assert found.count == len(expected)
 
 
 def test_field_boundaries_cannot_be_confused(snapshots: Snapshots) -> None:
