@@ -66,12 +66,20 @@ def inspect(obj: Context, url: str, auth_name: str | None, rows: int, output: Ou
 
 # Jobs and runs
 
+RESTART_OPTION = click.option(
+    "--restart",
+    is_flag=True,
+    help="Start a continuous JSON import again after it stopped for want of a next file.",
+)
 
-def _run_and_report(store: Store, job: Any, reset_diff: bool, output: Output) -> None:
+
+def _run_and_report(
+    store: Store, job: Any, reset_diff: bool, restart: bool, output: Output
+) -> None:
     from pipelines import jobs
 
     with bytes_progress(f"{job.name}") as progress:
-        record = jobs.run(store, job, reset_diff=reset_diff, progress=progress)
+        record = jobs.run(store, job, reset_diff=reset_diff, progress=progress, restart=restart)
     if output == "json":
         emit_json(record.as_json())
     else:
@@ -83,14 +91,15 @@ def _run_and_report(store: Store, job: Any, reset_diff: bool, output: Output) ->
 @cli.command("run")
 @click.argument("job_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--reset-diff", is_flag=True, help="Forget the diff snapshot: import the whole file.")
+@RESTART_OPTION
 @OUTPUT_OPTION
 @click.pass_obj
-def run_file(obj: Context, job_file: Path, reset_diff: bool, output: Output) -> None:
+def run_file(obj: Context, job_file: Path, reset_diff: bool, restart: bool, output: Output) -> None:
     """Run the job in JOB_FILE once; its state is kept under its name."""
     from pipelines import jobs
 
     job, _ = jobs.load_file(job_file)
-    _run_and_report(obj.store(), job, reset_diff, output)
+    _run_and_report(obj.store(), job, reset_diff, restart, output)
 
 
 @cli.group("jobs")
@@ -145,14 +154,15 @@ def jobs_show(obj: Context, name: str) -> None:
 @jobs_group.command("run")
 @click.argument("name")
 @click.option("--reset-diff", is_flag=True, help="Forget the diff snapshot: import the whole file.")
+@RESTART_OPTION
 @OUTPUT_OPTION
 @click.pass_obj
-def jobs_run(obj: Context, name: str, reset_diff: bool, output: Output) -> None:
+def jobs_run(obj: Context, name: str, reset_diff: bool, restart: bool, output: Output) -> None:
     """Run the registered job NAME once."""
     from pipelines import jobs
 
     store = obj.store()
-    _run_and_report(store, jobs.registered(store, name), reset_diff, output)
+    _run_and_report(store, jobs.registered(store, name), reset_diff, restart, output)
 
 
 @jobs_group.command("remove")

@@ -9,23 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from engine import storage
 from engine.auth import Authorization
 from engine.readers.csv import CsvDialect, CsvReader
 from engine.readers.source import Limits
 from engine.storage import FileInfo
-from engine.store import Store, check_stream_name
+from engine.store import Store
 from engine.timestamps import TimestampRule
 from pipelines import importing
-from pipelines.errors import SpecError
 from pipelines.runs import RunRecord, recorded
-from pipelines.spec import BOOL, STRING, Field, Loaded, Schedule, encoding, one_of, reworded
-from pipelines.spec import regex as regex_check
-from pipelines.spec import timezone as timezone_check
-
-_stream = reworded(check_stream_name, "must be a stream name: letters, digits, '_', '.' or '-'")
+from pipelines.spec import STRING, Field, Loaded, Schedule, encoding
 
 
 def _delimiter(value: str) -> str:
@@ -41,35 +36,11 @@ def _quote_char(value: str) -> str:
     return value
 
 
-def _fields(value: list[Any]) -> list[str]:
-    if not value or not all(isinstance(v, str) and v for v in value):
-        raise ValueError("must be a non-empty list of field names")
-    return [str(v) for v in value]
-
-
-def _max_rejected(value: int | float) -> int | float:
-    if isinstance(value, bool) or value < 0 or (isinstance(value, float) and value >= 1):
-        raise ValueError("must be a count (0, 1, 2...) or a fraction below 1 (0.01 for 1%)")
-    return value
-
-
 FIELDS: dict[str, Field] = {
-    "auth": Field(*STRING),
-    "bucket": Field(*STRING, required=True),
-    "directory": Field(*STRING, default=""),
-    "file": Field(*STRING),
-    "prefix": Field(*STRING, check=regex_check),
-    "stream": Field(*STRING, check=_stream, required=True),
+    **importing.FIELDS,
     "delimiter": Field(*STRING, default=",", check=_delimiter),
     "encoding": Field(*STRING, default="utf-8", check=encoding),
     "quote_char": Field(*STRING, default='"', check=_quote_char),
-    "timestamp": Field(*STRING),
-    "timestamp_format": Field(*STRING),
-    "timezone": Field(*STRING, default="UTC", check=timezone_check),
-    "fields": Field("a list of field names", (list,), check=_fields),
-    "diff": Field(*BOOL, default=False),
-    "bad_rows": Field(*STRING, default="fail", check=one_of("fail", "quarantine")),
-    "max_rejected": Field("a count or a fraction", (int, float), default=0.01, check=_max_rejected),
 }
 
 
@@ -97,13 +68,7 @@ class CsvImportJob:
 
     @classmethod
     def from_loaded(cls, job: Loaded) -> CsvImportJob:
-        if (job["file"] is None) == (job["prefix"] is None):
-            raise SpecError(job.source, "file", "or 'prefix' must be given, and not both")
-        if job["timestamp_format"] and not job["timestamp"]:
-            raise SpecError(job.source, "timestamp_format", "needs `timestamp` (the column)")
-        timestamp = None
-        if job["timestamp"]:
-            timestamp = TimestampRule(job["timestamp"], job["timestamp_format"], job["timezone"])
+        timestamp = importing.checked_source(job)
         return cls(
             name=job["name"],
             stream=job["stream"],
@@ -129,9 +94,11 @@ def run(
     *,
     reset_diff: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    restart: bool = False,
 ) -> RunRecord:
     """One run of the job; see the module docstring. Never raises a LakeportError: a failed
-    run is a record with status `failed` and the error."""
+    run is a record with status `failed` and the error. (`restart` is for continuous JSON
+    imports; a CSV import never stops itself.)"""
     return recorded(store, job.name, lambda record: _run(store, job, record, reset_diff, progress))
 
 

@@ -23,12 +23,68 @@ from engine.errors import ConfigError, LimitExceeded
 from engine.executor import prefetch
 from engine.readers.rows import LINE, BadRow
 from engine.storage import FileInfo
-from engine.store import TS, Source, Store, append_id
+from engine.store import TS, Source, Store, append_id, check_stream_name
 from engine.timestamps import UTC_US, TimestampRule, parse
-from pipelines.runs import ALREADY_IMPORTED, NO_NEW_FILE, RunRecord
+from pipelines.errors import SpecError
+from pipelines.runs import (
+    ALREADY_IMPORTED,
+    NO_NEW_FILE,
+    STOPPED,
+    WAITING,
+    RunRecord,
+)
+from pipelines.spec import BOOL, STRING, Field, Loaded, one_of, reworded
+from pipelines.spec import regex as regex_check
+from pipelines.spec import timezone as timezone_check
 
 LAST_FILE = "last_file"
+EMPTY_RUNS = "empty_runs"
+"""Runs in a row that found no next file (a continuous JSON import stops after some)."""
 REJECTED_SCHEMA = pa.schema([(LINE, pa.int64()), ("reason", pa.string()), ("text", pa.string())])
+
+
+_stream = reworded(check_stream_name, "must be a stream name: letters, digits, '_', '.' or '-'")
+
+
+def _fields(value: list[Any]) -> list[str]:
+    if not value or not all(isinstance(v, str) and v for v in value):
+        raise ValueError("must be a non-empty list of field names")
+    return [str(v) for v in value]
+
+
+def _max_rejected(value: int | float) -> int | float:
+    if isinstance(value, bool) or value < 0 or (isinstance(value, float) and value >= 1):
+        raise ValueError("must be a count (0, 1, 2...) or a fraction below 1 (0.01 for 1%)")
+    return value
+
+
+FIELDS: dict[str, Field] = {
+    "auth": Field(*STRING),
+    "bucket": Field(*STRING, required=True),
+    "directory": Field(*STRING, default=""),
+    "file": Field(*STRING),
+    "prefix": Field(*STRING, check=regex_check),
+    "stream": Field(*STRING, check=_stream, required=True),
+    "timestamp": Field(*STRING),
+    "timestamp_format": Field(*STRING),
+    "timezone": Field(*STRING, default="UTC", check=timezone_check),
+    "fields": Field("a list of field names", (list,), check=_fields),
+    "diff": Field(*BOOL, default=False),
+    "bad_rows": Field(*STRING, default="fail", check=one_of("fail", "quarantine")),
+    "max_rejected": Field("a count or a fraction", (int, float), default=0.01, check=_max_rejected),
+}
+"""The fields every import job file has; a format adds its own."""
+
+
+def checked_source(job: Loaded) -> TimestampRule | None:
+    """Check what every import job needs (a file or a prefix); its event-time rule."""
+    if (job["file"] is None) == (job["prefix"] is None):
+        raise SpecError(job.source, "file", "or 'prefix' must be given, and not both")
+    if job["timestamp_format"] and not job["timestamp"]:
+        raise SpecError(job.source, "timestamp_format", "needs `timestamp` (the field)")
+    if job["timestamp"]:
+        return TimestampRule(job["timestamp"], job["timestamp_format"], job["timezone"])
+    return None
 
 
 def source_url(bucket: str, directory: str | None, auth: str | None, job_file: str) -> str:
@@ -102,6 +158,18 @@ def remember_file(store: Store, job: str, picked: Picked) -> None:
         "time": picked.time.isoformat() if picked.time else None,
     }
     store.state.set_watermark(job, LAST_FILE, json.dumps(value))
+
+
+def _stopped(store: Store, job: str, empty_periods: int) -> bool:
+    return int(store.state.get_watermark(job, EMPTY_RUNS) or 0) > empty_periods
+
+
+def _how_to_restart(job: str) -> str:
+    return (
+        f"no next file came for the job's empty periods; once the next file is in the bucket, "
+        f"restart the job with `lakeport jobs run {job} --restart` (or `lakeport run JOB.toml "
+        "--restart`)"
+    )
 
 
 def has_imported(store: Store, job: str) -> bool:
@@ -298,14 +366,38 @@ def run_import(
     open_reader: OpenReader,
     reset_diff: bool,
     progress: Callable[[int, int], None] | None,
+    restart: bool = False,
 ) -> None:
-    """One run of an import job, step by step; a reader of the job's format does the reading."""
+    """One run of an import job, step by step; a reader of the job's format does the reading.
+
+    A job with `empty_periods` (a continuous JSON import) waits while no next file has come,
+    and stops itself after that many runs in a row found none; `restart` starts it again.
+    """
     auth = store.authorization(job.auth) if job.auth else None
+    empty_periods: int | None = getattr(job, "empty_periods", None)
+    if empty_periods is not None and restart:
+        store.state.set_watermark(job.name, EMPTY_RUNS, "0")
+    if empty_periods is not None and _stopped(store, job.name, empty_periods):
+        record.status = STOPPED
+        record.note = _how_to_restart(job.name)
+        return
     # 1. Pick the file.
     picked = pick_file(store, job.name, job.folder, auth, file=job.file, prefix=job.prefix)
     if picked is None:
-        record.status = NO_NEW_FILE
+        if empty_periods is None or job.prefix is None:
+            record.status = NO_NEW_FILE
+            return
+        empty = int(store.state.get_watermark(job.name, EMPTY_RUNS) or 0) + 1
+        store.state.set_watermark(job.name, EMPTY_RUNS, str(empty))
+        if empty > empty_periods:
+            record.status = STOPPED
+            record.note = _how_to_restart(job.name)
+        else:
+            record.status = WAITING
+            record.note = f"{empty} of {empty_periods} empty periods before the job stops"
         return
+    if empty_periods is not None:
+        store.state.set_watermark(job.name, EMPTY_RUNS, "0")
     target = picked.file
     source = Source(target.url, target.etag)
     record.object = target.url

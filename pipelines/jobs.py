@@ -8,16 +8,21 @@ from typing import Any
 
 from engine.errors import ConfigError
 from engine.store import Store
-from pipelines import csv_import
+from pipelines import csv_import, json_import
 from pipelines.errors import SpecError
 from pipelines.runs import RunRecord
 from pipelines.spec import parse_toml, validate
 
-Job = csv_import.CsvImportJob
+Job = csv_import.CsvImportJob | json_import.JsonImportJob
 
 # Each job type: its spec class, its fields, and its run function.
 _TYPES: dict[str, tuple[Any, Any, Any]] = {
     csv_import.CsvImportJob.type: (csv_import.CsvImportJob, csv_import.FIELDS, csv_import.run),
+    json_import.JsonImportJob.type: (
+        json_import.JsonImportJob,
+        json_import.FIELDS,
+        json_import.run,
+    ),
 }
 
 
@@ -62,8 +67,11 @@ def run(
     *,
     reset_diff: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    restart: bool = False,
 ) -> RunRecord:
     """One run of a job, whatever its type."""
     runner: Any = _TYPES[job.type][2]
-    record: RunRecord = runner(store, job, reset_diff=reset_diff, progress=progress)
+    record: RunRecord = runner(
+        store, job, reset_diff=reset_diff, progress=progress, restart=restart
+    )
     return record

@@ -16,6 +16,8 @@ FAILED = "failed"
 SUCCEEDED = "succeeded"
 NO_NEW_FILE = "no new file"
 ALREADY_IMPORTED = "already imported"
+WAITING = "waiting for next file"
+STOPPED = "stopped: no next file"
 
 
 @dataclass

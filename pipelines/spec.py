@@ -176,7 +176,7 @@ def validate(raw: Mapping[str, Any], fields: Mapping[str, Field], source: str) -
                 f": did you mean '{close[0]}'?" if close else f"; the fields are {', '.join(known)}"
             )
             raise SpecError(source, key, f"is not a field of a {raw.get('type', '?')} job{hint}")
-        if isinstance(value, dict):
+        if isinstance(value, dict) and (key not in known or dict not in known[key].types):
             raise SpecError(source, key, "must be a value, not a table: job files are flat")
     values: dict[str, Any] = {}
     for key, spec in known.items():

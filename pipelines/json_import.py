@@ -1,0 +1,155 @@
+"""The `json-import` job: one JSON object (file) from a bucket into a stream, exactly once.
+
+The run is the import run of `importing.run_import` with the JSON reader: newline-delimited
+JSON or one top-level array of objects, flattened to dotted text fields, optionally picked or
+renamed by `mapping`. A continuous import (`prefix`) waits while no next file has come and stops
+itself after `empty_periods` runs in a row found none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from engine import storage
+from engine.auth import Authorization
+from engine.readers.json import MAX_DEPTH, JsonReader
+from engine.readers.source import Limits
+from engine.storage import FileInfo
+from engine.store import Store
+from engine.timestamps import TimestampRule
+from pipelines import importing
+from pipelines.errors import SpecError
+from pipelines.runs import RunRecord, recorded
+from pipelines.spec import Field, Loaded, Schedule, positive
+
+
+def _mapping(value: dict[str, Any]) -> dict[str, str]:
+    if not value or not all(isinstance(v, str) and v and k for k, v in value.items()):
+        raise ValueError('must be a table of field = "dotted.source.path"')
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _whole(value: int) -> int:
+    if isinstance(value, bool) or value < 1:
+        raise ValueError("must be a whole number, 1 or more")
+    return value
+
+
+FIELDS: dict[str, Field] = {
+    **importing.FIELDS,
+    "mapping": Field("a table of field = source path", (dict,), check=_mapping),
+    "max_depth": Field("a whole number", (int,), default=MAX_DEPTH, check=positive),
+    "empty_periods": Field("a whole number", (int,), default=1, check=_whole),
+}
+
+
+@dataclass(frozen=True)
+class JsonImportJob:
+    """A validated `json-import` job file."""
+
+    type: ClassVar[str] = "json-import"
+    name: str
+    stream: str
+    folder: str
+    """The URL of the bucket/directory."""
+    auth: str | None
+    file: str | None
+    prefix: str | None
+    timestamp: TimestampRule | None
+    fields: list[str] | None
+    """The fields to import: `mapping`'s names when there is a mapping."""
+    mapping: dict[str, str] = field(default_factory=dict)
+    diff: bool = False
+    bad_rows: str = "fail"
+    max_rejected: int | float = 0.01
+    max_depth: int = MAX_DEPTH
+    empty_periods: int = 1
+    keep_updated: bool = False
+    schedule: Schedule = field(default_factory=Schedule)
+    limits: Limits = field(default_factory=Limits)
+
+    @classmethod
+    def from_loaded(cls, job: Loaded) -> JsonImportJob:
+        timestamp = importing.checked_source(job)
+        mapping: dict[str, str] = job["mapping"] or {}
+        if mapping and job["fields"]:
+            raise SpecError(
+                job.source, "fields", "and `mapping` cannot both be given: the mapping picks"
+            )
+        if mapping and timestamp is not None:
+            # The timestamp names a field as imported, or a source path (read, then dropped).
+            by_source = {source: name for name, source in mapping.items()}
+            column = by_source.get(timestamp.column, timestamp.column)
+            timestamp = TimestampRule(column, timestamp.format, timestamp.timezone)
+        return cls(
+            name=job["name"],
+            stream=job["stream"],
+            folder=importing.source_url(job["bucket"], job["directory"], job["auth"], job.source),
+            auth=job["auth"],
+            file=job["file"],
+            prefix=job["prefix"],
+            timestamp=timestamp,
+            fields=list(mapping) if mapping else job["fields"],
+            mapping=mapping,
+            diff=job["diff"],
+            bad_rows=job["bad_rows"],
+            max_rejected=job["max_rejected"],
+            max_depth=job["max_depth"],
+            empty_periods=job["empty_periods"],
+            keep_updated=job["keep_updated"],
+            schedule=job.schedule(job["timezone"]),
+            limits=job.limits(),
+        )
+
+
+def run(
+    store: Store,
+    job: JsonImportJob,
+    *,
+    reset_diff: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    restart: bool = False,
+) -> RunRecord:
+    """One run of the job; see the module docstring. Never raises a LakeportError: a failed
+    run is a record with status `failed` and the error."""
+    return recorded(
+        store, job.name, lambda record: _run(store, job, record, reset_diff, progress, restart)
+    )
+
+
+def _run(
+    store: Store,
+    job: JsonImportJob,
+    record: RunRecord,
+    reset_diff: bool,
+    progress: Callable[[int, int], None] | None,
+    restart: bool,
+) -> None:
+    def open_reader(
+        target: FileInfo,
+        auth: Authorization | None,
+        fields: list[str] | None,
+        rejections: importing.Rejections,
+    ) -> JsonReader:
+        return JsonReader(
+            lambda: storage.open_input(target.url, auth),
+            name=target.url,
+            spill=store.path / "tmp",
+            fields=fields,
+            mapping=job.mapping,
+            limits=job.limits,
+            max_depth=job.max_depth,
+            on_bad_row=rejections.handler,
+        )
+
+    importing.run_import(
+        store,
+        job,
+        record,
+        open_reader=open_reader,
+        reset_diff=reset_diff,
+        progress=progress,
+        restart=restart,
+    )
