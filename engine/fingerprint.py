@@ -39,7 +39,25 @@ def as_text(values: pa.Array) -> pa.Array:
         values = values.cast(pa.int64())
     if pa.types.is_integer(values.type) or pa.types.is_boolean(values.type):
         return values.cast(pa.string())
+    if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+        return _list_text(values)
     raise TypeError(f"fields of type {values.type} cannot be fingerprinted")
+
+
+def _list_text(values: pa.Array) -> pa.Array:
+    """Each list as its items, each item written as its length in bytes, ':' and itself, or
+    '-' for a null item: text that splits back into the items one way only."""
+    import pyarrow.compute as pc
+
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    items = as_text(values.flatten())
+    spelled = pc.binary_join_element_wise(
+        pc.cast(pc.binary_length(items), pa.string()), items, ":"
+    ).fill_null("-")
+    offsets = pc.subtract(values.offsets, values.offsets[0])  # a slice's start at 0
+    lists = pa.ListArray.from_arrays(offsets, spelled, mask=values.is_null())
+    return pc.binary_join(lists, "")
 
 
 def _may_hold_nul(values: pa.Array) -> bool:

@@ -19,6 +19,10 @@ from engine.auth import AwsKeys
 from engine.secrets import Secret
 from engine.store import Store
 
+# The public corpora live in shared/ beside the clone (as in CI), or where LAKEPORT_CORPORA says.
+CORPORA = Path(
+    os.environ.get("LAKEPORT_CORPORA") or Path(__file__).parents[2] / "shared" / "corpora"
+)
 REGION = "us-east-1"
 ADMIN_POLICY = {
     "Version": "2012-10-17",

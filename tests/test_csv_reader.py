@@ -6,7 +6,6 @@ import csv
 import gzip
 import io
 import json
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -23,11 +22,8 @@ from engine.errors import BadInput, ConfigError, LimitExceeded
 from engine.readers.csv import CsvDialect, CsvReader
 from engine.readers.rows import BadRow
 from engine.readers.source import Limits
+from tests.conftest import CORPORA
 
-# The public corpora live in shared/ beside the clone (as in CI), or where LAKEPORT_CORPORA says.
-CORPORA = Path(
-    os.environ.get("LAKEPORT_CORPORA") or Path(__file__).parents[2] / "shared" / "corpora"
-)
 SPECTRUM = CORPORA / "csv-spectrum"
 
 

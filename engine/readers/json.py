@@ -35,7 +35,7 @@ import json
 import re
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Any
 
@@ -73,8 +73,11 @@ def shortest_number(text: str) -> str:
     """A JSON number in its shortest exact form; see the module docstring."""
     if "." not in text and "e" not in text and "E" not in text:
         return "0" if text == "-0" else text  # JSON has no leading zeros: already shortest
-    value = Decimal(text)
-    if abs(value.adjusted()) > _MAX_EXPONENT:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:  # an exponent past what Decimal holds
+        value = Decimal("Infinity")
+    if not value.is_finite() or abs(value.adjusted()) > _MAX_EXPONENT:
         raise ValueError(f"the number {text[:40]} is beyond 10^±{_MAX_EXPONENT}")
     if value.is_zero():
         return "0"
@@ -122,7 +125,7 @@ def _shown(record: Any) -> str:
     """A record's text for a message (cut to 200 characters by the message)."""
     try:
         return _json_text(record)[:200]
-    except (RecursionError, UnicodeEncodeError):
+    except (RecursionError, UnicodeEncodeError, ValueError):
         return repr(record)[:200]
 
 

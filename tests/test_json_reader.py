@@ -1,0 +1,281 @@
+"""The JSON reader: shapes, flattening, exact numbers, strictness, line numbers, limits, and the
+JSONTestSuite corpus."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.errors import BadInput, ConfigError, LakeportError, LimitExceeded
+from engine.readers.json import JsonReader, shortest_number
+from engine.readers.rows import BadRow
+from engine.readers.source import Limits
+from tests.conftest import CORPORA
+
+SUITE = CORPORA / "JSONTestSuite" / "test_parsing"
+
+
+def read(
+    data: bytes, tmp_path: Path, name: str = "events.json", **options: Any
+) -> list[dict[str, Any]]:
+    reader = JsonReader(lambda: io.BytesIO(data), name=name, spill=tmp_path / "spill", **options)
+    return [row for batch in reader.batches() for row in batch.to_pylist()]
+
+
+def test_nested_objects_flatten_to_dotted_text_fields(tmp_path: Path) -> None:
+    rows = read(
+        b'{"user": {"id": 7, "address": {"city": "Oslo"}}, "ok": true, "no": false, "x": null}\n',
+        tmp_path,
+    )
+    assert rows == [
+        {
+            "user.id": "7",
+            "user.address.city": "Oslo",
+            "ok": "true",
+            "no": "false",
+            "x": None,
+            "_line": 1,
+        }
+    ]
+
+
+def test_arrays_of_scalars_are_lists_and_others_json_text(tmp_path: Path) -> None:
+    rows = read(
+        b'{"tags": ["a", "b"], "ids": [1, 2.50, null], "empty": [], '
+        b'"objects": [{"k": 1.0}], "mixed": [1, "x"], "nested": [[1], [2]]}\n',
+        tmp_path,
+    )
+    assert rows[0]["tags"] == ["a", "b"]
+    assert rows[0]["ids"] == ["1", "2.5", None]
+    assert rows[0]["empty"] == []
+    assert rows[0]["objects"] == '[{"k":1}]'
+    assert rows[0]["mixed"] == '[1,"x"]'
+    assert rows[0]["nested"] == "[[1],[2]]"
+
+
+@pytest.mark.parametrize(
+    ("written", "stored"),
+    [
+        ("0", "0"),
+        ("-0", "0"),
+        ("-0.0", "0"),
+        ("1.0", "1"),
+        ("1.50", "1.5"),
+        ("15e-1", "1.5"),
+        ("1e2", "100"),
+        ("1E+2", "100"),
+        ("0.1", "0.1"),
+        ("1e-7", "0.0000001"),
+        ("-12.5e1", "-125"),
+        (
+            "12345678901234567890123456789012345678901234567890",
+            "12345678901234567890123456789012345678901234567890",
+        ),
+        ("0.12345678901234567890123", "0.12345678901234567890123"),
+        ("0.30000000000000004", "0.30000000000000004"),
+    ],
+)
+def test_numbers_are_stored_in_their_shortest_exact_form(written: str, stored: str) -> None:
+    assert shortest_number(written) == stored
+
+
+def test_numbers_in_records_keep_every_digit(tmp_path: Path) -> None:
+    rows = read(b'{"id": 123456789012345678901234567890, "v": 1.000000000000000000001}\n', tmp_path)
+    assert rows[0]["id"] == "123456789012345678901234567890"
+    assert rows[0]["v"] == "1.000000000000000000001"
+
+
+def test_a_top_level_array_and_a_pretty_printed_object(tmp_path: Path) -> None:
+    assert read(b' [\n {"a": 1},\n {"a": 2}\n]\n', tmp_path) == [
+        {"a": "1", "_line": 2},
+        {"a": "2", "_line": 3},
+    ]
+    assert read(b'{\n  "a": {\n    "b": "c"\n  }\n}\n', tmp_path / "2") == [
+        {"a.b": "c", "_line": 1}
+    ]
+    assert read(b"[]", tmp_path / "3") == []
+
+
+def test_lines_count_blank_lines_and_records_over_several_lines(tmp_path: Path) -> None:
+    rows = read(b'{"a": 1}\n\n  \n{"a":\n 2}\r\n{"a": "x\\ny"}\n', tmp_path)
+    assert [(r["a"], r["_line"]) for r in rows] == [("1", 1), ("2", 4), ("x\ny", 6)]
+
+
+def test_fields_appearing_later_are_added_to_every_row(tmp_path: Path) -> None:
+    rows = read(b'{"a": 1}\n{"b": 2}\n', tmp_path)
+    assert rows == [{"a": "1", "b": None, "_line": 1}, {"a": None, "b": "2", "_line": 2}]
+
+
+def test_a_field_with_lists_and_single_values_is_a_list(tmp_path: Path) -> None:
+    rows = read(b'{"t": "a"}\n{"t": ["b", "c"]}\n{"t": null}\n', tmp_path)
+    assert [r["t"] for r in rows] == [["a"], ["b", "c"], None]
+
+
+def test_duplicate_keys_the_last_value_wins(tmp_path: Path) -> None:
+    assert read(b'{"a": 1, "b": 2, "a": 3}\n', tmp_path) == [{"a": "3", "b": "2", "_line": 1}]
+
+
+def test_a_dotted_key_that_meets_a_nested_object_is_a_bad_row(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match=r"line 1: the field 'a.b' appears twice"):
+        read(b'{"a.b": 1, "a": {"b": 2}}\n', tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b'{"a": NaN}\n', "NaN is not a JSON number"),
+        (b'{"a": Infinity}\n', "Infinity is not a JSON number"),
+        (b'{"a": -Infinity}\n', "Infinity is not a JSON number"),
+        (b'{"a": 1,}\n', "invalid JSON at character 9"),
+        (b'{"a": 01}\n', "invalid JSON"),
+        (b'{"a": "\\ud800"}\n', "not valid Unicode"),
+        (b'{"a": 1} // comment\n', "invalid JSON"),
+        (b'{"a": 1e5000}\n', "beyond 10"),
+    ],
+)
+def test_invalid_json_is_an_error_naming_the_line(
+    tmp_path: Path, data: bytes, message: str
+) -> None:
+    with pytest.raises(BadInput, match=rf"events.json, line 2: .*{message}"):
+        read(b'{"ok": 1}\n' + data, tmp_path)
+
+
+def test_a_record_that_is_not_an_object_is_a_bad_row(tmp_path: Path) -> None:
+    bad: list[BadRow] = []
+    rows = read(b'{"a": 1}\n5\n["x"]\n{"a": 2}\n', tmp_path, on_bad_row=bad.append)
+    assert [r["a"] for r in rows] == ["1", "2"]
+    assert [(b.line, b.reason) for b in bad] == [
+        (2, "the record is a number value, not an object"),
+        (3, "the record is an array, not an object"),
+    ]
+
+
+def test_nesting_deeper_than_the_limit_is_an_error(tmp_path: Path) -> None:
+    deep = b'{"a": ' * 5 + b"1" + b"}" * 5 + b"\n"
+    assert read(deep, tmp_path, max_depth=5)[0]["a.a.a.a.a"] == "1"
+    with pytest.raises(BadInput, match="nests deeper than 4 levels"):
+        read(deep, tmp_path / "2", max_depth=4)
+    very_deep = b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"
+    with pytest.raises(BadInput, match="nests"):
+        read(very_deep, tmp_path / "3")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b'{"a": 1}\n{"a": "b', b'{"a": 1}\n{"a": 2', b'[{"a": 1},', b'[{"a": 1}', b"[\n"],
+)
+def test_a_truncated_file_is_an_error(tmp_path: Path, data: bytes) -> None:
+    with pytest.raises(BadInput, match="truncated"):
+        read(data, tmp_path)
+
+
+def test_a_truncated_compressed_stream_is_an_error(tmp_path: Path) -> None:
+    packed = gzip.compress(b'{"a": 1}\n' * 1000)
+    with pytest.raises(LakeportError, match=r"truncated|ends"):
+        read(packed[: len(packed) // 2], tmp_path, name="events.json.gz")
+
+
+def test_a_record_over_the_size_limit_is_an_error(tmp_path: Path) -> None:
+    big = b'{"a": "' + b"x" * 5000 + b'"}\n'
+    with pytest.raises((BadInput, LimitExceeded), match="larger than 4,096 bytes"):
+        read(b'{"a": 1}\n' + big, tmp_path, limits=Limits(max_line_bytes=4096))
+
+
+def test_fields_by_dotted_path_and_mapping(tmp_path: Path) -> None:
+    data = b'{"user": {"id": 1, "email": "a@x"}, "e": "click"}\n'
+    assert read(data, tmp_path, fields=["user.email", "e"]) == [
+        {"user.email": "a@x", "e": "click", "_line": 1}
+    ]
+    assert read(data, tmp_path / "2", fields=["user"]) == [
+        {"user.id": "1", "user.email": "a@x", "_line": 1}
+    ]
+    mapped = read(
+        data,
+        tmp_path / "3",
+        fields=["email", "event"],
+        mapping={"email": "user.email", "event": "e"},
+    )
+    assert mapped == [{"email": "a@x", "event": "click", "_line": 1}]
+    with pytest.raises(
+        ConfigError, match=r"has no field user\.name: its fields are user\.id, user\.email, e"
+    ):
+        read(data, tmp_path / "4", fields=["user.name"])
+
+
+def test_an_empty_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match="is empty"):
+        read(b" \n", tmp_path)
+
+
+def test_the_staged_records_are_removed(tmp_path: Path) -> None:
+    read(b'{"a": 1}\n' * 100_000, tmp_path)
+    assert list((tmp_path / "spill").iterdir()) == []
+
+
+# JSONTestSuite: https://github.com/nst/JSONTestSuite
+
+
+def _suite(prefix: str) -> list[Path]:
+    return sorted(SUITE.glob(f"{prefix}_*.json"))
+
+
+def _objects(path: Path) -> bool:
+    """Whether the file's top level is an object or an array of objects."""
+    try:
+        top = json.loads(path.read_bytes())
+    except ValueError:
+        return False
+    return isinstance(top, dict) or (
+        isinstance(top, list) and all(isinstance(x, dict) for x in top)
+    )
+
+
+@pytest.mark.parametrize("path", _suite("n"), ids=lambda p: p.name)
+def test_every_n_file_is_rejected_with_a_lakeport_error(tmp_path: Path, path: Path) -> None:
+    with pytest.raises(LakeportError):
+        read(path.read_bytes(), tmp_path, name=path.name)
+
+
+@pytest.mark.parametrize("path", [p for p in _suite("y") if _objects(p)], ids=lambda p: p.name)
+def test_every_y_file_of_objects_imports(tmp_path: Path, path: Path) -> None:
+    top = json.loads(path.read_bytes())
+    assert len(read(path.read_bytes(), tmp_path, name=path.name)) == (
+        len(top) if isinstance(top, list) else 1
+    )
+
+
+# What each i_ file does (the README states these rules): a number is kept exactly or refused
+# past 10^±1000; a string that is not UTF-8, or a lone surrogate, is refused; UTF-16 is refused
+# (JSON files must be UTF-8); a BOM is skipped; deep nesting stops at max_depth. Their top
+# level is rarely an object, so each is also read as the value of a field.
+I_IMPORTS = {"i_structure_UTF-8_BOM_empty_object.json"}
+
+
+@pytest.mark.parametrize("path", _suite("i"), ids=lambda p: p.name)
+def test_every_i_file_does_what_the_readme_says(tmp_path: Path, path: Path) -> None:
+    data = path.read_bytes()
+    if path.name in I_IMPORTS:
+        assert len(read(data, tmp_path, name=path.name)) == 1
+    else:
+        with pytest.raises(LakeportError):
+            read(data, tmp_path, name=path.name)
+    if path.name.startswith("i_number"):
+        number = data.strip()[1:-1].decode()  # [number] -> {"v": number}
+        field = f'{{"v": {number}}}\n'.encode()
+        try:
+            beyond = abs(Decimal(number).adjusted()) > 1000
+        except InvalidOperation:  # past what Decimal itself holds
+            beyond = True
+        if beyond:
+            with pytest.raises(BadInput, match="beyond 10"):
+                read(field, tmp_path / "field", name=path.name)
+        else:  # kept exactly, in plain notation
+            stored = read(field, tmp_path / "field", name=path.name)[0]["v"]
+            assert Decimal(stored) == Decimal(number)
+            assert "e" not in stored.lower()
