@@ -207,3 +207,11 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         s3: S3Server = request.getfixturevalue("s3")
         bucket = s3.new_bucket()
         yield Backend("s3", f"s3://{bucket}", s3.authorization(), lambda k, b: s3.put(bucket, k, b))
+
+
+@pytest.fixture
+def bucket(tmp_path: Path) -> Path:
+    """A local folder that jobs import from."""
+    folder = tmp_path / "bucket" / "exports"
+    folder.mkdir(parents=True)
+    return folder

@@ -25,14 +25,8 @@ def events(*rows: str) -> bytes:
     return (HEADER + "".join(r + "\n" for r in rows)).encode()
 
 
-@pytest.fixture
-def bucket(tmp_path: Path) -> Path:
-    folder = tmp_path / "bucket" / "exports"
-    folder.mkdir(parents=True)
-    return folder
-
-
 def job_file(tmp_path: Path, bucket: Path | str, **fields: Any) -> Path:
+    """A job file (a csv-import unless `type` says otherwise); dict values become tables."""
     values = {
         "name": "events-import",
         "type": "csv-import",
@@ -40,7 +34,10 @@ def job_file(tmp_path: Path, bucket: Path | str, **fields: Any) -> Path:
         "stream": "events",
         **fields,
     }
-    lines = [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    lines = [f"{k} = {json.dumps(v)}" for k, v in values.items() if not isinstance(v, dict)]
+    for key, table in values.items():
+        if isinstance(table, dict):
+            lines += [f"[{key}]", *(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in table.items())]
     path = tmp_path / f"{values['name']}.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
