@@ -189,7 +189,7 @@ class Snapshots:
         return total
 
     def _check_comparable(self, fields: Sequence[str]) -> None:
-        """The current snapshot fingerprints the same fields the same way as this run."""
+        """The current snapshot fingerprints rows the same way as this run."""
         try:
             metadata = pq.read_schema(self.current).metadata or {}
         except (OSError, pa.ArrowInvalid) as exc:
@@ -203,13 +203,6 @@ class Snapshots:
                 f"the diff snapshot {self.current} was made by another version of lakeport, "
                 "whose fingerprints cannot be compared with this one's; run once with "
                 "--reset-diff to import the whole file and start a new snapshot"
-            )
-        if made.get("fields") != list(fields):
-            raise StoreError(
-                f"the job's fields changed since the diff snapshot {self.current} was made "
-                f"(then: {', '.join(made['fields'])}; now: {', '.join(fields)}), so rows "
-                "cannot be compared with the previous file's; run once with --reset-diff to "
-                "import the whole file and start a new snapshot"
             )
 
     def diff(

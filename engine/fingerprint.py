@@ -1,17 +1,20 @@
 """Row fingerprints for the diff: 128 bits of XXH3 over a text that only one row can make.
 
-The text of a row is its values joined by NUL. When no value is null or holds a NUL itself (all
-of a CSV's rows: its reader refuses NUL), that join splits back into the values one way only.
-A row that has a null or a NUL gets its join followed by one more NUL and each value's length
-in bytes (-1 for null), which splits back one way too; it has more NULs than a plain join of
-as many values, so the two kinds never meet. Different rows therefore hash different texts, and
-XXH3-128 makes a collision between them a 2^-128 chance.
+A row's text is its present (non-null) fields as name/value pairs, in the order of the names:
+`P` then `name NUL kind value` pairs joined by NUL, where kind is `s` for text and `l` for a
+list (its items written as `length:item`). A null value leaves its pair out, so a field that
+one file has and another lacks (common in JSON) changes no fingerprint, and the order of the
+fields does not matter. When no name or value holds a NUL (every CSV row: its reader refuses
+NUL), that text splits back into the pairs one way only. A row with a NUL somewhere is written
+`L`, the length of each name and value, NUL, then the pairs: that splits back one way too, and
+its first letter keeps it apart from the other kind. Different rows therefore hash different
+texts, and XXH3-128 makes a collision between them a 2^-128 chance.
 
 XXH3-128 is a specified algorithm (its output is the same in every implementation and version),
 so a snapshot made today still compares tomorrow. It runs vectorized in Polars, several times
 faster than MD5: the fingerprints are most of what a diff import costs beyond the import.
 Checking for NULs reads each column's data buffer once (memchr); the lengths are only computed
-for the rows that need them.
+for the batches that need them.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
-SCHEME = "xxh3-128-nul-1"
+SCHEME = "xxh3-128-pairs-1"
 """The definition above, recorded with each snapshot: fingerprints made another way are never
 compared with these."""
 
@@ -39,7 +42,7 @@ def as_text(values: pa.Array) -> pa.Array:
         values = values.cast(pa.int64())
     if pa.types.is_integer(values.type) or pa.types.is_boolean(values.type):
         return values.cast(pa.string())
-    if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+    if _is_list(values.type):
         return _list_text(values)
     raise TypeError(f"fields of type {values.type} cannot be fingerprinted")
 
@@ -66,28 +69,36 @@ def _may_hold_nul(values: pa.Array) -> bool:
 
 
 def fingerprints(batch: pa.RecordBatch, fields: Sequence[str]) -> pa.RecordBatch:
-    """The fingerprint of each row of the batch over the fields (in this order)."""
+    """The fingerprint of each row of the batch over the fields (in any order)."""
     import polars as pl
     import polars_hash as plh
 
-    if not fields:
-        raise ValueError("a fingerprint needs at least one field")
-    texts = [as_text(batch.column(name)) for name in fields]
-    frame = pl.from_arrow(pa.record_batch(texts, names=[f"c{i}" for i in range(len(texts))]))
+    names = sorted(fields)
+    values = [as_text(batch.column(name)) for name in names]
+    kinds = ["l" if _is_list(batch.schema.field(name).type) else "s" for name in names]
+    frame = pl.from_arrow(pa.record_batch(values, names=[f"c{i}" for i in range(len(values))]))
     assert isinstance(frame, pl.DataFrame)
-    columns = [pl.col(f"c{i}") for i in range(len(texts))]
-    text = pl.concat_str(columns, separator="\x00")
-    if any(t.null_count or _may_hold_nul(t) for t in texts):
-        odd = pl.any_horizontal(
-            [c.is_null() | c.str.contains("\x00", literal=True) for c in columns]
+    columns = [pl.col(f"c{i}") for i in range(len(values))]
+    # A null value leaves its pair out (`ignore_nulls`): a field the file lacks is no change.
+    pairs = [
+        pl.lit(f"{name}\x00{kind}") + column
+        for name, kind, column in zip(names, kinds, columns, strict=True)
+    ]
+    text = pl.lit("P") + pl.concat_str(pairs, separator="\x00", ignore_nulls=True)
+    odd_names = any("\x00" in name for name in names)
+    if odd_names or any(_may_hold_nul(v) for v in values):
+        lengths = [
+            pl.lit(f"{len(name.encode())},") + (column.str.len_bytes() + 1).cast(pl.String)
+            for name, column in zip(names, columns, strict=True)
+        ]
+        spelled = (
+            pl.lit("L")
+            + pl.concat_str(lengths, separator=";", ignore_nulls=True)
+            + pl.lit("\x00")
+            + pl.concat_str(pairs, separator="\x00", ignore_nulls=True)
         )
-        lengths = [c.str.len_bytes().cast(pl.Int64).fill_null(-1).cast(pl.String) for c in columns]
-        spelled = pl.concat_str(
-            [
-                pl.concat_str([c.fill_null("") for c in columns], separator="\x00"),
-                pl.concat_str(lengths, separator=","),
-            ],
-            separator="\x00",
+        odd = pl.lit(odd_names) | pl.any_horizontal(
+            [c.str.contains("\x00", literal=True).fill_null(False) for c in columns]
         )
         text = pl.when(odd).then(spelled).otherwise(text)
     digest = plh.col("text").nchash.xxh3_128()
@@ -98,3 +109,7 @@ def fingerprints(batch: pa.RecordBatch, fields: Sequence[str]) -> pa.RecordBatch
     return pa.RecordBatch.from_arrays(
         [halves["hi"].to_arrow(), halves["lo"].to_arrow()], schema=FINGERPRINT_SCHEMA
     )
+
+
+def _is_list(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_list(kind) or pa.types.is_large_list(kind))

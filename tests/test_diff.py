@@ -61,7 +61,7 @@ def test_the_snapshot_keeps_all_128_bits(snapshots: Snapshots) -> None:
     # Both halves as exact 64-bit integers: a float column would keep 53 bits of them.
     assert stored.schema.field("hi").type == pa.uint64()
     assert stored.schema.field("lo").type == pa.uint64()
-    expected = _prints([("1", "x"), ("2", "y")])
+    expected = _prints([("1", "x"), ("2", "y")], ["a", "b"])
     assert list(zip(stored["hi"].to_pylist(), stored["lo"].to_pylist(), strict=True)) == expected
 
 
@@ -120,10 +120,21 @@ def test_a_missing_snapshot_is_an_error_not_everything_new(snapshots: Snapshots)
         snapshots.new_lines(rows(("1", "x")), ["a", "b"], "r1", first=False)
 
 
-def test_a_snapshot_of_other_fields_is_an_error(snapshots: Snapshots) -> None:
-    new_rows(snapshots, rows(("1", "x")), "r1", first=True)
-    with pytest.raises(StoreError, match=r"fields changed .*then: a, b; now: a\b.*--reset-diff"):
-        snapshots.new_lines(rows(("1", "x")), ["a"], "r2", first=False)
+def test_a_field_that_was_null_and_is_now_absent_changes_nothing(snapshots: Snapshots) -> None:
+    schema = pa.schema([("a", pa.string()), ("b", pa.string()), ("_line", pa.int64())])
+    before = pa.record_batch(
+        [pa.array(["1"]), pa.array([None], pa.string()), pa.array([2])], schema=schema
+    )
+    snapshots.new_lines(
+        pa.RecordBatchReader.from_batches(schema, [before]), ["a", "b"], "r1", first=True
+    )
+    snapshots.promote("r1")
+    now = pa.schema([("a", pa.string()), ("_line", pa.int64())])
+    batch = pa.record_batch([pa.array(["1"]), pa.array([2])], schema=now)
+    found = snapshots.new_lines(
+        pa.RecordBatchReader.from_batches(now, [batch]), ["a"], "r3", first=False
+    )
+    assert found.count == 0
 
 
 def test_a_snapshot_made_another_way_is_an_error(snapshots: Snapshots) -> None:
@@ -136,8 +147,10 @@ def test_a_snapshot_made_another_way_is_an_error(snapshots: Snapshots) -> None:
         snapshots.new_lines(rows(("1", "x")), ["a", "b"], "r2", first=False)
 
 
-def _prints(rows: list[tuple[str | None, ...]]) -> list[tuple[int, int]]:
-    names = [f"c{i}" for i in range(len(rows[0]))]
+def _prints(
+    rows: list[tuple[str | None, ...]], names: list[str] | None = None
+) -> list[tuple[int, int]]:
+    names = names or [f"c{i}" for i in range(len(rows[0]))]
     batch = pa.record_batch(
         [pa.array([row[i] for row in rows], pa.string()) for i in range(len(names))], names=names
     )
@@ -145,20 +158,36 @@ def _prints(rows: list[tuple[str | None, ...]]) -> list[tuple[int, int]]:
     return list(zip(prints.column("hi").to_pylist(), prints.column("lo").to_pylist(), strict=True))
 
 
-def test_fingerprints_are_xxh3_128_of_the_joined_values() -> None:
-    # Reference digests from the XXH3 reference implementation (xxhash 3.x): they must never
-    # change, or every snapshot on disk would stop comparing.
-    assert _prints([("a",)]) == [(0xA96FAF705AF16834, 0xE6C632B61E964E1F)]
-    assert _prints([("lakeport", "row")]) == [(0x6BCED7801F3137E7, 0xFF643C9107BB194D)]
+def test_fingerprints_are_xxh3_128_of_the_name_value_pairs() -> None:
+    # Reference digests from the XXH3 reference implementation (xxhash 3.x) of the texts
+    # b"Pc0\x00sa" and b"Pc0\x00slakeport\x00c1\x00srow": they must never change, or every
+    # snapshot on disk would stop comparing.
+    assert _prints([("a",)]) == [(0x565DF695277C1D03, 0xF97B8E476AADF7C9)]
+    assert _prints([("lakeport", "row")]) == [(0x5655E3AA775C124B, 0xEE8FC4D7D40A95E4)]
 
 
-def test_a_row_with_a_null_spells_out_its_lengths() -> None:
+def test_a_row_with_a_nul_spells_out_its_lengths() -> None:
     import polars as pl
     import polars_hash as plh
 
-    spelled = pl.DataFrame({"t": ["a\x00\x001,-1"]}).select(plh.col("t").nchash.xxh3_128())
-    digest = spelled.item()
-    assert _prints([("a", None)]) == [(digest >> 64, digest & (1 << 64) - 1)]
+    text = "L2,3\x00c0\x00sa\x00"  # name c0 (2 bytes), value s + "a\x00" (3 bytes)
+    digest = pl.DataFrame({"t": [text]}).select(plh.col("t").nchash.xxh3_128()).item()
+    assert _prints([("a\x00",)]) == [(digest >> 64, digest & (1 << 64) - 1)]
+
+
+def test_a_null_field_is_no_field_and_the_order_does_not_matter() -> None:
+    assert _prints([("x", None)], ["a", "b"]) == _prints([("x",)], ["a"])
+    assert _prints([("x", "y")], ["a", "b"]) == _prints([("y", "x")], ["b", "a"])
+    assert _prints([("x", "")], ["a", "b"]) != _prints([("x",)], ["a"])
+
+
+def test_a_list_and_a_text_never_share_a_fingerprint() -> None:
+    listed = pa.record_batch([pa.array([["a"]], pa.list_(pa.string()))], names=["t"])
+    texted = pa.record_batch([pa.array(["1:a"])], names=["t"])
+    assert fingerprints(listed, ["t"]) != fingerprints(texted, ["t"])
+    lists = pa.array([["a", "b"], ["ab"], ["a:b"], [], None, [None], [""]], pa.list_(pa.string()))
+    prints = fingerprints(pa.record_batch([lists], names=["t"]), ["t"])
+    assert len(set(zip(prints["hi"].to_pylist(), prints["lo"].to_pylist(), strict=True))) == 7
 
 
 def test_nulls_nuls_and_their_positions_are_told_apart() -> None:
