@@ -84,7 +84,13 @@ def fingerprints(batch: pa.RecordBatch, fields: Sequence[str]) -> pa.RecordBatch
         pl.lit(f"{name}\x00{kind}") + column
         for name, kind, column in zip(names, kinds, columns, strict=True)
     ]
-    text = pl.lit("P") + pl.concat_str(pairs, separator="\x00", ignore_nulls=True)
+    if any(v.null_count for v in values):
+        text = pl.lit("P") + pl.concat_str(pairs, separator="\x00", ignore_nulls=True)
+    else:  # the same text, in one pass: no pair is left out
+        parts: list[pl.Expr] = []
+        for at, (name, kind, column) in enumerate(zip(names, kinds, columns, strict=True)):
+            parts += [pl.lit(("P" if at == 0 else "\x00") + f"{name}\x00{kind}"), column]
+        text = pl.concat_str(parts)
     odd_names = any("\x00" in name for name in names)
     if odd_names or any(_may_hold_nul(v) for v in values):
         lengths = [
