@@ -6,12 +6,17 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import tempfile
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+import engine.readers.json as jsonreader
 from engine.errors import BadInput, ConfigError, LakeportError, LimitExceeded
 from engine.readers.json import JsonReader, shortest_number
 from engine.readers.rows import BadRow
@@ -39,7 +44,6 @@ def test_nested_objects_flatten_to_dotted_text_fields(tmp_path: Path) -> None:
             "user.address.city": "Oslo",
             "ok": "true",
             "no": "false",
-            "x": None,
             "_line": 1,
         }
     ]
@@ -105,6 +109,13 @@ def test_a_top_level_array_and_a_pretty_printed_object(tmp_path: Path) -> None:
 def test_lines_count_blank_lines_and_records_over_several_lines(tmp_path: Path) -> None:
     rows = read(b'{"a": 1}\n\n  \n{"a":\n 2}\r\n{"a": "x\\ny"}\n', tmp_path)
     assert [(r["a"], r["_line"]) for r in rows] == [("1", 1), ("2", 4), ("x\ny", 6)]
+
+
+def test_null_is_no_value(tmp_path: Path) -> None:
+    assert read(b'{"a": 1, "n": null}\n{"a": null}\n', tmp_path) == [
+        {"a": "1", "_line": 1},
+        {"a": None, "_line": 2},
+    ]
 
 
 def test_fields_appearing_later_are_added_to_every_row(tmp_path: Path) -> None:
@@ -279,3 +290,80 @@ def test_every_i_file_does_what_the_readme_says(tmp_path: Path, path: Path) -> N
             stored = read(field, tmp_path / "field", name=path.name)[0]["v"]
             assert Decimal(stored) == Decimal(number)
             assert "e" not in stored.lower()
+
+
+# The fast way (pyarrow, for plain NDJSON chunks) must give what the record-by-record reader
+# gives, whatever the records.
+
+_keys = st.sampled_from(["a", "b", "user", "id", "x.y", "é", "ts"])
+_numbers = st.one_of(
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(0, 25).flatmap(
+        lambda places: st.decimals(allow_nan=False, allow_infinity=False, places=places)
+    ),
+)
+_scalars = st.one_of(st.none(), st.booleans(), st.text(max_size=6), _numbers)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_keys, inner, max_size=3)),
+    max_leaves=8,
+)
+
+
+def _json_number(value: Any) -> str:
+    return format(value, "f") if isinstance(value, Decimal) else json.dumps(value)
+
+
+def _dumps(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)}: {_dumps(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_dumps(v) for v in value) + "]"
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        return _json_number(value)
+    return json.dumps(value)
+
+
+def _outcome(data: bytes, folder: Path, fast: bool) -> Any:
+    try:
+        rows = read(data, folder, fast=fast)
+    except LakeportError as exc:
+        return ("error", str(exc))
+    return sorted((sorted(r.items(), key=str) for r in rows), key=str)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.dictionaries(_keys, _values, max_size=4), min_size=1, max_size=6))
+def test_the_fast_way_gives_what_the_strict_reader_gives(records: list[dict[str, Any]]) -> None:
+    data = "".join(_dumps(r) + "\n" for r in records).encode()
+    with tempfile.TemporaryDirectory() as folder:
+        fast = _outcome(data, Path(folder) / "fast", fast=True)
+        strict = _outcome(data, Path(folder) / "strict", fast=False)
+    assert fast == strict
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.dictionaries(_keys, _values, max_size=4), min_size=1, max_size=12),
+    st.sampled_from([64, 200, 1000]),
+    st.booleans(),
+)
+def test_the_fast_way_across_small_chunks(
+    records: list[dict[str, Any]], chunk: int, spread: bool
+) -> None:
+    # Small chunks: field types learnt in one chunk meet the next, and records spread over
+    # several lines run past a chunk's end.
+    texts = [_dumps(r) for r in records]
+    if spread:
+        texts = [t.replace(", ", ",\n  ") for t in texts]
+    data = "".join(t + "\n" for t in texts).encode()
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        mock.patch.object(jsonreader, "CHUNK_BYTES", chunk),
+    ):
+        fast = _outcome(data, Path(folder) / "fast", fast=True)
+        strict = _outcome(data, Path(folder) / "strict", fast=False)
+    with tempfile.TemporaryDirectory() as folder:  # one chunk: the file as a whole
+        whole = _outcome(data, Path(folder) / "whole", fast=False)
+    assert fast == strict == whole

@@ -12,7 +12,8 @@ and flattened:
   text in a string field;
 - every scalar is text: a number in its shortest exact form (plain decimal notation, no
   exponent, no trailing fractional zeros, `-0` as `0`: `1.50` and `15e-1` both give `1.5`, and
-  no digit is lost to a float), booleans `true`/`false`, null as null.
+  no digit is lost to a float), booleans `true`/`false`. Null is no value: a field that is null
+  (or absent) in every record of a file is not created.
 
 When one key appears twice in an object, the last value wins (as in JavaScript, Python and Go).
 A field that holds lists in some records and single values in others is a list in all of them (a
@@ -37,17 +38,20 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from engine.errors import BadInput, ConfigError
+from engine.readers.json_fast import FastChunks
 from engine.readers.rows import LINE, BadRow
 from engine.readers.source import Limits, TextSource
 
 MAX_DEPTH = 64
 BATCH_ROWS = 32 * 1024
+CHUNK_BYTES = 8 << 20
+"""NDJSON is read in chunks of whole lines about this large."""
 _SPACE = re.compile(r"[ \t\r\n]*")
 _LIST = pa.list_(pa.string())
 _MAX_EXPONENT = 1000
@@ -185,6 +189,8 @@ class _Columns:
                     value = _json_text(value)
             else:
                 value = _scalar(value)
+                if value is None:
+                    continue  # null is no value: it makes no field
             column = self.values.get(name)
             if column is None:
                 if _not_unicode(name):
@@ -269,6 +275,8 @@ class JsonReader:
         limits: Sizes that protect the machine; a record may be `max_line_bytes` long.
         max_depth: How deeply objects and arrays may nest.
         on_bad_row: Receives each bad row; when None, the first bad row is an error.
+        fast: Read plain NDJSON chunks with pyarrow (engine.readers.json_fast); False reads
+            every record one by one, which gives the same rows.
     """
 
     def __init__(
@@ -282,11 +290,13 @@ class JsonReader:
         limits: Limits | None = None,
         max_depth: int = MAX_DEPTH,
         on_bad_row: Callable[[BadRow], None] | None = None,
+        fast: bool = True,
     ) -> None:
         self.name = name
         self.limits = limits or Limits()
         self.max_depth = max_depth
         self._on_bad_row = on_bad_row
+        self._fast = fast
         self.rows_read = 0
         """Records read that were not bad."""
         self.rows_bad = 0
@@ -377,8 +387,67 @@ class JsonReader:
     # Reading
 
     def _stage_all(self) -> None:
+        head = bytes(self._source.peek(1 << 16)).lstrip()
+        if head.startswith(b"["):
+            text = _Text(self._source, self.name, self.limits.max_line_bytes)
+            self._stage_records(self._array(text, text.skip_space(0) + 1))
+            return
+        fast = FastChunks(self.max_depth)
+        content = False
+        pending = b""
+        line = 1
+        final = False
+        while not final:
+            data, final = self._read(max(CHUNK_BYTES - len(pending), CHUNK_BYTES // 2, 1))
+            block = pending + data
+            cut = len(block) if final else block.rfind(b"\n") + 1
+            if cut == 0:  # one line longer than the chunk: read on (the limit stops it)
+                if len(block) > self.limits.max_line_bytes:
+                    raise BadInput(
+                        self.name,
+                        line,
+                        f"a record is larger than {self.limits.max_line_bytes:,} bytes "
+                        "(limit max_line_bytes), or never ends",
+                    )
+                pending = block
+                continue
+            chunk, pending = block[:cut], block[cut:]
+            content = content or (bool(chunk) and not chunk.isspace())
+            lines = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") or not chunk else 1)
+            batch = fast.read(chunk, lines, line) if self._fast else None
+            if batch is not None:
+                self._stage_batch(batch)
+            else:
+                carry = self._stage_slowly(chunk, line, final)
+                pending = carry + pending
+                lines -= carry.count(b"\n")
+            line += lines
+        if not content:
+            raise BadInput(self.name, None, "is empty: it has no JSON records")
+
+    def _read(self, size: int) -> tuple[bytes, bool]:
+        """Up to `size` more bytes of the object, and whether they are its last."""
+        parts: list[bytes] = []
+        total = 0
+        while total < size:
+            data = self._source.read(size - total)
+            if not len(data):
+                return b"".join(parts), True
+            parts.append(bytes(data))
+            total += len(data)
+        return b"".join(parts), False
+
+    def _stage_slowly(self, chunk: bytes, first_line: int, final: bool) -> bytes:
+        """Read a chunk record by record; the bytes of a record it cuts off, to read again
+        with the next chunk."""
+        text = _Text(_Bytes(chunk), self.name, self.limits.max_line_bytes, first_line)
+        carry: list[bytes] = []
+        self._stage_records(self._sequence(text, text.skip_space(0), final, carry))
+        return carry[0] if carry else b""
+
+    def _stage_records(self, records: Iterator[tuple[Any, int]]) -> None:
         columns = _Columns(self.max_depth)
-        for record, line in self._records():
+        for record, line in records:
             if isinstance(record, _Record):
                 self._bad(line, str(record), record.text)
                 continue
@@ -407,16 +476,19 @@ class JsonReader:
                     del column[exc.row]
                 del columns.lines[exc.row]
                 continue
-            self.rows_read += batch.num_rows
-            for field in batch.schema:
-                if field.name != LINE and self._found.get(field.name) != _LIST:
-                    self._found[field.name] = field.type
-            path = self._staging / f"{len(self._staged):06d}.arrow"
-            options = ipc.IpcWriteOptions(compression="lz4")
-            with ipc.new_stream(str(path), batch.schema, options=options) as writer:
-                writer.write_batch(batch)
-            self._staged.append(path)
+            self._stage_batch(batch)
             return
+
+    def _stage_batch(self, batch: pa.RecordBatch) -> None:
+        self.rows_read += batch.num_rows
+        for field in batch.schema:
+            if field.name != LINE and self._found.get(field.name) != _LIST:
+                self._found[field.name] = field.type
+        path = self._staging / f"{len(self._staged):06d}.arrow"
+        options = ipc.IpcWriteOptions(compression="lz4")
+        with ipc.new_stream(str(path), batch.schema, options=options) as writer:
+            writer.write_batch(batch)
+        self._staged.append(path)
 
     def _bad(self, line: int, reason: str, text: str) -> None:
         row = BadRow(line, reason, text)
@@ -425,22 +497,18 @@ class JsonReader:
         self.rows_bad += 1
         self._on_bad_row(row)
 
-    def _records(self) -> Iterator[tuple[Any, int]]:
-        """(record or _Record, line) for each record of the file."""
-        text = _Text(self._source, self.name, self.limits.max_line_bytes)
-        at = text.skip_space(0)
-        if text.at_end(at):
-            raise BadInput(self.name, None, "is empty: it has no JSON records")
-        if text.char(at) == "[":
-            yield from self._array(text, at + 1)
-        else:
-            yield from self._sequence(text, at)
-
-    def _sequence(self, text: _Text, at: int) -> Iterator[tuple[Any, int]]:
+    def _sequence(
+        self, text: _Text, at: int, final: bool, carry: list[bytes]
+    ) -> Iterator[tuple[Any, int]]:
+        """Records one after another (NDJSON). When the text is not the object's last and a
+        record runs past its end, the record's bytes go to `carry`."""
         while not text.at_end(at):
             line = text.line(at)
             found = text.decode(at)
             if isinstance(found, _Fault):
+                if found.fatal and not final:
+                    carry.append(text.rest(at).encode("utf-8"))
+                    return
                 if found.fatal:
                     raise BadInput(self.name, line, found.reason)
                 yield _Record(found.reason, text.line_text(at)), line
@@ -540,6 +608,23 @@ def _cut_off(text: str, start: int, exc: json.JSONDecodeError) -> bool:
     return exc.pos > last
 
 
+class _Readable(Protocol):
+    def read(self, size: int) -> Any: ...
+
+
+class _Bytes:
+    """Bytes already in memory, read like an object."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+        self._at = 0
+
+    def read(self, size: int) -> memoryview:
+        out = self._data[self._at : self._at + size]
+        self._at += len(out)
+        return out
+
+
 class _Text:
     """The decoded text of the object, held from the record being read onwards.
 
@@ -548,7 +633,7 @@ class _Text:
     a bounded number of times.
     """
 
-    def __init__(self, source: TextSource, name: str, max_record: int) -> None:
+    def __init__(self, source: _Readable, name: str, max_record: int, first_line: int = 1) -> None:
         self._source = source
         self._name = name
         self._max = max_record
@@ -556,7 +641,7 @@ class _Text:
         self.buffer = ""
         self._offset = 0
         """Characters of the object before `buffer`."""
-        self._counted = (0, 1)
+        self._counted = (0, first_line)
         """(position, line at that position): where line counting goes on from."""
         self._eof = False
 
@@ -611,6 +696,12 @@ class _Text:
             end = _SPACE.match(self.buffer, at - self._offset).end()  # type: ignore[union-attr]
             if end < len(self.buffer) or not self._more():
                 return self._offset + end
+
+    def rest(self, at: int) -> str:
+        """All the text from `at` on."""
+        while self._more():
+            pass
+        return self.buffer[at - self._offset :]
 
     def line_text(self, at: int) -> str:
         """The text from `at` to the end of its line (at most 200 characters)."""
