@@ -1,4 +1,5 @@
-"""CSV import: lakeport against pyarrow + deltalake, from a local folder and from S3 (moto).
+"""CSV and JSON import: lakeport against pyarrow + deltalake, from a local folder and from S3
+(moto).
 
 Generates an events CSV (user_id, email, event, url, ts, amount, campaign, country, user_agent,
 session_id; about 230 bytes a row) and a second version with 5% of the rows changed and 5%
@@ -9,9 +10,11 @@ added, then measures in one run, each in a fresh process (imports included):
 - the baseline on the same local file: `pyarrow.csv.read_csv` (every field as text) +
   `deltalake.write_deltalake` of the table;
 - lakeport's diff import of the second version (after importing the first) against raw DuckDB
-  anti-joins of the two files' rows: by a 64-bit hash, counting, and exact, writing the rows.
+  anti-joins of the two files' rows: by a 64-bit hash, counting, and exact, writing the rows;
+- lakeport's `json-import` of the same events as NDJSON, and of a nested variant, against
+  `pyarrow.json.read_json` + `deltalake.write_deltalake` of the same file.
 
-    python -m benchmarks.bench_import --rows 1000000 --rows 10000000
+    python -m benchmarks.bench_import --rows 1000000 --rows 10000000 [--json-only]
 """
 
 from __future__ import annotations
@@ -157,10 +160,18 @@ def generate(rows: int) -> tuple[Path, Path]:
     return first, second
 
 
-def job_toml(name: str, bucket: str, prefix: str, *, diff: bool = False, auth: str = "") -> str:
+def job_toml(
+    name: str,
+    bucket: str,
+    prefix: str,
+    *,
+    diff: bool = False,
+    auth: str = "",
+    kind: str = "csv-import",
+) -> str:
     lines = [
         f'name = "{name}"',
-        'type = "csv-import"',
+        f'type = "{kind}"',
         f'bucket = "{bucket}"',
         f'prefix = "{prefix}"',
         'stream = "events"',
@@ -171,6 +182,89 @@ def job_toml(name: str, bucket: str, prefix: str, *, diff: bool = False, auth: s
     if auth:
         lines += [f'auth = "{auth}"', 'directory = "in"']
     return "\n".join(lines) + "\n"
+
+
+JSON_BASELINE = """
+import sys, pyarrow.json as pj
+from deltalake import write_deltalake
+table = pj.read_json(sys.argv[1])
+write_deltalake(sys.argv[2], table, mode="append")
+print(table.num_rows)
+"""
+
+
+def generate_json(rows: int) -> tuple[Path, Path]:
+    """The events as NDJSON (`amount` a number), and a nested variant: a `user` object (id,
+    email, address.country) and a `tags` array."""
+    import polars as pl
+
+    flat = DATA / f"json_events_{rows}_20261101.ndjson"
+    nested = DATA / f"json_nested_{rows}_20261101.ndjson"
+    if flat.exists() and nested.exists():
+        return flat, nested
+    DATA.mkdir(parents=True, exist_ok=True)
+    with flat.open("wb") as flat_out, nested.open("wb") as nested_out:
+        for start in range(0, rows, CHUNK):
+            frame = pl.from_arrow(_rows(start, min(CHUNK, rows - start), False))
+            assert isinstance(frame, pl.DataFrame)
+            frame = frame.with_columns(pl.col("amount").cast(pl.Float64))
+            frame.write_ndjson(flat_out)
+            frame.select(
+                pl.struct(
+                    id=pl.col("user_id"),
+                    email=pl.col("email"),
+                    address=pl.struct(country=pl.col("country")),
+                ).alias("user"),
+                "event",
+                "url",
+                "ts",
+                "amount",
+                "campaign",
+                "user_agent",
+                "session_id",
+                pl.concat_list("event", "campaign").alias("tags"),
+            ).write_ndjson(nested_out)
+    return flat, nested
+
+
+def measure_json(rows: int, moto: MotoServer, repeat: int) -> list[str]:
+    """The JSON rows of the table for one size, each the median of `repeat` runs."""
+    lines = []
+    for label, path in zip(("flat", "nested"), generate_json(rows), strict=True):
+        prefix = path.name.rsplit("_", 1)[0] + "_"
+        bucket_name = f"bench-json-{label}-{rows}"
+        moto.upload(bucket_name, path)
+        runs: dict[str, list[Measured]] = {}
+        for _ in range(repeat):
+            work = Path(tempfile.mkdtemp(dir=DATA))
+            try:
+                bucket = work / "bucket"
+                bucket.mkdir()
+                os.link(path, bucket / path.name)
+                local = job_toml("l", str(bucket), prefix, kind="json-import")
+                s3 = job_toml("s", bucket_name, prefix, auth="bench", kind="json-import")
+                measured = {
+                    "baseline": measure(JSON_BASELINE, str(path), str(work / "baseline")),
+                    "local": measure(IMPORT, str(work / "local"), local),
+                    "s3": measure(IMPORT, str(work / "s3"), s3, moto.endpoint),
+                }
+                for name, result in measured.items():
+                    runs.setdefault(name, []).append(result)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+        m = {name: median(results) for name, results in runs.items()}
+        size = path.stat().st_size
+        lines += [
+            row(
+                rows,
+                f"{label}: pyarrow read_json + write_deltalake (baseline)",
+                m["baseline"],
+                size,
+            ),
+            row(rows, f"{label}: lakeport json-import, local folder", m["local"], size),
+            row(rows, f"{label}: lakeport json-import, S3 (moto)", m["s3"], size),
+        ]
+    return lines
 
 
 def free_port() -> int:
@@ -302,6 +396,7 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs of each size up to 2M rows (the median is kept)"
     )
+    parser.add_argument("--json-only", action="store_true", help="only the JSON import runs")
     args = parser.parse_args()
     sizes = args.rows or [1_000_000]
     lines = [
@@ -318,16 +413,35 @@ def main() -> None:
         "| rows | run | seconds | rows/s | MB/s | peak RSS MiB |",
         "|---:|---|---:|---:|---:|---:|",
     ]
+    json_lines = [
+        "",
+        f"{measured_on()}. Same runs as above, on the same events as NDJSON (`amount` a number), "
+        "and on a nested variant (a `user` object with `address.country` inside, and a `tags` "
+        "array). lakeport flattens the objects to dotted fields, keeps every number's exact "
+        "text, and adds `_line`, `_source`, `_job`, `_ingested_at`; the baseline keeps "
+        "pyarrow's types (numbers as doubles, `ts` as a timestamp, structs as structs).",
+        "",
+        "| rows | run | seconds | rows/s | MB/s | peak RSS MiB |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
     moto = MotoServer()
     try:
         for rows in sizes:
-            results = measure_size(rows, moto, args.repeat if rows <= 2_000_000 else 1)
+            repeat = args.repeat if rows <= 2_000_000 else 1
+            if not args.json_only:
+                results = measure_size(rows, moto, repeat)
+                for line in results:
+                    print(line, flush=True)
+                lines += results
+            results = measure_json(rows, moto, repeat)
             for line in results:
                 print(line, flush=True)
-            lines += results
+            json_lines += results
     finally:
         moto.stop()
-    write_section("CSV import (`make bench-import`)", lines)
+    if not args.json_only:
+        write_section("CSV import (`make bench-import`)", lines)
+    write_section("JSON import (`make bench-import`)", json_lines)
 
 
 if __name__ == "__main__":

@@ -154,9 +154,9 @@ _WINDOW = 8 << 10
 def _may_underflow(table: pa.Table, chunk: bytes) -> bool:
     """Whether a float read as 0 may have been written with a huge negative exponent
     (`123e-10000000`): pyarrow's decimal conversion of such a number can crash the process."""
-    if b"e-" not in chunk and b"E-" not in chunk:
+    if not any(_has_float_zero(column.combine_chunks()) for column in table.columns):
         return False
-    return any(_has_float_zero(column.combine_chunks()) for column in table.columns)
+    return b"e-" in chunk or b"E-" in chunk
 
 
 def _has_float_zero(values: pa.Array) -> bool:
