@@ -25,7 +25,9 @@ line where the record starts. A truncated file is an error.
 
 The fields of a JSON file are only known once it has been read, so the records are staged
 (lz4-compressed Arrow streams in `spill`) while it is read; `batches` gives them back in file
-order with every field of the file. Parsing is per record, in Python's C JSON scanner.
+order with every field of the file. Plain NDJSON chunks are parsed by pyarrow
+(engine.readers.json_fast), which gives the same rows; the rest record by record, in Python's C
+JSON scanner.
 """
 
 from __future__ import annotations
