@@ -198,6 +198,15 @@ def test_a_record_over_the_size_limit_is_an_error(tmp_path: Path) -> None:
         read(b'{"a": 1}\n' + big, tmp_path, limits=Limits(max_line_bytes=4096))
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_field_over_the_size_limit_is_an_error(tmp_path: Path, fast: bool) -> None:
+    limits = Limits(max_field_bytes=100)
+    with pytest.raises(LimitExceeded, match=r"line 2: field 'a' is longer than 100 bytes"):
+        read(b'{"a": "x"}\n{"a": "' + b"y" * 101 + b'"}\n', tmp_path, limits=limits, fast=fast)
+    with pytest.raises(LimitExceeded, match=r"line 1: field 't' is longer than 100 bytes"):
+        read(b'{"t": ["a", "' + b"y" * 101 + b'"]}\n', tmp_path / "2", limits=limits, fast=fast)
+
+
 def test_fields_by_dotted_path_and_mapping(tmp_path: Path) -> None:
     data = b'{"user": {"id": 1, "email": "a@x"}, "e": "click"}\n'
     assert read(data, tmp_path, fields=["user.email", "e"]) == [

@@ -43,9 +43,10 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
-from engine.errors import BadInput, ConfigError
+from engine.errors import BadInput, ConfigError, LimitExceeded
 from engine.readers.json_fast import FastChunks
 from engine.readers.rows import LINE, BadRow
 from engine.readers.source import Limits, TextSource
@@ -482,6 +483,7 @@ class JsonReader:
             return
 
     def _stage_batch(self, batch: pa.RecordBatch) -> None:
+        self._check_field_sizes(batch)
         self.rows_read += batch.num_rows
         for field in batch.schema:
             if field.name != LINE and self._found.get(field.name) != _LIST:
@@ -491,6 +493,26 @@ class JsonReader:
         with ipc.new_stream(str(path), batch.schema, options=options) as writer:
             writer.write_batch(batch)
         self._staged.append(path)
+
+    def _check_field_sizes(self, batch: pa.RecordBatch) -> None:
+        limit = self.limits.max_field_bytes
+        for field, column in zip(batch.schema, batch.columns, strict=True):
+            if field.name == LINE or len(column) == 0:
+                continue
+            rows = None
+            if pa.types.is_list(field.type):
+                rows, column = pc.list_parent_indices(column), column.flatten()
+                if len(column) == 0:
+                    continue
+            sizes = pc.binary_length(column)
+            if (pc.max(sizes).as_py() or 0) > limit:
+                at = pc.index(pc.greater(sizes, limit), True).as_py()
+                row = at if rows is None else rows[at].as_py()
+                raise LimitExceeded(
+                    f"{self.name}, line {batch.column(LINE)[row].as_py()}: field "
+                    f"'{field.name}' is longer than {limit:,} bytes (limit max_field_bytes): "
+                    "raise the limit in the job if such fields are expected"
+                )
 
     def _bad(self, line: int, reason: str, text: str) -> None:
         row = BadRow(line, reason, text)
