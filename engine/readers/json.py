@@ -397,48 +397,55 @@ class JsonReader:
             return
         fast = FastChunks(self.max_depth)
         content = False
-        pending = b""
+        held = bytearray()  # read, not yet parsed: whole lines are cut off its front
         line = 1
         final = False
-        while not final:
-            data, final = self._read(max(CHUNK_BYTES - len(pending), CHUNK_BYTES // 2, 1))
-            block = pending + data
-            cut = len(block) if final else block.rfind(b"\n") + 1
+        while not final or held:
+            if not final:
+                final = self._fill(held, CHUNK_BYTES)
+            cut = len(held) if final else held.rfind(b"\n") + 1
             if cut == 0:  # one line longer than the chunk: read on (the limit stops it)
-                if len(block) > self.limits.max_line_bytes:
+                if len(held) > self.limits.max_line_bytes:
                     raise BadInput(
                         self.name,
                         line,
                         f"a record is larger than {self.limits.max_line_bytes:,} bytes "
                         "(limit max_line_bytes), or never ends",
                     )
-                pending = block
+                final = self._fill(held, len(held) + CHUNK_BYTES)
                 continue
-            chunk, pending = block[:cut], block[cut:]
+            chunk = bytes(held[:cut])
+            del held[:cut]
             content = content or (bool(chunk) and not chunk.isspace())
             lines = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") or not chunk else 1)
             batch = fast.read(chunk, lines, line) if self._fast else None
             if batch is not None:
                 self._stage_batch(batch)
             else:
-                carry = self._stage_slowly(chunk, line, final)
-                pending = carry + pending
-                lines -= carry.count(b"\n")
+                carry = self._stage_slowly(chunk, line, final and not held)
+                if carry:  # a record runs past the chunk: read it again with what follows
+                    if len(carry) > self.limits.max_line_bytes:
+                        raise BadInput(
+                            self.name,
+                            line + lines - carry.count(b"\n"),
+                            f"a record is larger than {self.limits.max_line_bytes:,} bytes "
+                            "(limit max_line_bytes), or never ends",
+                        )
+                    held[0:0] = carry
+                    lines -= carry.count(b"\n")
+                    final = final or self._fill(held, len(held) + CHUNK_BYTES)
             line += lines
         if not content:
             raise BadInput(self.name, None, "is empty: it has no JSON records")
 
-    def _read(self, size: int) -> tuple[bytes, bool]:
-        """Up to `size` more bytes of the object, and whether they are its last."""
-        parts: list[bytes] = []
-        total = 0
-        while total < size:
-            data = self._source.read(size - total)
+    def _fill(self, held: bytearray, size: int) -> bool:
+        """Read until `held` has `size` bytes; whether the object ended first."""
+        while len(held) < size:
+            data = self._source.read(size - len(held))
             if not len(data):
-                return b"".join(parts), True
-            parts.append(bytes(data))
-            total += len(data)
-        return b"".join(parts), False
+                return True
+            held += data
+        return False
 
     def _stage_slowly(self, chunk: bytes, first_line: int, final: bool) -> bytes:
         """Read a chunk record by record; the bytes of a record it cuts off, to read again
