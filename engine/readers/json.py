@@ -47,6 +47,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from engine.errors import BadInput, ConfigError, LimitExceeded
+from engine.executor import prefetch
 from engine.readers.json_fast import FastChunks
 from engine.readers.rows import LINE, BadRow
 from engine.readers.source import Limits, TextSource
@@ -397,9 +398,39 @@ class JsonReader:
             return
         fast = FastChunks(self.max_depth)
         content = False
-        held = bytearray()  # read, not yet parsed: whole lines are cut off its front
         line = 1
+        carry = b""
+        # Chunks are cut and parsed by pyarrow in a thread while the last one is converted
+        # and staged here.
+        for chunk, lines, last, table in prefetch(self._parsed(fast), depth=2):
+            content = content or (bool(chunk) and not chunk.isspace())
+            if carry:  # the last chunk's cut-off record, and what follows it
+                chunk, table = carry + chunk, None
+                lines += carry.count(b"\n")
+            batch = None if table is None else fast.convert(table, lines, line)
+            if batch is not None:
+                self._stage_batch(batch)
+                carry = b""
+            else:
+                carry = self._stage_slowly(chunk, line, last)
+                if len(carry) > self.limits.max_line_bytes:
+                    raise BadInput(
+                        self.name,
+                        line + lines - carry.count(b"\n"),
+                        f"a record is larger than {self.limits.max_line_bytes:,} bytes "
+                        "(limit max_line_bytes), or never ends",
+                    )
+                lines -= carry.count(b"\n")
+            line += lines
+        if not content:
+            raise BadInput(self.name, None, "is empty: it has no JSON records")
+
+    def _parsed(self, fast: FastChunks) -> Iterator[tuple[bytes, int, bool, pa.Table | None]]:
+        """(chunk of whole lines, its lines, whether it is the last, pyarrow's reading of it or
+        None), in file order."""
+        held = bytearray()  # read, not yet cut: whole lines are cut off its front
         final = False
+        line = 1
         while not final or held:
             if not final:
                 final = self._fill(held, CHUNK_BYTES)
@@ -416,27 +447,10 @@ class JsonReader:
                 continue
             chunk = bytes(held[:cut])
             del held[:cut]
-            content = content or (bool(chunk) and not chunk.isspace())
             lines = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") or not chunk else 1)
-            batch = fast.read(chunk, lines, line) if self._fast else None
-            if batch is not None:
-                self._stage_batch(batch)
-            else:
-                carry = self._stage_slowly(chunk, line, final and not held)
-                if carry:  # a record runs past the chunk: read it again with what follows
-                    if len(carry) > self.limits.max_line_bytes:
-                        raise BadInput(
-                            self.name,
-                            line + lines - carry.count(b"\n"),
-                            f"a record is larger than {self.limits.max_line_bytes:,} bytes "
-                            "(limit max_line_bytes), or never ends",
-                        )
-                    held[0:0] = carry
-                    lines -= carry.count(b"\n")
-                    final = final or self._fill(held, len(held) + CHUNK_BYTES)
-            line += lines
-        if not content:
-            raise BadInput(self.name, None, "is empty: it has no JSON records")
+            table = fast.parse(chunk, lines) if self._fast else None
+            line += chunk.count(b"\n")
+            yield chunk, lines, final and not held, table
 
     def _fill(self, held: bytearray, size: int) -> bool:
         """Read until `held` has `size` bytes; whether the object ended first."""

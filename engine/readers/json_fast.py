@@ -69,12 +69,25 @@ class FastChunks:
     def read(self, chunk: bytes, lines: int, first_line: int) -> pa.RecordBatch | None:
         """The chunk's records flattened to text fields and `_line`, or None when only the
         strict reader can say what they are."""
+        table = self.parse(chunk, lines)
+        return None if table is None else self.convert(table, lines, first_line)
+
+    def parse(self, chunk: bytes, lines: int) -> pa.Table | None:
+        """pyarrow's reading of a chunk of `lines` lines, or None if it cannot be used. Chunks
+        are parsed in file order (what is learnt of the fields carries on)."""
         if not chunk.lstrip().startswith(b"{") or not _short_lines(chunk):
             return None
         try:
             table = self._parse(chunk)
-            if table.num_rows != lines:
-                return None  # a blank line, or two objects on one line: lines would be wrong
+        except (_NotPlain, pa.ArrowException):
+            return None
+        if table.num_rows != lines:
+            return None  # a blank line, or two objects on one line: lines would be wrong
+        return table
+
+    def convert(self, table: pa.Table, lines: int, first_line: int) -> pa.RecordBatch | None:
+        """A parsed chunk as text fields and `_line`, or None if it cannot be."""
+        try:
             columns: dict[str, pa.Array] = {}
             for name in table.column_names:
                 values = table.column(name).combine_chunks()
