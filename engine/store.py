@@ -318,7 +318,12 @@ class Store:
                     ),
                 )
                 version = self._open(uri).version()
-        except StoreError:
+        except BaseException as exc:
+            if counted.error is not None and counted.error is not exc:
+                # The rows failed, not the writer (nothing was committed): say why, as is.
+                raise counted.error from None
+            if not isinstance(exc, StoreError):
+                raise
             # Another process committing the same source at the same time wins the Delta
             # commit; this one then finds the source committed, which is what it wanted.
             table = self._table(uri)
@@ -543,12 +548,18 @@ class _CountingReader:
     def __init__(self, reader: pa.RecordBatchReader) -> None:
         self._source = reader
         self.rows = 0
+        self.error: BaseException | None = None
+        """What the source raised: the Delta writer reports it only as text in its own error."""
 
     def reader(self) -> pa.RecordBatchReader:
         def counted() -> Iterator[pa.RecordBatch]:
-            for batch in self._source:
-                self.rows += batch.num_rows
-                yield batch
+            try:
+                for batch in self._source:
+                    self.rows += batch.num_rows
+                    yield batch
+            except BaseException as exc:
+                self.error = exc
+                raise
 
         return pa.RecordBatchReader.from_batches(self._source.schema, counted())
 

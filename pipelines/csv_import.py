@@ -114,6 +114,7 @@ def _run(
         auth: Authorization | None,
         fields: list[str] | None,
         rejections: importing.Rejections,
+        again: bool,
     ) -> CsvReader:
         return CsvReader(
             lambda: storage.open_input(target.url, auth),

@@ -21,9 +21,9 @@ from engine.auth import Authorization
 from engine.diff import Snapshots
 from engine.errors import ConfigError, LimitExceeded
 from engine.executor import prefetch
-from engine.readers.rows import LINE, BadRow
+from engine.readers.rows import LINE, BadRow, ReadAgain
 from engine.storage import FileInfo
-from engine.store import TS, Source, Store, append_id, check_stream_name
+from engine.store import TS, AppendResult, Source, Store, append_id, check_stream_name
 from engine.timestamps import UTC_US, TimestampRule, parse
 from pipelines.errors import SpecError
 from pipelines.runs import (
@@ -354,8 +354,11 @@ class ImportJob(Protocol):
     def max_rejected(self) -> int | float: ...
 
 
-OpenReader = Callable[[FileInfo, Authorization | None, list[str] | None, "Rejections"], RowReader]
-"""Opens the reader of one object: (file, authorization, fields to keep, bad-row policy)."""
+OpenReader = Callable[
+    [FileInfo, Authorization | None, list[str] | None, "Rejections", bool], RowReader
+]
+"""Opens the reader of one object: (file, authorization, fields to keep, bad-row policy,
+whether it is read again after its reader raised ReadAgain)."""
 
 
 def run_import(
@@ -420,8 +423,8 @@ def run_import(
         job.timestamp is not None and job.timestamp.column in job.fields
     )
 
-    def read(rejections: Rejections) -> tuple[RowReader, pa.RecordBatchReader]:
-        reader = open_reader(target, auth, wanted, rejections)
+    def read(rejections: Rejections, again: bool) -> tuple[RowReader, pa.RecordBatchReader]:
+        reader = open_reader(target, auth, wanted, rejections, again)
         if job.timestamp and job.timestamp.column not in reader.header:
             raise ConfigError(
                 f"the timestamp field '{job.timestamp.column}' is not in {target.url}: "
@@ -433,36 +436,45 @@ def run_import(
         schema = event_time_schema(reader.schema, job.timestamp, keep_ts_column)
         return reader, pa.RecordBatchReader.from_batches(schema, prefetch(rows))
 
-    # 4. Read the object (with `diff`, once, staging it) and keep the rows to import.
-    rejections = Rejections(target.url, job.bad_rows, job.max_rejected)
-    reader, rows = read(rejections)
-    report = (lambda: progress(reader.bytes_read, target.size)) if progress else None
+    def attempt(again: bool) -> tuple[RowReader, Rejections, AppendResult]:
+        # 4. Read the object (with `diff`, once, staging it) and keep the rows to import.
+        rejections = Rejections(target.url, job.bad_rows, job.max_rejected)
+        reader, rows = read(rejections, again)
+        report = (lambda: progress(reader.bytes_read, target.size)) if progress else None
 
-    def before_commit() -> None:
-        rejections.check(reader.rows_read + reader.rows_bad)
-        rejections.stage(staged_rejects)
+        def before_commit() -> None:
+            rejections.check(reader.rows_read + reader.rows_bad)
+            rejections.stage(staged_rejects)
 
-    read_all = pa.RecordBatchReader.from_batches(
-        rows.schema, after_all(progress_every(iter(rows), report), before_commit)
-    )
+        read_all = pa.RecordBatchReader.from_batches(
+            rows.schema, after_all(progress_every(iter(rows), report), before_commit)
+        )
+        try:
+            batches = read_all
+            if job.diff:
+                # With --reset-diff the current snapshot is ignored, and replaced once this
+                # file is committed.
+                first = reset_diff or not has_imported(store, job.name)
+                # `_ts` is left out when its column is imported: the column says the same,
+                # and as text it costs less to fingerprint.
+                derived = {LINE, TS} if keep_ts_column else {LINE}
+                fingerprinted = [f.name for f in rows.schema if f.name not in derived]
+                batches = snapshots.diff(read_all, fingerprinted, run_id, first=first)
+
+            # 5. Append exactly once, then move the job's state on.
+            result = store.append(job.stream, batches, source=source, job=job.name)
+        except BaseException:
+            snapshots.discard(run_id)
+            staged_rejects.unlink(missing_ok=True)
+            raise
+        return reader, rejections, result
+
     try:
-        batches = read_all
-        if job.diff:
-            # With --reset-diff the current snapshot is ignored, and replaced once this file
-            # is committed.
-            first = reset_diff or not has_imported(store, job.name)
-            # `_ts` is left out when its column is imported: the column says the same, and
-            # as text it costs less to fingerprint.
-            derived = {LINE, TS} if keep_ts_column else {LINE}
-            fingerprinted = [f.name for f in rows.schema if f.name not in derived]
-            batches = snapshots.diff(read_all, fingerprinted, run_id, first=first)
-
-        # 5. Append exactly once, then move the job's state on.
-        result = store.append(job.stream, batches, source=source, job=job.name)
-    except BaseException:
-        snapshots.discard(run_id)
-        staged_rejects.unlink(missing_ok=True)
-        raise
+        reader, rejections, result = attempt(again=False)
+    except ReadAgain:
+        # A streaming reader met a field it had not announced, before anything was
+        # committed: read the object again, all of it before the first row.
+        reader, rejections, result = attempt(again=True)
     commit_rejected(store, job.stream, job.name, source, staged_rejects)
     snapshots.promote(run_id)
     remember_file(store, job.name, picked)

@@ -132,6 +132,7 @@ def _run(
         auth: Authorization | None,
         fields: list[str] | None,
         rejections: importing.Rejections,
+        again: bool,
     ) -> JsonReader:
         return JsonReader(
             lambda: storage.open_input(target.url, auth),
@@ -142,6 +143,7 @@ def _run(
             limits=job.limits,
             max_depth=job.max_depth,
             on_bad_row=rejections.handler,
+            stage=again,
         )
 
     importing.run_import(

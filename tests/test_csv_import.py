@@ -333,3 +333,16 @@ def test_diff_and_quarantine_with_tables_in_s3(tmp_path: Path, bucket: Path, s3:
     assert store.rejected("events").collect()["_line"].to_list() == [3]
     keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket=tables)["Contents"]]
     assert any(k.startswith("lake/rejected/events/") for k in keys)
+
+
+def test_a_bad_row_deep_in_the_file_is_reported_as_itself(tmp_path: Path, bucket: Path) -> None:
+    # The row fails while the Delta writer pulls the rows: the error is the reader's, not a
+    # wrapped writer error.
+    rows = [f"u{i},a@x.com,e,2026-11-01T00:00:00Z" for i in range(2000)] + ["u,a,b,c,d"]
+    (bucket / "events.csv").write_bytes(events(*rows))
+    job = job_file(tmp_path, bucket, file="events.csv", max_line_bytes=4096)
+    result = run(tmp_path / "store", "run", str(job))
+    assert result.exit_code == 1
+    assert "line 2002: expected 4 fields, found 5" in result.output
+    assert "Delta" not in result.output
+    assert "Traceback" not in result.output

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import zstandard
 
 from engine.store import Store
@@ -147,3 +148,22 @@ def test_import_from_s3(tmp_path: Path, s3: S3Server) -> None:
     record = run_json(store, job)
     assert (record["status"], record["rows_imported"]) == ("succeeded", 2)
     assert run_json(store, job)["status"] == "waiting for next file"
+
+
+def test_a_field_that_comes_late_makes_the_run_read_the_file_again(
+    tmp_path: Path, bucket: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reader announces the fields of the first records and streams the rest; a field
+    # that first comes after them sends the run back to read the file whole, before any commit.
+    import engine.readers.json as jsonreader
+
+    monkeypatch.setattr(jsonreader, "HEAD_ROWS", 10)
+    monkeypatch.setattr(jsonreader, "CHUNK_BYTES", 200)
+    records = [{"a": i} for i in range(300)] + [{"a": 300, "late": "yes"}]
+    (bucket / "events.json").write_bytes(ndjson(*records))
+    job = job_file(tmp_path, bucket, file="events.json")
+    record = run_json(tmp_path / "store", job)
+    assert (record["status"], record["rows_imported"]) == ("succeeded", 301)
+    rows = stream_rows(tmp_path / "store")
+    assert rows["late"].to_list() == [None] * 300 + ["yes"]
+    assert rows["a"].to_list() == [str(i) for i in range(301)]

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import engine.readers.json as jsonreader
 from engine.errors import BadInput, ConfigError, LakeportError, LimitExceeded
 from engine.readers.json import JsonReader, shortest_number
-from engine.readers.rows import BadRow
+from engine.readers.rows import BadRow, ReadAgain
 from engine.readers.source import Limits
 from tests.conftest import CORPORA
 
@@ -231,6 +231,22 @@ def test_fields_by_dotted_path_and_mapping(tmp_path: Path) -> None:
 def test_an_empty_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="is empty"):
         read(b" \n", tmp_path)
+
+
+def test_streaming_announces_the_first_fields_and_asks_to_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jsonreader, "HEAD_ROWS", 2)
+    monkeypatch.setattr(jsonreader, "CHUNK_BYTES", 64)
+    data = b"".join(b'{"a": %d}\n' % i for i in range(50)) + b'{"b": 1}\n'
+    reader = JsonReader(lambda: io.BytesIO(data), name="events.json", spill=tmp_path)
+    assert reader.header == ["a"]
+    with pytest.raises(ReadAgain, match="'b' first appears"):
+        list(reader.batches())
+    staged = JsonReader(lambda: io.BytesIO(data), name="events.json", spill=tmp_path, stage=True)
+    assert staged.header == ["a", "b"]
+    assert len([r for b in staged.batches() for r in b.to_pylist()]) == 51
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_staged_records_are_removed(tmp_path: Path) -> None:

@@ -34,10 +34,11 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import itertools
 import json
 import re
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -49,11 +50,13 @@ import pyarrow.ipc as ipc
 from engine.errors import BadInput, ConfigError, LimitExceeded
 from engine.executor import prefetch
 from engine.readers.json_fast import FastChunks
-from engine.readers.rows import LINE, BadRow
+from engine.readers.rows import LINE, BadRow, ReadAgain
 from engine.readers.source import Limits, TextSource
 
 MAX_DEPTH = 64
 BATCH_ROWS = 32 * 1024
+HEAD_ROWS = 100_000
+"""Records read before the first batch is given, to know the file's fields."""
 CHUNK_BYTES = 8 << 20
 """NDJSON is read in chunks of whole lines about this large."""
 _SPACE = re.compile(r"[ \t\r\n]*")
@@ -281,6 +284,9 @@ class JsonReader:
         on_bad_row: Receives each bad row; when None, the first bad row is an error.
         fast: Read plain NDJSON chunks with pyarrow (engine.readers.json_fast); False reads
             every record one by one, which gives the same rows.
+        stage: Read the whole file before giving its first batch (its fields are then all
+            known). Without it, the fields are those of the first HEAD_ROWS records, and the
+            rest streams through.
     """
 
     def __init__(
@@ -295,6 +301,7 @@ class JsonReader:
         max_depth: int = MAX_DEPTH,
         on_bad_row: Callable[[BadRow], None] | None = None,
         fast: bool = True,
+        stage: bool = False,
     ) -> None:
         self.name = name
         self.limits = limits or Limits()
@@ -311,16 +318,14 @@ class JsonReader:
         self._staging = Path(tempfile.mkdtemp(prefix="json-", dir=spill))
         self._staged: list[Path] = []
         self._found: dict[str, pa.DataType] = {}
+        self._held: list[pa.RecordBatch] = []
+        self._all_fields = fields is None
+        self._produced = self._produce()
         try:
-            self._stage_all()
+            self._columns = self._start(fields, mapping or {}, stage)
         except BaseException:
-            self._discard()
+            self._close()
             raise
-        finally:
-            self._source.close()
-        self.header = list(self._found)
-        """Every field of the file, in order of first appearance."""
-        self._columns = self._select(fields, mapping or {})
         self.fields = [out for out, _ in self._columns]
         self.schema = pa.schema(
             [
@@ -329,21 +334,83 @@ class JsonReader:
             ]
         )
 
+    def _start(
+        self, fields: Sequence[str] | None, mapping: Mapping[str, str], stage: bool
+    ) -> list[tuple[str, str]]:
+        """Read the head of the file (or all of it, staging it) to know its fields."""
+        if not stage:
+            for batch in self._produced:
+                self._learn(batch)
+                self._held.append(batch)
+                if sum(b.num_rows for b in self._held) >= HEAD_ROWS:
+                    break
+            self.header = list(self._found)
+            try:
+                chosen = self._select(fields, mapping)
+            except ConfigError:
+                chosen = None  # a field may come later: read on, staging
+            if chosen is not None and not self._expands(fields, mapping):
+                self._streaming = True
+                return chosen
+        for batch in itertools.chain(self._held, self._produced):
+            self._stage_batch(batch)
+        self._held = []
+        self._source.close()
+        self._streaming = False
+        self.header = list(self._found)
+        """Every field of the file, in order of first appearance."""
+        return self._select(fields, mapping)
+
+    def _expands(self, fields: Sequence[str] | None, mapping: Mapping[str, str]) -> bool:
+        """Whether a selected name stands for the fields under an object."""
+        return fields is not None and any(
+            out not in mapping and out not in self._found for out in fields
+        )
+
+    def _close(self) -> None:
+        self._produced.close()
+        self._source.close()
+        self._discard()
+
     @property
     def bytes_read(self) -> int:
         """Bytes read from the object so far (compressed, when it is)."""
         return self._source.bytes_in
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        """The records, in file order, with every selected field."""
+        """The records, in file order, with every selected field.
+
+        Unless the file was staged, the fields are those of its first records; a later
+        record with another field raises ReadAgain (before anything is committed): the
+        caller reads the file again with `stage`.
+        """
         try:
+            if self._streaming:
+                for batch in itertools.chain(self._held, self._produced):
+                    self._check_known(batch)
+                    yield self._conform(batch)
+                return
             for path in self._staged:
                 with pa.OSFile(str(path)) as source:
                     for batch in ipc.open_stream(source):
                         yield self._conform(batch)
                 path.unlink()
         finally:
-            self._discard()
+            self._held = []
+            self._close()
+
+    def _check_known(self, batch: pa.RecordBatch) -> None:
+        selected = {source for _, source in self._columns}
+        for field in batch.schema:
+            if field.name == LINE:
+                continue
+            known = self._found.get(field.name)
+            grew = known is None and (self._all_fields or field.name in selected)
+            if grew or (field.name in selected and known != _LIST and field.type == _LIST):
+                raise ReadAgain(
+                    f"{self.name}: the field '{field.name}' first appears, or first holds a "
+                    f"list, at line {batch.column(LINE)[0].as_py()} or after"
+                )
 
     # Selection
 
@@ -390,18 +457,19 @@ class JsonReader:
 
     # Reading
 
-    def _stage_all(self) -> None:
+    def _produce(self) -> Generator[pa.RecordBatch, None, None]:
+        """The file's records as batches of text fields and `_line`, in file order."""
         head = bytes(self._source.peek(1 << 16)).lstrip()
         if head.startswith(b"["):
             text = _Text(self._source, self.name, self.limits.max_line_bytes)
-            self._stage_records(self._array(text, text.skip_space(0) + 1))
+            yield from self._slow_batches(self._array(text, text.skip_space(0) + 1))
             return
         fast = FastChunks(self.max_depth)
         content = False
         line = 1
         carry = b""
         # Chunks are cut and parsed by pyarrow in a thread while the last one is converted
-        # and staged here.
+        # and handed on here.
         for chunk, lines, last, table in prefetch(self._parsed(fast), depth=2):
             content = content or (bool(chunk) and not chunk.isspace())
             if carry:  # the last chunk's cut-off record, and what follows it
@@ -409,10 +477,12 @@ class JsonReader:
                 lines += carry.count(b"\n")
             batch = None if table is None else fast.convert(table, lines, line)
             if batch is not None:
-                self._stage_batch(batch)
+                yield self._counted(batch)
                 carry = b""
             else:
-                carry = self._stage_slowly(chunk, line, last)
+                found: list[bytes] = []
+                yield from self._slow_chunk(chunk, line, last, found)
+                carry = found[0] if found else b""
                 if len(carry) > self.limits.max_line_bytes:
                     raise BadInput(
                         self.name,
@@ -461,15 +531,15 @@ class JsonReader:
             held += data
         return False
 
-    def _stage_slowly(self, chunk: bytes, first_line: int, final: bool) -> bytes:
-        """Read a chunk record by record; the bytes of a record it cuts off, to read again
-        with the next chunk."""
+    def _slow_chunk(
+        self, chunk: bytes, first_line: int, final: bool, carry: list[bytes]
+    ) -> Iterator[pa.RecordBatch]:
+        """A chunk read record by record; the bytes of a record it cuts off go to `carry`,
+        to be read again with the next chunk."""
         text = _Text(_Bytes(chunk), self.name, self.limits.max_line_bytes, first_line)
-        carry: list[bytes] = []
-        self._stage_records(self._sequence(text, text.skip_space(0), final, carry))
-        return carry[0] if carry else b""
+        yield from self._slow_batches(self._sequence(text, text.skip_space(0), final, carry))
 
-    def _stage_records(self, records: Iterator[tuple[Any, int]]) -> None:
+    def _slow_batches(self, records: Iterator[tuple[Any, int]]) -> Iterator[pa.RecordBatch]:
         columns = _Columns(self.max_depth)
         for record, line in records:
             if isinstance(record, _Record):
@@ -486,11 +556,11 @@ class JsonReader:
                 )
                 continue
             if len(columns) >= BATCH_ROWS:
-                self._stage(columns)
+                yield from self._columns_batch(columns)
                 columns = _Columns(self.max_depth)
-        self._stage(columns)
+        yield from self._columns_batch(columns)
 
-    def _stage(self, columns: _Columns) -> None:
+    def _columns_batch(self, columns: _Columns) -> Iterator[pa.RecordBatch]:
         while len(columns):
             try:
                 batch = columns.batch()
@@ -500,15 +570,22 @@ class JsonReader:
                     del column[exc.row]
                 del columns.lines[exc.row]
                 continue
-            self._stage_batch(batch)
+            yield self._counted(batch)
             return
 
-    def _stage_batch(self, batch: pa.RecordBatch) -> None:
+    def _counted(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         self._check_field_sizes(batch)
         self.rows_read += batch.num_rows
+        return batch
+
+    def _learn(self, batch: pa.RecordBatch) -> None:
+        """Note the batch's fields and types (a field that is a list anywhere is a list)."""
         for field in batch.schema:
             if field.name != LINE and self._found.get(field.name) != _LIST:
                 self._found[field.name] = field.type
+
+    def _stage_batch(self, batch: pa.RecordBatch) -> None:
+        self._learn(batch)
         path = self._staging / f"{len(self._staged):06d}.arrow"
         options = ipc.IpcWriteOptions(compression="lz4")
         with ipc.new_stream(str(path), batch.schema, options=options) as writer:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.errors import BadInput
+from engine.errors import BadInput, LakeportError
 
 LINE = "_line"
 """The field every reader adds: the 1-based line of the object where the row starts."""
@@ -21,3 +21,8 @@ class BadRow:
     def error(self, name: str) -> BadInput:
         """The row as the error that fails an import of object `name`."""
         return BadInput(name, self.line, f"{self.reason}: {self.text[:200]!r}")
+
+
+class ReadAgain(LakeportError):
+    """A reader that streams found, part way through, fields it had not announced: nothing
+    read may be committed, and the object must be read again by a reader that stages it."""
