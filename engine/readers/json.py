@@ -23,11 +23,12 @@ A record that is not an object, does not parse, nests deeper than `max_depth`, i
 `max_line_bytes` or has a string that is not valid Unicode is a bad row: the error names the
 line where the record starts. A truncated file is an error.
 
-The fields of a JSON file are only known once it has been read, so the records are staged
-(lz4-compressed Arrow streams in `spill`) while it is read; `batches` gives them back in file
-order with every field of the file. Plain NDJSON chunks are parsed by pyarrow
-(engine.readers.json_fast), which gives the same rows; the rest record by record, in Python's C
-JSON scanner.
+The fields of a JSON file are only known as its records come. The reader announces the fields
+of the first HEAD_ROWS records and streams the rest; a record with a field not announced
+raises ReadAgain, and a reader made with `stage` reads the whole file first (staging it as
+lz4-compressed Arrow streams in `spill`) and gives every field. Plain NDJSON chunks are parsed
+by pyarrow (engine.readers.json_fast), which gives the same rows; the rest record by record, in
+Python's C JSON scanner.
 """
 
 from __future__ import annotations
