@@ -19,7 +19,7 @@ from engine.storage import FileInfo
 from engine.store import Store
 from engine.timestamps import TimestampRule
 from pipelines import importing
-from pipelines.runs import RunRecord, recorded
+from pipelines.runs import RunRecord
 from pipelines.spec import STRING, Field, Loaded, Schedule, encoding
 
 
@@ -68,24 +68,8 @@ class CsvImportJob:
 
     @classmethod
     def from_loaded(cls, job: Loaded) -> CsvImportJob:
-        timestamp = importing.checked_source(job)
-        return cls(
-            name=job["name"],
-            stream=job["stream"],
-            folder=importing.source_url(job["bucket"], job["directory"], job["auth"], job.source),
-            auth=job["auth"],
-            file=job["file"],
-            prefix=job["prefix"],
-            dialect=CsvDialect(job["delimiter"], job["quote_char"] or None, job["encoding"]),
-            timestamp=timestamp,
-            fields=job["fields"],
-            diff=job["diff"],
-            bad_rows=job["bad_rows"],
-            max_rejected=job["max_rejected"],
-            keep_updated=job["keep_updated"],
-            schedule=job.schedule(job["timezone"]),
-            limits=job.limits(),
-        )
+        dialect = CsvDialect(job["delimiter"], job["quote_char"] or None, job["encoding"])
+        return cls(**importing.common_values(job), dialect=dialect)
 
 
 def run(
@@ -96,19 +80,9 @@ def run(
     progress: Callable[[int, int], None] | None = None,
     restart: bool = False,
 ) -> RunRecord:
-    """One run of the job; see the module docstring. Never raises a LakeportError: a failed
-    run is a record with status `failed` and the error. (`restart` is for continuous JSON
+    """One run of the job; see the module docstring. (`restart` is for continuous JSON
     imports; a CSV import never stops itself.)"""
-    return recorded(store, job.name, lambda record: _run(store, job, record, reset_diff, progress))
 
-
-def _run(
-    store: Store,
-    job: CsvImportJob,
-    record: RunRecord,
-    reset_diff: bool,
-    progress: Callable[[int, int], None] | None,
-) -> None:
     def open_reader(
         target: FileInfo,
         auth: Authorization | None,
@@ -125,6 +99,6 @@ def _run(
             on_bad_row=rejections.handler,
         )
 
-    importing.run_import(
-        store, job, record, open_reader=open_reader, reset_diff=reset_diff, progress=progress
+    return importing.run_job(
+        store, job, open_reader, reset_diff=reset_diff, progress=progress, restart=restart
     )

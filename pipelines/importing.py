@@ -32,6 +32,7 @@ from pipelines.runs import (
     STOPPED,
     WAITING,
     RunRecord,
+    recorded,
 )
 from pipelines.spec import BOOL, STRING, Field, Loaded, one_of, reworded
 from pipelines.spec import regex as regex_check
@@ -76,15 +77,57 @@ FIELDS: dict[str, Field] = {
 """The fields every import job file has; a format adds its own."""
 
 
-def checked_source(job: Loaded) -> TimestampRule | None:
-    """Check what every import job needs (a file or a prefix); its event-time rule."""
+def common_values(job: Loaded) -> dict[str, Any]:
+    """The values every import job class takes, checked (a file or a prefix, not both)."""
     if (job["file"] is None) == (job["prefix"] is None):
         raise SpecError(job.source, "file", "or 'prefix' must be given, and not both")
     if job["timestamp_format"] and not job["timestamp"]:
         raise SpecError(job.source, "timestamp_format", "needs `timestamp` (the field)")
+    timestamp = None
     if job["timestamp"]:
-        return TimestampRule(job["timestamp"], job["timestamp_format"], job["timezone"])
-    return None
+        timestamp = TimestampRule(job["timestamp"], job["timestamp_format"], job["timezone"])
+    return {
+        "name": job["name"],
+        "stream": job["stream"],
+        "folder": source_url(job["bucket"], job["directory"], job["auth"], job.source),
+        "auth": job["auth"],
+        "file": job["file"],
+        "prefix": job["prefix"],
+        "timestamp": timestamp,
+        "fields": job["fields"],
+        "diff": job["diff"],
+        "bad_rows": job["bad_rows"],
+        "max_rejected": job["max_rejected"],
+        "keep_updated": job["keep_updated"],
+        "schedule": job.schedule(job["timezone"]),
+        "limits": job.limits(),
+    }
+
+
+def run_job(
+    store: Store,
+    job: ImportJob,
+    open_reader: OpenReader,
+    *,
+    reset_diff: bool,
+    progress: Callable[[int, int], None] | None,
+    restart: bool,
+) -> RunRecord:
+    """One recorded run of an import job (see `run_import`). Never raises a LakeportError: a
+    failed run is a record with status `failed` and the error."""
+    return recorded(
+        store,
+        job.name,
+        lambda record: run_import(
+            store,
+            job,
+            record,
+            open_reader=open_reader,
+            reset_diff=reset_diff,
+            progress=progress,
+            restart=restart,
+        ),
+    )
 
 
 def source_url(bucket: str, directory: str | None, auth: str | None, job_file: str) -> str:

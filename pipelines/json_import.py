@@ -21,7 +21,7 @@ from engine.store import Store
 from engine.timestamps import TimestampRule
 from pipelines import importing
 from pipelines.errors import SpecError
-from pipelines.runs import RunRecord, recorded
+from pipelines.runs import RunRecord
 from pipelines.spec import Field, Loaded, Schedule, positive
 
 
@@ -72,35 +72,25 @@ class JsonImportJob:
 
     @classmethod
     def from_loaded(cls, job: Loaded) -> JsonImportJob:
-        timestamp = importing.checked_source(job)
+        values = importing.common_values(job)
         mapping: dict[str, str] = job["mapping"] or {}
         if mapping and job["fields"]:
             raise SpecError(
                 job.source, "fields", "and `mapping` cannot both be given: the mapping picks"
             )
+        timestamp: TimestampRule | None = values["timestamp"]
         if mapping and timestamp is not None:
             # The timestamp names a field as imported, or a source path (read, then dropped).
             by_source = {source: name for name, source in mapping.items()}
             column = by_source.get(timestamp.column, timestamp.column)
-            timestamp = TimestampRule(column, timestamp.format, timestamp.timezone)
+            values["timestamp"] = TimestampRule(column, timestamp.format, timestamp.timezone)
+        if mapping:
+            values["fields"] = list(mapping)
         return cls(
-            name=job["name"],
-            stream=job["stream"],
-            folder=importing.source_url(job["bucket"], job["directory"], job["auth"], job.source),
-            auth=job["auth"],
-            file=job["file"],
-            prefix=job["prefix"],
-            timestamp=timestamp,
-            fields=list(mapping) if mapping else job["fields"],
+            **values,
             mapping=mapping,
-            diff=job["diff"],
-            bad_rows=job["bad_rows"],
-            max_rejected=job["max_rejected"],
             max_depth=job["max_depth"],
             empty_periods=job["empty_periods"],
-            keep_updated=job["keep_updated"],
-            schedule=job.schedule(job["timezone"]),
-            limits=job.limits(),
         )
 
 
@@ -112,21 +102,8 @@ def run(
     progress: Callable[[int, int], None] | None = None,
     restart: bool = False,
 ) -> RunRecord:
-    """One run of the job; see the module docstring. Never raises a LakeportError: a failed
-    run is a record with status `failed` and the error."""
-    return recorded(
-        store, job.name, lambda record: _run(store, job, record, reset_diff, progress, restart)
-    )
+    """One run of the job; see the module docstring."""
 
-
-def _run(
-    store: Store,
-    job: JsonImportJob,
-    record: RunRecord,
-    reset_diff: bool,
-    progress: Callable[[int, int], None] | None,
-    restart: bool,
-) -> None:
     def open_reader(
         target: FileInfo,
         auth: Authorization | None,
@@ -146,12 +123,6 @@ def _run(
             stage=again,
         )
 
-    importing.run_import(
-        store,
-        job,
-        record,
-        open_reader=open_reader,
-        reset_diff=reset_diff,
-        progress=progress,
-        restart=restart,
+    return importing.run_job(
+        store, job, open_reader, reset_diff=reset_diff, progress=progress, restart=restart
     )
