@@ -20,6 +20,7 @@ added, then measures in one run, each in a fresh process (imports included):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import socket
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -236,11 +238,7 @@ def measure_json(rows: int, moto: MotoServer, repeat: int) -> list[str]:
         moto.upload(bucket_name, path)
         runs: dict[str, list[Measured]] = {}
         for _ in range(repeat):
-            work = Path(tempfile.mkdtemp(dir=DATA))
-            try:
-                bucket = work / "bucket"
-                bucket.mkdir()
-                os.link(path, bucket / path.name)
+            with bucket_of(path) as (work, bucket):
                 local = job_toml("l", str(bucket), prefix, kind="json-import")
                 s3 = job_toml("s", bucket_name, prefix, auth="bench", kind="json-import")
                 measured = {
@@ -250,8 +248,6 @@ def measure_json(rows: int, moto: MotoServer, repeat: int) -> list[str]:
                 }
                 for name, result in measured.items():
                     runs.setdefault(name, []).append(result)
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
         m = {name: median(results) for name, results in runs.items()}
         size = path.stat().st_size
         lines += [
@@ -265,6 +261,20 @@ def measure_json(rows: int, moto: MotoServer, repeat: int) -> list[str]:
             row(rows, f"{label}: lakeport json-import, S3 (moto)", m["s3"], size),
         ]
     return lines
+
+
+@contextlib.contextmanager
+def bucket_of(path: Path) -> Iterator[tuple[Path, Path]]:
+    """A work folder for one run, and a bucket folder in it that holds `path` (a hard link);
+    both removed after."""
+    work = Path(tempfile.mkdtemp(dir=DATA))
+    try:
+        bucket = work / "bucket"
+        bucket.mkdir()
+        os.link(path, bucket / path.name)
+        yield work, bucket
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def free_port() -> int:
@@ -337,11 +347,7 @@ def measure_size(rows: int, moto: MotoServer, repeat: int) -> list[str]:
     moto.upload(moto_bucket, first)
     runs: dict[str, list[Measured]] = {}
     for _ in range(repeat):
-        work = Path(tempfile.mkdtemp(dir=DATA))
-        try:
-            bucket = work / "bucket"
-            bucket.mkdir()
-            os.link(first, bucket / first.name)
+        with bucket_of(first) as (work, bucket):
             measured = {
                 "baseline": measure(BASELINE, str(first), str(work / "baseline"), ",".join(FIELDS)),
                 "local": measure(IMPORT, str(work / "local"), job_toml("l", str(bucket), prefix)),
@@ -360,8 +366,6 @@ def measure_size(rows: int, moto: MotoServer, repeat: int) -> list[str]:
             measured["exact"] = measure(EXACT_ANTI_JOIN, str(first), str(second), cols, str(work))
             for name, result in measured.items():
                 runs.setdefault(name, []).append(result)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
     m = {name: median(results) for name, results in runs.items()}
     versions = rows + rows // 20
     imported, unchanged = m["diff"].output.split()

@@ -661,11 +661,7 @@ class JsonReader:
             return
         while True:
             if text.at_end(at):
-                raise BadInput(
-                    self.name,
-                    text.line(at),
-                    "ends inside the top-level array: the file is truncated",
-                )
+                raise self._truncated_array(text, at)
             line = text.line(at)
             found = text.decode(at)
             if isinstance(found, _Fault):
@@ -676,11 +672,7 @@ class JsonReader:
             at = text.skip_space(at)
             text.forget(at)
             if text.at_end(at):
-                raise BadInput(
-                    self.name,
-                    text.line(at),
-                    "ends inside the top-level array: the file is truncated",
-                )
+                raise self._truncated_array(text, at)
             separator = text.char(at)
             if separator == "]":
                 yield from self._after_array(text, at + 1)
@@ -698,6 +690,11 @@ class JsonReader:
                     text.line(at),
                     "has a trailing comma before ']', which JSON does not allow",
                 )
+
+    def _truncated_array(self, text: _Text, at: int) -> BadInput:
+        return BadInput(
+            self.name, text.line(at), "ends inside the top-level array: the file is truncated"
+        )
 
     def _after_array(self, text: _Text, at: int) -> Iterator[tuple[Any, int]]:
         at = text.skip_space(at)
