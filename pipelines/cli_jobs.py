@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 @OUTPUT_OPTION
 @click.pass_obj
 def inspect(obj: Context, url: str, auth_name: str | None, rows: int, output: Output) -> None:
-    """Sniff a CSV object: encoding, delimiter, fields, timestamps; preview rows; suggest a job."""
+    """Sniff a CSV or JSON object: encoding, delimiter, fields, timestamps; preview rows;
+    suggest a job."""
     from dataclasses import asdict
 
     from engine import storage
@@ -50,7 +51,10 @@ def inspect(obj: Context, url: str, auth_name: str | None, rows: int, output: Ou
         return
     shown = "tab" if found.delimiter == "\t" else repr(found.delimiter)
     click.echo(f"{info.url}: {human_bytes(found.size)}, {found.compression or 'not compressed'}")
-    click.echo(f"encoding {found.encoding}, delimiter {shown}, quote {found.quote_char!r}")
+    if found.format == "json":
+        click.echo(f"JSON, {found.shape}: fields flattened to dotted names")
+    else:
+        click.echo(f"encoding {found.encoding}, delimiter {shown}, quote {found.quote_char!r}")
     click.echo(f"fields ({len(found.fields)}): {', '.join(found.fields)}")
     click.echo(f"look like timestamps: {', '.join(found.timestamp_fields) or 'none'}")
     if found.prefix:

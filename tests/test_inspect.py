@@ -100,3 +100,34 @@ def test_inspect_an_s3_object(tmp_path: Path, s3: S3Server) -> None:
     assert f'bucket = "{bucket}"' in found["job"]
     assert 'directory = "in"' in found["job"]
     assert 'prefix = "^events_"' in found["job"]
+
+
+def test_inspect_a_json_file_and_run_the_job_it_suggests(tmp_path: Path) -> None:
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    body = (
+        '{"user": {"id": 1, "email": "a@x"}, "at": "2026-11-01T09:00:00Z", "amount": 1.50}\n'
+        '{"user": {"id": 2}, "at": "2026-11-01T10:00:00Z", "tags": ["vip"]}\n'
+    )
+    (bucket / "events_20261101.json.gz").write_bytes(gzip.compress(body.encode()))
+    store = tmp_path / "store"
+    result = CliRunner().invoke(
+        cli,
+        ["--store", str(store), "inspect", str(bucket / "events_20261101.json.gz"), "-o", "json"],
+    )
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+    assert (found["format"], found["shape"], found["compression"]) == (
+        "json",
+        "newline-delimited",
+        "gzip",
+    )
+    assert found["fields"] == ["user.id", "user.email", "at", "amount", "tags"]
+    assert found["rows"][0]["amount"] == "1.5"
+    assert found["rows"][1]["tags"] == ["vip"]
+    assert found["timestamp_fields"] == ["at"]
+    job_file = tmp_path / "job.toml"
+    job_file.write_text(found["job"])
+    job, _ = jobs.load_file(job_file)
+    record = jobs.run(Store(store), job)
+    assert (record.status, record.rows_imported) == ("succeeded", 2)

@@ -65,6 +65,8 @@ class FastChunks:
     def __init__(self, max_depth: int) -> None:
         self.max_depth = max_depth
         self._hints: dict[str, pa.DataType] = {}
+        self._order: dict[str, int] = {}
+        """Fields by first appearance: pyarrow puts the fields it is told about first."""
 
     def read(self, chunk: bytes, lines: int, first_line: int) -> pa.RecordBatch | None:
         """The chunk's records flattened to text fields and `_line`, or None when only the
@@ -119,6 +121,8 @@ class FastChunks:
                 raise _NotPlain from None
             if _may_underflow(table, chunk):
                 raise _NotPlain
+            for name in table.column_names:
+                self._order.setdefault(name, len(self._order))
             learnt = False
             for field in table.schema:
                 exact, changed = _exact(field.type)
@@ -126,7 +130,7 @@ class FastChunks:
                     self._hints[field.name] = exact
                     learnt = True
             if not learnt:
-                return table
+                return table.select(sorted(table.column_names, key=self._order.__getitem__))
         raise _NotPlain
 
     def _flatten(self, name: str, values: pa.Array, depth: int, out: dict[str, pa.Array]) -> None:

@@ -1,4 +1,5 @@
 """Guessing how a CSV object is written, from its first bytes: what `lakeport inspect` shows.
+(A JSON object shows its first records flattened, as a json-import job reads them.)
 
 It guesses the encoding (a byte-order mark, else UTF-8 if the sample decodes, else cp1252 or
 latin-1), the delimiter (the candidate that splits the first lines into the same number of
@@ -11,9 +12,11 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
 
 import pyarrow as pa
@@ -42,19 +45,26 @@ class Inspection:
     timestamp_fields: list[str] = field(default_factory=list)
     prefix: str | None = None
     """A regular expression for a continuous import of files named like this one."""
+    format: str = "csv"
+    """`csv`, or `json` (newline-delimited or an array: `shape` says which)."""
+    shape: str | None = None
 
     def job_toml(self, bucket: str, directory: str, auth: str | None) -> str:
         """A job file to start from."""
         lines = [
             'name = "CHANGE-ME"',
-            'type = "csv-import"',
+            f'type = "{self.format}-import"',
             *([f'auth = "{auth}"'] if auth else []),
             f"bucket = {_toml(bucket)}",
             *([f"directory = {_toml(directory)}"] if directory else []),
             f"prefix = {_toml(self.prefix)}" if self.prefix else f"file = {_toml(self.name)}",
             'stream = "CHANGE-ME"',
-            f"delimiter = {_toml('t' if self.delimiter == chr(9) else self.delimiter)}",
         ]
+        if self.format == "json":
+            if self.timestamp_fields:
+                lines.append(f"timestamp = {_toml(self.timestamp_fields[0])}")
+            return "\n".join(lines) + "\n"
+        lines.append(f"delimiter = {_toml('t' if self.delimiter == chr(9) else self.delimiter)}")
         if self.encoding != "utf-8":
             lines.append(f"encoding = {_toml(self.encoding)}")
         if self.quote_char != '"':
@@ -125,6 +135,8 @@ def inspect(
         handle.close()
     encoding = guess_encoding(sample)
     text = sample.decode(encoding, errors="replace").lstrip("\ufeff")
+    if text.lstrip()[:1] in ("{", "["):
+        return _inspect_json(text, name=name, size=size, compression=compression, rows=rows)
     delimiter = guess_delimiter(text)
     reader = CsvReader(
         open_handle,
@@ -153,6 +165,54 @@ def inspect(
         rows=table.slice(0, rows).to_pylist(),
         timestamp_fields=[f for f in reader.header if _looks_like_time(table.column(f))],
         prefix=name_prefix(base),
+    )
+
+
+def _inspect_json(
+    text: str, *, name: str, size: int, compression: str | None, rows: int
+) -> Inspection:
+    """The first records of a JSON sample, flattened as a json-import job would."""
+    import tempfile
+
+    from engine.readers.json import JsonReader
+
+    shape = "array" if text.lstrip().startswith("[") else "newline-delimited"
+    decoder = json.JSONDecoder()
+    at = text.index("[") + 1 if shape == "array" else 0
+    records: list[str] = []  # their text as written: numbers stay exact
+    while len(records) < max(rows, 1000):  # whole records only: the sample may cut the last
+        while at < len(text) and text[at] in " \t\r\n,":
+            at += 1
+        try:
+            _, end = decoder.raw_decode(text, at)
+        except ValueError:
+            break
+        records.append(text[at:end])
+        at = end
+    lines = "".join(r + "\n" for r in records).encode()
+    with tempfile.TemporaryDirectory() as spill:
+        # The sample is decompressed already: its name must not say .gz or .zst.
+        plain = name.rsplit(".", 1)[0] if compression else name
+        reader = JsonReader(
+            lambda: io.BytesIO(lines), name=plain, spill=Path(spill), on_bad_row=lambda _: None
+        )
+        table = pa.Table.from_batches(list(reader.batches()), schema=reader.schema)
+    table = table.drop_columns([LINE])
+    texts = [f for f in reader.header if pa.types.is_string(table.schema.field(f).type)]
+    base = name.rsplit("/", 1)[-1]
+    return Inspection(
+        name=base,
+        size=size,
+        compression=compression,
+        encoding="utf-8",
+        delimiter="",
+        quote_char=None,
+        fields=reader.header,
+        rows=table.slice(0, rows).to_pylist(),
+        timestamp_fields=[f for f in texts if _looks_like_time(table.column(f))],
+        prefix=name_prefix(base),
+        format="json",
+        shape=shape,
     )
 
 
