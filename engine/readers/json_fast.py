@@ -60,19 +60,14 @@ def _exact(kind: pa.DataType) -> tuple[pa.DataType, bool]:
 
 
 class FastChunks:
-    """Reads chunks of NDJSON lines for one file, learning its fields' types as it goes."""
+    """Reads chunks of NDJSON lines for one file (`parse`, in file order, then `convert`),
+    learning its fields' types as it goes."""
 
     def __init__(self, max_depth: int) -> None:
         self.max_depth = max_depth
         self._hints: dict[str, pa.DataType] = {}
         self._order: dict[str, int] = {}
         """Fields by first appearance: pyarrow puts the fields it is told about first."""
-
-    def read(self, chunk: bytes, lines: int, first_line: int) -> pa.RecordBatch | None:
-        """The chunk's records flattened to text fields and `_line`, or None when only the
-        strict reader can say what they are."""
-        table = self.parse(chunk, lines)
-        return None if table is None else self.convert(table, lines, first_line)
 
     def parse(self, chunk: bytes, lines: int) -> pa.Table | None:
         """pyarrow's reading of a chunk of `lines` lines, or None if it cannot be used. Chunks
