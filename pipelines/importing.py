@@ -359,6 +359,8 @@ class RowReader(Protocol):
 
     def batches(self) -> Iterator[pa.RecordBatch]: ...
 
+    def close(self) -> None: ...
+
 
 class ImportJob(Protocol):
     """What `run_import` needs of an import job's spec (a frozen dataclass)."""
@@ -469,6 +471,7 @@ def run_import(
     def read(rejections: Rejections, again: bool) -> tuple[RowReader, pa.RecordBatchReader]:
         reader = open_reader(target, auth, wanted, rejections, again)
         if job.timestamp and job.timestamp.column not in reader.header:
+            reader.close()
             raise ConfigError(
                 f"the timestamp field '{job.timestamp.column}' is not in {target.url}: "
                 f"the fields are {', '.join(reader.header)}"

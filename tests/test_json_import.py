@@ -167,3 +167,13 @@ def test_a_field_that_comes_late_makes_the_run_read_the_file_again(
     rows = stream_rows(tmp_path / "store")
     assert rows["late"].to_list() == [None] * 300 + ["yes"]
     assert rows["a"].to_list() == [str(i) for i in range(301)]
+
+
+def test_a_missing_timestamp_field_fails_and_leaves_nothing(tmp_path: Path, bucket: Path) -> None:
+    (bucket / "events.json").write_bytes(ndjson({"a": 1, "when": "2026-11-01"}))
+    job = job_file(tmp_path, bucket, file="events.json", timestamp="at")
+    record = run_json(tmp_path / "store", job)
+    assert record["status"] == "failed"
+    assert "the timestamp field 'at' is not in" in record["error"]
+    assert "the fields are a, when" in record["error"]
+    assert [p for p in (tmp_path / "store" / "tmp").rglob("*") if p.is_file()] == []

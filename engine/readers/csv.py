@@ -107,6 +107,10 @@ class CsvReader:
         """Bytes read from the object so far (compressed, when it is)."""
         return self._source.bytes_in
 
+    def close(self) -> None:
+        """Let go of the object without reading its rows (`batches` does so when done)."""
+        self._source.close()
+
     def batches(self) -> Iterator[pa.RecordBatch]:
         """The rows, in file order, in record batches."""
         stream = self._open_arrow()

@@ -368,6 +368,11 @@ class JsonReader:
             out not in mapping and out not in self._found for out in fields
         )
 
+    def close(self) -> None:
+        """Let go of the object without reading its rows (`batches` does so when done)."""
+        self._held = []
+        self._close()
+
     def _close(self) -> None:
         self._produced.close()
         self._source.close()
