@@ -33,6 +33,9 @@ from engine.readers.rows import LINE
 
 CURRENT = "current.parquet"
 MADE = "lakeport_fingerprint"
+IN_MEMORY_ROWS = 4_000_000
+"""Fingerprints (this file's and the previous one's) compared in memory, in Polars: 24 bytes
+each, so at most about 100 MB and its hash tables; more go to DuckDB, which spills."""
 GROUP = 256 * 1024
 """Rows per row group of a snapshot (24 bytes a row)."""
 
@@ -76,10 +79,19 @@ def _search(values: pa.Array, target: int, *, right: bool) -> int:
 class Snapshots:
     """The diff snapshots of one job, in a local folder."""
 
-    def __init__(self, folder: Path, *, spill: Path, memory_limit: str = "256MB") -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        spill: Path,
+        memory_limit: str = "256MB",
+        in_memory_rows: int = IN_MEMORY_ROWS,
+    ) -> None:
         self.folder = folder
         self.spill = spill
         self.memory_limit = memory_limit
+        self.in_memory_rows = in_memory_rows
+        """Up to this many fingerprints (both files), the comparison runs in memory."""
         self.fingerprinted = 0
         """Rows of the last file given to `diff`, before the diff."""
 
@@ -123,11 +135,27 @@ class Snapshots:
         if first:
             return NewLines(None, total)
         self._check_comparable(fields)
+        try:
+            if total + pq.ParquetFile(self.current).metadata.num_rows <= self.in_memory_rows:
+                lines = _new_lines_in_memory(snapshot, self.current)
+            else:
+                lines = self._new_lines_spilling(snapshot)
+        except Exception as exc:
+            raise StoreError(
+                f"the diff against {self.current} failed ({exc}): if the snapshot is damaged, "
+                "run with --reset-diff to import the whole file and start a new one"
+            ) from exc
+        return NewLines(lines, total)
+
+    def _new_lines_spilling(self, snapshot: Path) -> pa.Array:
+        """The new lines, by DuckDB, which spills to disk past its memory limit.
+
+        A row whose fingerprint was not in the previous file is new. Rows that repeat in this
+        file (rare) are numbered within their group of identical rows, and a number beyond the
+        group's count in the previous file makes the row new.
+        """
         con = self._connect()
         try:
-            # A row whose fingerprint was not in the previous file is new. Rows that repeat
-            # in this file (rare) are numbered within their group of identical rows, and a
-            # number beyond the group's count in the previous file makes the row new.
             now = f"read_parquet('{_sql_path(snapshot)}')"
             lines = con.sql(
                 f"""
@@ -150,12 +178,8 @@ class Snapshots:
                 ORDER BY _line
                 """
             ).to_arrow_table()
-            return NewLines(lines.column(LINE).combine_chunks(), total)
-        except Exception as exc:
-            raise StoreError(
-                f"the diff against {self.current} failed ({exc}): if the snapshot is damaged, "
-                "run with --reset-diff to import the whole file and start a new one"
-            ) from exc
+            column: pa.Array = lines.column(LINE).combine_chunks()
+            return column
         finally:
             con.close()
 
@@ -265,6 +289,28 @@ class Snapshots:
         ):
             con.execute(setting).fetchall()
         return con
+
+
+def _new_lines_in_memory(snapshot: Path, current: Path) -> pa.Array:
+    """The new lines, in Polars: the same rule as `_new_lines_spilling`, and the same shape
+    (an anti-join, and numbering only for the rows that repeat)."""
+    import polars as pl
+
+    key = ["hi", "lo"]
+    before = pl.scan_parquet(current).group_by(key).agg(pl.len().alias("n"))
+    now = pl.scan_parquet(snapshot)
+    fresh = now.join(before, on=key, how="anti").select(LINE)
+    again = now.group_by(key).agg(pl.len().alias("m")).filter(pl.col("m") > 1).select(key)
+    repeated = (
+        now.join(again, on=key, how="semi")
+        .with_columns(k=pl.int_range(1, pl.len() + 1).over(key, order_by=LINE))
+        .join(before, on=key, how="inner")
+        .filter(pl.col("k") > pl.col("n"))
+        .select(LINE)
+    )
+    lines = pl.concat([fresh, repeated]).sort(LINE).collect()
+    column: pa.Array = lines.to_arrow().column(LINE).combine_chunks()
+    return column
 
 
 def _sql_path(path: Path) -> str:

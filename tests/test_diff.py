@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.diff import Snapshots
+from engine.diff import IN_MEMORY_ROWS, Snapshots
 from engine.errors import StoreError
 from engine.fingerprint import fingerprints
 
@@ -40,9 +40,12 @@ def new_rows(
     return sorted(got)
 
 
-@pytest.fixture
-def snapshots(tmp_path: Path) -> Snapshots:
-    return Snapshots(tmp_path / "snapshots" / "job", spill=tmp_path / "tmp")
+@pytest.fixture(params=[IN_MEMORY_ROWS, 0], ids=["in-memory", "spilling"])
+def snapshots(tmp_path: Path, request: pytest.FixtureRequest) -> Snapshots:
+    # Both ways of comparing: Polars in memory for small files, DuckDB (spilling) for large.
+    return Snapshots(
+        tmp_path / "snapshots" / "job", spill=tmp_path / "tmp", in_memory_rows=request.param
+    )
 
 
 def test_first_file_is_all_new_and_makes_a_snapshot(snapshots: Snapshots) -> None:
@@ -85,10 +88,14 @@ def test_multiset_semantics(snapshots: Snapshots) -> None:
 def test_the_new_lines_are_the_repeats_beyond_the_previous_count(
     before: list[tuple[str, str]], now: list[tuple[str, str]]
 ) -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        snapshots = Snapshots(Path(folder) / "job", spill=Path(folder) / "tmp")
-        new_rows(snapshots, rows(*before), "r1", first=True)
-        found = snapshots.new_lines(rows(*now), ["a", "b"], "r2", first=False)
+    found = {}
+    for limit in (IN_MEMORY_ROWS, 0):  # in memory, and spilling
+        with tempfile.TemporaryDirectory() as folder:
+            snapshots = Snapshots(
+                Path(folder) / "job", spill=Path(folder) / "tmp", in_memory_rows=limit
+            )
+            new_rows(snapshots, rows(*before), "r1", first=True)
+            found[limit] = snapshots.new_lines(rows(*now), ["a", "b"], "r2", first=False)
     # Line n + 2 holds now[n]; its k-th occurrence is new when k exceeds the count before.
     seen: Counter[tuple[str, str]] = Counter()
     expected = []
@@ -96,9 +103,10 @@ def test_the_new_lines_are_the_repeats_beyond_the_previous_count(
         seen[row] += 1
         if seen[row] > before.count(row):
             expected.append(at + 2)
-    assert found.lines is not None
-    assert found.lines.to_pylist() == expected
-    assert found.count == len(expected)
+    for new in found.values():
+        assert new.lines is not None
+        assert new.lines.to_pylist() == expected
+        assert new.count == len(expected)
 
 
 def test_field_boundaries_cannot_be_confused(snapshots: Snapshots) -> None:
