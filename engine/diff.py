@@ -1,16 +1,17 @@
 """Diff imports: keep only the rows that were not in the previous file of the same job.
 
-The comparison is a DuckDB anti-join on 128-bit fingerprints (engine.fingerprint) with multiset
-semantics: each row is numbered within its group of identical rows, and (fingerprint, number)
-is what is matched, so a row present twice now and once before is imported once.
+The comparison is an anti-join on 128-bit fingerprints (engine.fingerprint) with multiset
+semantics: a row whose fingerprint the previous file lacks is new, and rows that repeat are
+numbered within their group of identical rows, a number beyond the group's count in the
+previous file making the row new. So a row present twice now and once before is imported once.
 
 A job's snapshot (`<folder>/current.parquet`) holds the fingerprints of its previous file. A run
-fingerprints the new file (keeping only each row's fingerprint and line in DuckDB: 24 bytes a
-row) while staging its rows in a compressed Arrow stream, writes the fingerprints next to the
-snapshot as *pending*, and gives back the staged rows whose lines are new. The pending snapshot
-becomes current only after the stream commit, so a crash leaves the old one in place. DuckDB
-spills to the store's tmp folder past its memory limit: memory stays bounded however large the
-files.
+fingerprints the new file (writing each row's fingerprint and line, 24 bytes a row, to a pending
+snapshot next to the current one) while staging its rows in a compressed Arrow stream, and gives
+back the staged rows whose lines are new. The pending snapshot becomes current only after the
+stream commit, so a crash leaves the old one in place. Small files are compared in memory in
+Polars; large ones in DuckDB, which spills to the store's tmp folder past its memory limit:
+memory stays bounded however large the files.
 
 This is the only module that talks to DuckDB.
 """
