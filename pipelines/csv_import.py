@@ -14,13 +14,11 @@ from typing import ClassVar
 from engine import storage
 from engine.auth import Authorization
 from engine.readers.csv import CsvDialect, CsvReader
-from engine.readers.source import Limits
 from engine.storage import FileInfo
 from engine.store import Store
-from engine.timestamps import TimestampRule
 from pipelines import importing
 from pipelines.runs import RunRecord
-from pipelines.spec import STRING, Field, Loaded, Schedule, encoding
+from pipelines.spec import STRING, Field, Loaded, encoding
 
 
 def _delimiter(value: str) -> str:
@@ -44,27 +42,12 @@ FIELDS: dict[str, Field] = {
 }
 
 
-@dataclass(frozen=True)
-class CsvImportJob:
+@dataclass(frozen=True, kw_only=True)
+class CsvImportJob(importing.ImportJob):
     """A validated `csv-import` job file."""
 
     type: ClassVar[str] = "csv-import"
-    name: str
-    stream: str
-    folder: str
-    """The URL of the bucket/directory."""
-    auth: str | None
-    file: str | None
-    prefix: str | None
     dialect: CsvDialect
-    timestamp: TimestampRule | None
-    fields: list[str] | None
-    diff: bool
-    bad_rows: str
-    max_rejected: int | float
-    keep_updated: bool
-    schedule: Schedule
-    limits: Limits
 
     @classmethod
     def from_loaded(cls, job: Loaded) -> CsvImportJob:

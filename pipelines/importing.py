@@ -22,6 +22,7 @@ from engine.diff import Snapshots
 from engine.errors import ConfigError, LimitExceeded
 from engine.executor import prefetch
 from engine.readers.rows import LINE, BadRow, ReadAgain
+from engine.readers.source import Limits
 from engine.storage import FileInfo
 from engine.store import TS, AppendResult, Source, Store, append_id, check_stream_name
 from engine.timestamps import UTC_US, TimestampRule, parse
@@ -34,7 +35,7 @@ from pipelines.runs import (
     RunRecord,
     recorded,
 )
-from pipelines.spec import BOOL, STRING, Field, Loaded, one_of, reworded
+from pipelines.spec import BOOL, STRING, Field, Loaded, Schedule, one_of, reworded
 from pipelines.spec import regex as regex_check
 from pipelines.spec import timezone as timezone_check
 
@@ -78,7 +79,7 @@ FIELDS: dict[str, Field] = {
 
 
 def common_values(job: Loaded) -> dict[str, Any]:
-    """The values every import job class takes, checked (a file or a prefix, not both)."""
+    """The values of `ImportJob`'s fields, checked (a file or a prefix, not both)."""
     if (job["file"] is None) == (job["prefix"] is None):
         raise SpecError(job.source, "file", "or 'prefix' must be given, and not both")
     if job["timestamp_format"] and not job["timestamp"]:
@@ -362,41 +363,28 @@ class RowReader(Protocol):
     def close(self) -> None: ...
 
 
-class ImportJob(Protocol):
-    """What `run_import` needs of an import job's spec (a frozen dataclass)."""
+@dataclass(frozen=True, kw_only=True)
+class ImportJob:
+    """What every import job file holds, validated; a format's job class adds its own."""
 
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def stream(self) -> str: ...
-
-    @property
-    def folder(self) -> str: ...
-
-    @property
-    def auth(self) -> str | None: ...
-
-    @property
-    def file(self) -> str | None: ...
-
-    @property
-    def prefix(self) -> str | None: ...
-
-    @property
-    def timestamp(self) -> TimestampRule | None: ...
-
-    @property
-    def fields(self) -> list[str] | None: ...
-
-    @property
-    def diff(self) -> bool: ...
-
-    @property
-    def bad_rows(self) -> str: ...
-
-    @property
-    def max_rejected(self) -> int | float: ...
+    name: str
+    stream: str
+    folder: str
+    """The URL of the bucket/directory."""
+    auth: str | None
+    file: str | None
+    prefix: str | None
+    timestamp: TimestampRule | None
+    fields: list[str] | None
+    diff: bool
+    bad_rows: str
+    max_rejected: int | float
+    keep_updated: bool
+    schedule: Schedule
+    limits: Limits
+    empty_periods: int | None = None
+    """Runs in a row without a next file before a continuous import stops itself (None:
+    it never stops)."""
 
 
 OpenReader = Callable[
@@ -422,7 +410,7 @@ def run_import(
     and stops itself after that many runs in a row found none; `restart` starts it again.
     """
     auth = store.authorization(job.auth) if job.auth else None
-    empty_periods: int | None = getattr(job, "empty_periods", None)
+    empty_periods = job.empty_periods
     if empty_periods is not None and restart:
         store.state.set_watermark(job.name, EMPTY_RUNS, "0")
     if empty_periods is not None and _stopped(store, job.name, empty_periods):

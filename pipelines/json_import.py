@@ -15,14 +15,13 @@ from typing import Any, ClassVar
 from engine import storage
 from engine.auth import Authorization
 from engine.readers.json import MAX_DEPTH, JsonReader
-from engine.readers.source import Limits
 from engine.storage import FileInfo
 from engine.store import Store
 from engine.timestamps import TimestampRule
 from pipelines import importing
 from pipelines.errors import SpecError
 from pipelines.runs import RunRecord
-from pipelines.spec import Field, Loaded, Schedule, positive
+from pipelines.spec import Field, Loaded, positive
 
 
 def _mapping(value: dict[str, Any]) -> dict[str, str]:
@@ -45,30 +44,15 @@ FIELDS: dict[str, Field] = {
 }
 
 
-@dataclass(frozen=True)
-class JsonImportJob:
-    """A validated `json-import` job file."""
+@dataclass(frozen=True, kw_only=True)
+class JsonImportJob(importing.ImportJob):
+    """A validated `json-import` job file. Its `fields` are `mapping`'s names when there is a
+    mapping."""
 
     type: ClassVar[str] = "json-import"
-    name: str
-    stream: str
-    folder: str
-    """The URL of the bucket/directory."""
-    auth: str | None
-    file: str | None
-    prefix: str | None
-    timestamp: TimestampRule | None
-    fields: list[str] | None
-    """The fields to import: `mapping`'s names when there is a mapping."""
     mapping: dict[str, str] = field(default_factory=dict)
-    diff: bool = False
-    bad_rows: str = "fail"
-    max_rejected: int | float = 0.01
     max_depth: int = MAX_DEPTH
-    empty_periods: int = 1
-    keep_updated: bool = False
-    schedule: Schedule = field(default_factory=Schedule)
-    limits: Limits = field(default_factory=Limits)
+    empty_periods: int | None = 1
 
     @classmethod
     def from_loaded(cls, job: Loaded) -> JsonImportJob:
