@@ -523,9 +523,10 @@ class JsonReader:
                 continue
             chunk = bytes(held[:cut])
             del held[:cut]
-            lines = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") or not chunk else 1)
+            breaks = chunk.count(b"\n")
+            lines = breaks + (0 if chunk.endswith(b"\n") or not chunk else 1)
             table = fast.parse(chunk, lines) if self._fast else None
-            line += chunk.count(b"\n")
+            line += breaks
             yield chunk, lines, final and not held, table
 
     def _fill(self, held: bytearray, size: int) -> bool:
