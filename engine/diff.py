@@ -135,7 +135,7 @@ class Snapshots:
         total = self._fingerprint(rows, fields, snapshot)
         if first:
             return NewLines(None, total)
-        self._check_comparable(fields)
+        self._check_comparable()
         try:
             if total + pq.ParquetFile(self.current).metadata.num_rows <= self.in_memory_rows:
                 lines = _new_lines_in_memory(snapshot, self.current)
@@ -213,7 +213,7 @@ class Snapshots:
                 writer.write_table(pa.Table.from_batches(group, schema), row_group_size=GROUP * 2)
         return total
 
-    def _check_comparable(self, fields: Sequence[str]) -> None:
+    def _check_comparable(self) -> None:
         """The current snapshot fingerprints rows the same way as this run."""
         try:
             metadata = pq.read_schema(self.current).metadata or {}
