@@ -471,7 +471,7 @@ def run_import(
         return reader, pa.RecordBatchReader.from_batches(schema, prefetch(rows))
 
     def attempt(again: bool) -> tuple[RowReader, Rejections, AppendResult]:
-        # 4. Read the object (with `diff`, once, staging it) and keep the rows to import.
+        # 4. Read the object (once, also with `diff`) and keep the rows to import.
         rejections = Rejections(target.url, job.bad_rows, job.max_rejected)
         reader, rows = read(rejections, again)
         report = (lambda: progress(reader.bytes_read, target.size)) if progress else None

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.diff import IN_MEMORY_ROWS, Snapshots
+from engine.diff import STREAM_ROWS, Snapshots
 from engine.errors import StoreError
 from engine.fingerprint import fingerprints
 
@@ -29,22 +29,30 @@ def rows(*values: tuple[str, str]) -> pa.RecordBatchReader:
     return pa.RecordBatchReader.from_batches(schema, [batch])
 
 
+def diffed(
+    snapshots: Snapshots,
+    reader: pa.RecordBatchReader,
+    run: str,
+    first: bool,
+    fields: tuple[str, ...] = ("a", "b"),
+) -> pa.Table:
+    """The new rows, read to the end (which completes the pending snapshot)."""
+    return snapshots.diff(reader, list(fields), run, first=first).read_all()
+
+
 def new_rows(
     snapshots: Snapshots, reader: pa.RecordBatchReader, run: str, first: bool
 ) -> list[tuple[str, str]]:
-    batches = list(reader)
-    again = pa.RecordBatchReader.from_batches(reader.schema, batches)
-    new = snapshots.new_lines(again, ["a", "b"], run, first=first)
-    got = [(r["a"], r["b"]) for batch in batches for r in new.keep(batch).to_pylist()]
+    got = [(r["a"], r["b"]) for r in diffed(snapshots, reader, run, first).to_pylist()]
     snapshots.promote(run)
     return sorted(got)
 
 
-@pytest.fixture(params=[IN_MEMORY_ROWS, 0], ids=["in-memory", "spilling"])
+@pytest.fixture(params=[STREAM_ROWS, 0], ids=["streaming", "staged"])
 def snapshots(tmp_path: Path, request: pytest.FixtureRequest) -> Snapshots:
-    # Both ways of comparing: Polars in memory for small files, DuckDB (spilling) for large.
+    # Both ways of comparing: in memory while the rows stream, or staged and spilling.
     return Snapshots(
-        tmp_path / "snapshots" / "job", spill=tmp_path / "tmp", in_memory_rows=request.param
+        tmp_path / "snapshots" / "job", spill=tmp_path / "tmp", stream_rows=request.param
     )
 
 
@@ -89,13 +97,13 @@ def test_the_new_lines_are_the_repeats_beyond_the_previous_count(
     before: list[tuple[str, str]], now: list[tuple[str, str]]
 ) -> None:
     found = {}
-    for limit in (IN_MEMORY_ROWS, 0):  # in memory, and spilling
+    for limit in (STREAM_ROWS, 0):  # streaming, and staged
         with tempfile.TemporaryDirectory() as folder:
             snapshots = Snapshots(
-                Path(folder) / "job", spill=Path(folder) / "tmp", in_memory_rows=limit
+                Path(folder) / "job", spill=Path(folder) / "tmp", stream_rows=limit
             )
             new_rows(snapshots, rows(*before), "r1", first=True)
-            found[limit] = snapshots.new_lines(rows(*now), ["a", "b"], "r2", first=False)
+            found[limit] = diffed(snapshots, rows(*now), "r2", first=False)["_line"].to_pylist()
     # Line n + 2 holds now[n]; its k-th occurrence is new when k exceeds the count before.
     seen: Counter[tuple[str, str]] = Counter()
     expected = []
@@ -103,10 +111,8 @@ def test_the_new_lines_are_the_repeats_beyond_the_previous_count(
         seen[row] += 1
         if seen[row] > before.count(row):
             expected.append(at + 2)
-    for new in found.values():
-        assert new.lines is not None
-        assert new.lines.to_pylist() == expected
-        assert new.count == len(expected)
+    for lines in found.values():
+        assert lines == expected
 
 
 def test_field_boundaries_cannot_be_confused(snapshots: Snapshots) -> None:
@@ -116,7 +122,7 @@ def test_field_boundaries_cannot_be_confused(snapshots: Snapshots) -> None:
 
 def test_pending_snapshot_is_not_current_until_promoted(snapshots: Snapshots) -> None:
     new_rows(snapshots, rows(("1", "x")), "r1", first=True)
-    snapshots.new_lines(rows(("2", "y")), ["a", "b"], "r2", first=False)
+    diffed(snapshots, rows(("2", "y")), "r2", first=False)
     assert snapshots.has_pending("r2")
     # Not promoted (say the commit failed): the next diff still compares with r1's file.
     snapshots.discard("r2")
@@ -125,7 +131,7 @@ def test_pending_snapshot_is_not_current_until_promoted(snapshots: Snapshots) ->
 
 def test_a_missing_snapshot_is_an_error_not_everything_new(snapshots: Snapshots) -> None:
     with pytest.raises(StoreError, match="--reset-diff"):
-        snapshots.new_lines(rows(("1", "x")), ["a", "b"], "r1", first=False)
+        diffed(snapshots, rows(("1", "x")), "r1", first=False)
 
 
 def test_a_field_that_was_null_and_is_now_absent_changes_nothing(snapshots: Snapshots) -> None:
@@ -133,16 +139,15 @@ def test_a_field_that_was_null_and_is_now_absent_changes_nothing(snapshots: Snap
     before = pa.record_batch(
         [pa.array(["1"]), pa.array([None], pa.string()), pa.array([2])], schema=schema
     )
-    snapshots.new_lines(
-        pa.RecordBatchReader.from_batches(schema, [before]), ["a", "b"], "r1", first=True
-    )
+    diffed(snapshots, pa.RecordBatchReader.from_batches(schema, [before]), "r1", first=True)
     snapshots.promote("r1")
     now = pa.schema([("a", pa.string()), ("_line", pa.int64())])
     batch = pa.record_batch([pa.array(["1"]), pa.array([2])], schema=now)
-    found = snapshots.new_lines(
-        pa.RecordBatchReader.from_batches(now, [batch]), ["a"], "r3", first=False
+    found = diffed(
+        snapshots, pa.RecordBatchReader.from_batches(now, [batch]), "r3", False, fields=("a",)
     )
-    assert found.count == 0
+    assert found.num_rows == 0
+    assert snapshots.fingerprinted == 1
 
 
 def test_a_snapshot_made_another_way_is_an_error(snapshots: Snapshots) -> None:
@@ -152,7 +157,7 @@ def test_a_snapshot_made_another_way_is_an_error(snapshots: Snapshots) -> None:
     # What an older lakeport wrote: the fingerprints without their definition.
     pq.write_table(pq.read_table(snapshots.current).replace_schema_metadata(), snapshots.current)
     with pytest.raises(StoreError, match=r"another version of lakeport.*--reset-diff"):
-        snapshots.new_lines(rows(("1", "x")), ["a", "b"], "r2", first=False)
+        diffed(snapshots, rows(("1", "x")), "r2", first=False)
 
 
 def _prints(
@@ -254,3 +259,72 @@ def test_new_lines_are_kept_batch_by_batch() -> None:
         kept += new.keep(batch).column(0).to_pylist()
     assert kept == [3, 7, 50_000, 50_001, 100_000]
     assert new.count == 5
+
+
+_HALVES = st.sampled_from([0, 1, 2**63, 2**64 - 1, 0x565DF695277C1D03])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(_HALVES, _HALVES), max_size=20),
+    st.lists(st.lists(st.tuples(_HALVES, _HALVES), max_size=10), max_size=4),
+)
+def test_previous_rows_are_used_up_first_come_first_served(
+    before: list[tuple[int, int]], batches: list[list[tuple[int, int]]]
+) -> None:
+    # Few distinct halves: fingerprints share their `hi` (and buckets) with different `lo`s,
+    # repeat within a batch and across batches.
+    import numpy as np
+
+    from engine.diff import Previous
+
+    ordered = sorted(before)
+    previous = Previous(
+        np.array([p[0] for p in ordered], dtype=np.uint64),
+        np.array([p[1] for p in ordered], dtype=np.uint64),
+    )
+    left = Counter(before)
+    for batch in batches:
+        seen = previous.take(
+            np.array([p[0] for p in batch], dtype=np.uint64),
+            np.array([p[1] for p in batch], dtype=np.uint64),
+        )
+        expected = []
+        for key in batch:
+            expected.append(left[key] > 0)
+            left[key] -= left[key] > 0
+        assert seen.tolist() == expected
+
+
+def test_a_file_streamed_halfway_leaves_no_pending_snapshot(tmp_path: Path) -> None:
+    snapshots = Snapshots(tmp_path / "job", spill=tmp_path / "tmp")
+    new_rows(snapshots, rows(("1", "x")), "r1", first=True)
+    reader = snapshots.diff(_batched([("2", "y"), ("3", "z")], 1), ["a", "b"], "r2", first=False)
+    reader.read_next_batch()
+    reader.close()  # say the append failed after the first batch
+    assert not snapshots.has_pending("r2")
+    snapshots.discard("r2")  # as a failed run does
+    assert list((tmp_path / "job").iterdir()) == [snapshots.current]
+    snapshots.promote("r2")
+    assert new_rows(snapshots, rows(("1", "x"), ("2", "y")), "r3", first=False) == [("2", "y")]
+
+
+def test_many_batches_with_repeats_across_them(snapshots: Snapshots) -> None:
+    before = [(str(i % 700), "x") for i in range(3000)]  # each row 4 or 5 times
+    now = [(str(i % 900), "x") for i in range(5000)]
+    new_rows(snapshots, _batched(before), "r1", first=True)
+    found = diffed(snapshots, _batched(now), "r2", first=False)["_line"].to_pylist()
+    left = Counter(before)
+    expected = []
+    for at, row in enumerate(now):
+        if left[row]:
+            left[row] -= 1
+        else:
+            expected.append(at + 2)
+    assert found == expected
+    assert snapshots.fingerprinted == len(now)
+
+
+def _batched(values: list[tuple[str, str]], size: int = 512) -> pa.RecordBatchReader:
+    whole = rows(*values).read_all()
+    return pa.RecordBatchReader.from_batches(whole.schema, whole.to_batches(max_chunksize=size))
