@@ -35,6 +35,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from engine.errors import StoreError
+from engine.executor import prefetch
 from engine.fingerprint import FINGERPRINT_SCHEMA, SCHEME, fingerprints
 from engine.readers.rows import LINE
 
@@ -310,10 +311,15 @@ class Snapshots:
                 raise self._failed(exc) from exc
         snapshot = _SnapshotWriter(self.pending(run_id)[1], fields)
 
+        def fingerprinted() -> Iterator[tuple[pa.RecordBatch, pa.RecordBatch]]:
+            for batch in rows:
+                yield batch, fingerprints(batch, fields)
+
         def new_rows() -> Iterator[pa.RecordBatch]:
             try:
-                for batch in rows:
-                    prints = fingerprints(batch, fields)
+                # Fingerprinting in a thread of its own: the reader parses the next batches
+                # in another, and this one looks up and hands on the last.
+                for batch, prints in prefetch(fingerprinted()):
                     snapshot.add(prints, batch.column(LINE))
                     self.fingerprinted += batch.num_rows
                     if previous is None:
