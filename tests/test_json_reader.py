@@ -392,3 +392,32 @@ def test_the_fast_way_across_small_chunks(
     with tempfile.TemporaryDirectory() as folder:  # one chunk: the file as a whole
         whole = _outcome(data, Path(folder) / "whole", fast=False)
     assert fast == strict == whole
+
+
+def test_a_huge_negative_exponent_after_the_first_chunk_is_a_bad_row_not_a_crash(
+    tmp_path: Path,
+) -> None:
+    # pyarrow crashes the process converting 1e-3000000 to a decimal; once the first chunk has
+    # shown `a` to be a float, later chunks are read with `a` as a decimal. Run apart, so that
+    # a crash fails this test instead of ending the test session.
+    import subprocess
+    import sys
+
+    script = f"""
+import io
+from pathlib import Path
+from engine.readers import json as jsonreader
+jsonreader.CHUNK_BYTES = 4096
+lines = [b'{{"a": 1.5}}\\n'] * 2000 + [b'{{"a": -12e-3000000}}\\n', b'{{"a": 2.5}}\\n']
+bad = []
+reader = jsonreader.JsonReader(lambda: io.BytesIO(b"".join(lines)), name="e.json",
+    spill=Path({str(tmp_path)!r}), on_bad_row=bad.append)
+rows = [r["a"] for b in reader.batches() for r in b.to_pylist()]
+print(len(rows), rows[-1], [(b.line, b.reason) for b in bad])
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("2001 2.5 [(2001, ")
+    assert "1000" in done.stdout  # the reason names the limit of 10^±1000

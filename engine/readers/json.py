@@ -50,7 +50,7 @@ import pyarrow.ipc as ipc
 
 from engine.errors import BadInput, ConfigError, LimitExceeded
 from engine.executor import prefetch
-from engine.readers.json_fast import FastChunks
+from engine.readers.json_fast import FastChunks, plain
 from engine.readers.rows import LINE, BadRow, ReadAgain
 from engine.readers.source import Limits, TextSource
 
@@ -503,7 +503,14 @@ class JsonReader:
 
     def _parsed(self, fast: FastChunks) -> Iterator[tuple[bytes, int, bool, pa.Table | None]]:
         """(chunk of whole lines, its lines, whether it is the last, pyarrow's reading of it or
-        None), in file order."""
+        None), in file order. The chunks are cut in a thread of their own, so that pyarrow
+        always has the next one to parse."""
+        for chunk, lines, final, fit in prefetch(self._chunks(), depth=2):
+            yield chunk, lines, final, fast.parse(chunk, lines) if fit else None
+
+    def _chunks(self) -> Iterator[tuple[bytes, int, bool, bool]]:
+        """(chunk of whole lines, its lines, whether it is the last, whether pyarrow may read
+        it), in file order."""
         held = bytearray()  # read, not yet cut: whole lines are cut off its front
         final = False
         line = 1
@@ -521,13 +528,13 @@ class JsonReader:
                     )
                 final = self._fill(held, len(held) + CHUNK_BYTES)
                 continue
-            chunk = bytes(held[:cut])
+            with memoryview(held) as view:  # one copy; a slice of `held` would be two
+                chunk = bytes(view[:cut])
             del held[:cut]
             breaks = chunk.count(b"\n")
             lines = breaks + (0 if chunk.endswith(b"\n") or not chunk else 1)
-            table = fast.parse(chunk, lines) if self._fast else None
             line += breaks
-            yield chunk, lines, final and not held, table
+            yield chunk, lines, final and not held, self._fast and plain(chunk)
 
     def _fill(self, held: bytearray, size: int) -> bool:
         """Read until `held` has `size` bytes; whether the object ended first."""
