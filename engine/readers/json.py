@@ -476,14 +476,16 @@ class JsonReader:
         carry = b""
         # Chunks are cut and parsed by pyarrow in a thread while the last one is converted
         # and handed on here.
-        for chunk, lines, last, table in prefetch(self._parsed(fast), depth=2):
+        for piece, lines, last, table in prefetch(self._parsed(fast), depth=2):
+            chunk: bytes | bytearray = piece
             content = content or (bool(chunk) and not chunk.isspace())
             if carry:  # the last chunk's cut-off record, and what follows it
                 chunk, table = carry + chunk, None
                 lines += carry.count(b"\n")
-            batch = None if table is None else fast.convert(table, lines, line)
-            if batch is not None:
-                yield self._counted(batch)
+            batches = None if table is None else fast.convert(table, line)
+            if batches is not None:
+                for batch in batches:
+                    yield self._counted(batch)
                 carry = b""
             else:
                 found: list[bytes] = []
@@ -501,14 +503,14 @@ class JsonReader:
         if not content:
             raise BadInput(self.name, None, "is empty: it has no JSON records")
 
-    def _parsed(self, fast: FastChunks) -> Iterator[tuple[bytes, int, bool, pa.Table | None]]:
+    def _parsed(self, fast: FastChunks) -> Iterator[tuple[bytearray, int, bool, pa.Table | None]]:
         """(chunk of whole lines, its lines, whether it is the last, pyarrow's reading of it or
         None), in file order. The chunks are cut in a thread of their own, so that pyarrow
         always has the next one to parse."""
         for chunk, lines, final, fit in prefetch(self._chunks(), depth=2):
             yield chunk, lines, final, fast.parse(chunk, lines) if fit else None
 
-    def _chunks(self) -> Iterator[tuple[bytes, int, bool, bool]]:
+    def _chunks(self) -> Iterator[tuple[bytearray, int, bool, bool]]:
         """(chunk of whole lines, its lines, whether it is the last, whether pyarrow may read
         it), in file order."""
         held = bytearray()  # read, not yet cut: whole lines are cut off its front
@@ -528,9 +530,10 @@ class JsonReader:
                     )
                 final = self._fill(held, len(held) + CHUNK_BYTES)
                 continue
-            with memoryview(held) as view:  # one copy; a slice of `held` would be two
-                chunk = bytes(view[:cut])
-            del held[:cut]
+            # The chunk is `held` itself, cut short (no copy); the rest of its last line
+            # starts the next.
+            chunk, held = held, held[cut:]
+            del chunk[cut:]
             breaks = chunk.count(b"\n")
             lines = breaks + (0 if chunk.endswith(b"\n") or not chunk else 1)
             line += breaks
@@ -546,7 +549,7 @@ class JsonReader:
         return False
 
     def _slow_chunk(
-        self, chunk: bytes, first_line: int, final: bool, carry: list[bytes]
+        self, chunk: bytes | bytearray, first_line: int, final: bool, carry: list[bytes]
     ) -> Iterator[pa.RecordBatch]:
         """A chunk read record by record; the bytes of a record it cuts off go to `carry`,
         to be read again with the next chunk."""
@@ -748,7 +751,7 @@ class _Readable(Protocol):
 class _Bytes:
     """Bytes already in memory, read like an object."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes | bytearray) -> None:
         self._data = memoryview(data)
         self._at = 0
 

@@ -17,6 +17,7 @@ chunks are read once.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -68,7 +69,7 @@ class FastChunks:
         self._order: dict[str, int] = {}
         """Fields by first appearance: pyarrow puts the fields it is told about first."""
 
-    def parse(self, chunk: bytes, lines: int) -> pa.Table | None:
+    def parse(self, chunk: bytes | bytearray, lines: int) -> pa.Table | None:
         """pyarrow's reading of a chunk of `lines` lines, or None if it cannot be used. Chunks
         are parsed in file order (what is learnt of the fields carries on), and only those
         that `plain` passed."""
@@ -80,23 +81,32 @@ class FastChunks:
             return None  # a blank line, or two objects on one line: lines would be wrong
         return table
 
-    def convert(self, table: pa.Table, lines: int, first_line: int) -> pa.RecordBatch | None:
-        """A parsed chunk as text fields and `_line`, or None if it cannot be."""
+    def convert(self, table: pa.Table, first_line: int) -> list[pa.RecordBatch] | None:
+        """A parsed chunk as batches of text fields and `_line` (one a block pyarrow read:
+        its columns are not copied into one), or None if it cannot be."""
+        import numpy as np
+
+        batches = []
+        line = first_line
         try:
-            columns: dict[str, pa.Array] = {}
-            for name in table.column_names:
-                values = table.column(name).combine_chunks()
-                self._flatten(name, values, 1, columns)
+            for part in table.to_batches():
+                columns: dict[str, pa.Array] = {}
+                for name, values in zip(part.schema.names, part.columns, strict=True):
+                    self._flatten(name, values, 1, columns)
+                lines = np.arange(line, line + part.num_rows, dtype=np.int64)
+                line += part.num_rows
+                batches.append(
+                    pa.RecordBatch.from_arrays(
+                        [*columns.values(), pa.array(lines)], names=[*columns, LINE]
+                    )
+                )
         except (_NotPlain, pa.ArrowException):
             # pyarrow has its own corners (a list of nulls cannot always be combined): the
             # strict reader reads what the fast way cannot.
             return None
-        names = list(columns)
-        arrays = list(columns.values())
-        arrays.append(pa.array(range(first_line, first_line + lines), pa.int64()))
-        return pa.RecordBatch.from_arrays(arrays, names=[*names, LINE])
+        return batches
 
-    def _parse(self, chunk: bytes) -> pa.Table:
+    def _parse(self, chunk: bytes | bytearray) -> pa.Table:
         for _ in range(2):
             try:
                 table = pj.read_json(
@@ -159,13 +169,17 @@ class FastChunks:
 _WINDOW = 8 << 10
 
 
-def plain(chunk: bytes) -> bool:
+def plain(chunk: bytes | bytearray) -> bool:
     """Whether pyarrow may be given a chunk at all: it starts with an object, and has neither
     a line of 16 KiB or more nor a number with a negative exponent of six digits or more."""
-    return chunk.lstrip().startswith(b"{") and _short_lines(chunk) and not _tiny_exponent(chunk)
+    starts = _OBJECT.match(chunk) is not None
+    return starts and _short_lines(chunk) and not _tiny_exponent(chunk)
 
 
-def _tiny_exponent(chunk: bytes) -> bool:
+_OBJECT = re.compile(rb"[ \t\r\n]*\{")
+
+
+def _tiny_exponent(chunk: bytes | bytearray) -> bool:
     """Whether a number may have a negative exponent of six digits or more (`1e-3000000`):
     pyarrow's conversion of one to a decimal crashes the process (seen from about e-2000000;
     e-1000000 is refused cleanly). Positive ones it refuses as too large for a double.
@@ -178,7 +192,7 @@ def _tiny_exponent(chunk: bytes) -> bool:
     return bool(pc.match_substring_regex(text, "[eE]-[0-9]{6}")[0].as_py())
 
 
-def _short_lines(chunk: bytes) -> bool:
+def _short_lines(chunk: bytes | bytearray) -> bool:
     """Whether every line is shorter than 16 KiB (every 8 KiB window holds a line break).
 
     pyarrow's reader crashes the process on some 30,000 levels of nesting, and a line that
