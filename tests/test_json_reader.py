@@ -421,3 +421,12 @@ print(len(rows), rows[-1], [(b.line, b.reason) for b in bad])
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("2001 2.5 [(2001, ")
     assert "1000" in done.stdout  # the reason names the limit of 10^±1000
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "strict"])
+def test_small_and_zero_floats_are_written_plainly_both_ways(tmp_path: Path, fast: bool) -> None:
+    # Arrow prints decimals below 10^-6 in scientific notation and zero as 0E-18.
+    written = ["0.0", "-0.0", "0.000001", "0.0000099", "1e-7", "-2.5e-10", "0.00001", "3.25"]
+    stored = ["0", "0", "0.000001", "0.0000099", "0.0000001", "-0.00000000025", "0.00001", "3.25"]
+    data = b"".join(b'{"v": %s}\n' % v.encode() for v in written)
+    assert [row["v"] for row in read(data, tmp_path, fast=fast)] == stored
