@@ -41,9 +41,9 @@ from engine.readers.rows import LINE
 
 CURRENT = "current.parquet"
 MADE = "lakeport_fingerprint"
-STREAM_ROWS = 16_000_000
+STREAM_ROWS = 12_000_000
 """Previous files of up to this many rows are held in memory for a streaming diff: about 22
-bytes a distinct row, so at most about 350 MB. Larger ones take the staged way, which spills."""
+bytes a distinct row, so at most about 270 MB. Larger ones take the staged way, which spills."""
 GROUP = 256 * 1024
 """Rows per row group of a snapshot (24 bytes a row)."""
 PARTS = 64
