@@ -19,7 +19,7 @@ Two ways to compare, with the same answer:
   its memory limit, and the new rows are read back from the stage. Memory stays bounded however
   large the files.
 
-This is the only module that talks to DuckDB.
+DuckDB connections come from engine.duck.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from engine import duck
 from engine.errors import StoreError
 from engine.executor import prefetch
 from engine.fingerprint import FINGERPRINT_SCHEMA, SCHEME, fingerprints
@@ -453,21 +454,9 @@ class Snapshots:
         self._staged_rows(run_id).unlink(missing_ok=True)
 
     def _connect(self) -> Any:
-        import duckdb
-
-        self.spill.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect()
-        for setting in (
-            "SET TimeZone = 'UTC'",
-            f"SET temp_directory = '{_sql_path(self.spill)}'",
-            f"SET memory_limit = '{self.memory_limit}'",
-            "SET preserve_insertion_order = false",
-            "SET enable_progress_bar = false",
-        ):
-            con.execute(setting).fetchall()
-        return con
+        return duck.connect(self.spill, self.memory_limit)
 
 
 def _sql_path(path: Path) -> str:
     """A path for a single-quoted SQL literal."""
-    return str(path).replace("'", "''")
+    return duck.sql_text(str(path))

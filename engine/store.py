@@ -276,15 +276,51 @@ class Store:
 
     def rejected(self, stream: str) -> pl.LazyFrame:
         """The rows rejected from a stream's imports, with their line and reason."""
-        import polars as pl
-
         uri = self.rejected_url(stream)
         if self._table(uri) is None:
             raise StoreError(f"stream '{stream}' has no rejected rows")
-        options = self._options()
-        return pl.scan_delta(
-            uri, storage_options=options or None, credential_provider=None if options else "auto"
-        )
+        return self._scan(uri)
+
+    # Profiles
+
+    def profiles_url(self) -> str:
+        """Where the profiles Delta table is."""
+        return self.tables.child("profiles").url
+
+    def profiles_dataset(self) -> Any | None:
+        """The profiles as a `pyarrow.dataset.Dataset`, or None before the first build."""
+        table = self._table(self.profiles_url())
+        return None if table is None else table.to_pyarrow_dataset()
+
+    def replace_profiles(self, rows: pa.RecordBatchReader, config: str) -> int:
+        """Write a build's profiles in place of the last ones (one Delta commit; readers see
+        the old or the new) and keep its config (JSON) with them; the rows written."""
+        from deltalake import CommitProperties, write_deltalake
+
+        counted = _CountingReader(rows)
+        with self._delta_errors("cannot write the profiles"):
+            write_deltalake(
+                self.profiles_url(),
+                counted.reader(),
+                mode="overwrite",
+                schema_mode="overwrite",
+                storage_options=self._options(),
+                commit_properties=CommitProperties(custom_metadata={"lakeport.profiles": config}),
+            )
+        if counted.error is not None:
+            raise counted.error
+        self.state.set_setting("profiles", config)
+        return counted.rows
+
+    def profiles(self) -> pl.LazyFrame:
+        """The profiles as a Polars LazyFrame."""
+        uri = self.profiles_url()
+        if self._table(uri) is None:
+            raise StoreError(
+                f"there are no profiles in {self.tables.url} yet: build them with "
+                "`lakeport profiles build PROFILES.toml`"
+            )
+        return self._scan(uri)
 
     def _append(
         self,
@@ -370,13 +406,7 @@ class Store:
 
     def stream(self, name: str) -> pl.LazyFrame:
         """The stream as a Polars LazyFrame (filters and projections are pushed down)."""
-        import polars as pl
-
-        uri = self._existing_stream(name)
-        options = self._options()
-        return pl.scan_delta(
-            uri, storage_options=options or None, credential_provider=None if options else "auto"
-        )
+        return self._scan(self._existing_stream(name))
 
     def stream_dataset(self, name: str) -> Any:
         """The stream as a `pyarrow.dataset.Dataset`."""
@@ -432,6 +462,14 @@ class Store:
                 return DeltaTable(uri, storage_options=self._options())
             except TableNotFoundError:
                 return None
+
+    def _scan(self, uri: str) -> pl.LazyFrame:
+        import polars as pl
+
+        options = self._options()
+        return pl.scan_delta(
+            uri, storage_options=options or None, credential_provider=None if options else "auto"
+        )
 
     def _open(self, uri: str) -> Any:
         from deltalake import DeltaTable

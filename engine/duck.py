@@ -1,0 +1,37 @@
+"""DuckDB connections: the one place that opens them, with the store's spill folder and a
+memory limit, so every query that outgrows memory spills instead of failing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def connect(spill: Path, memory_limit: str = "256MB", threads: int | None = None) -> Any:
+    """A new in-memory DuckDB connection, in UTC, spilling to `spill` past `memory_limit`."""
+    import duckdb
+
+    spill.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    settings = [
+        "SET TimeZone = 'UTC'",
+        f"SET temp_directory = '{sql_text(str(spill))}'",
+        f"SET memory_limit = '{memory_limit}'",
+        "SET preserve_insertion_order = false",
+        "SET enable_progress_bar = false",
+    ]
+    if threads is not None:
+        settings.append(f"SET threads = {int(threads)}")
+    for setting in settings:
+        con.execute(setting).fetchall()
+    return con
+
+
+def sql_text(text: str) -> str:
+    """`text` for a single-quoted SQL literal."""
+    return text.replace("'", "''")
+
+
+def sql_name(name: str) -> str:
+    """`name` as a double-quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'

@@ -1,0 +1,343 @@
+"""Building the profiles table from the streams, in DuckDB (spilling) and numpy.
+
+1. The chosen streams are read as one relation of events: `_ts`, the identity fields
+   (renamed, then normalized; an empty value is no value) and the fields the rules read.
+2. One scan collects the distinct (anchor, identity) pairs, where an event's anchor is its
+   first identity value: every identity value is a node, and each pair an edge.
+3. numpy finds the connected components and gives each its profile id (engine.profiles.identity),
+   keeping the ids of the last build.
+4. A second scan joins each event to its profile through its anchor and aggregates the rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from engine import duck
+from engine.errors import ConfigError
+from engine.profiles.config import FieldRule, ProfilesConfig
+
+_CONVERT = {
+    "string": "{x}",
+    # Not TRY_CAST alone: it rounds 1.5 to 2.
+    "int": "CASE WHEN regexp_full_match(trim({x}), '[+-]?[0-9]+') "
+    "THEN TRY_CAST(trim({x}) AS BIGINT) END",
+    "float": "TRY_CAST({x} AS DOUBLE)",
+    "bool": "TRY_CAST({x} AS BOOLEAN)",
+    "timestamp": "TRY_CAST({x} AS TIMESTAMPTZ)",
+}
+_NORMALIZE = {
+    "trim": "trim({x})",
+    "lower": "lower({x})",
+    "upper": "upper({x})",
+    "digits": "regexp_replace({x}, '[^0-9]', '', 'g')",
+}
+
+
+@dataclass
+class BuildReport:
+    """What a build read and made."""
+
+    profiles: int = 0
+    events: int = 0
+    """Events read from the streams."""
+    without_identity: int = 0
+    """Events with no identity value: they belong to no profile."""
+    identities: int = 0
+    """Distinct identity values."""
+    unconverted: dict[str, int] = field(default_factory=dict)
+    """For each typed field, values that did not convert to its type (left out)."""
+
+
+@dataclass(frozen=True)
+class StreamInput:
+    """A stream to read: its name, a pyarrow dataset of it, and the renames to apply."""
+
+    name: str
+    dataset: Any
+    rename: dict[str, str]
+
+
+def build(
+    streams: list[StreamInput],
+    config: ProfilesConfig,
+    previous: Any | None,
+    *,
+    spill: Path,
+    memory_limit: str = "1GB",
+) -> tuple[pa.RecordBatchReader, BuildReport, Any]:
+    """The profiles as a reader of record batches, with the build's report.
+
+    Args:
+        streams: What to read.
+        config: The rules.
+        previous: The last build's profiles (a pyarrow dataset), for stable ids; or None.
+        spill: Where DuckDB spills.
+        memory_limit: DuckDB's memory limit.
+
+    Returns:
+        The rows, the report (complete once the rows are read), and the DuckDB connection,
+        to close once the rows are read.
+    """
+    con = duck.connect(spill, memory_limit)
+    report = BuildReport()
+    events = _events(con, streams, config)
+    identities = [f"i{at}" for at in range(len(config.by))]
+    anchor_field = (
+        "coalesce("
+        + ", ".join(f"CASE WHEN {i} IS NOT NULL THEN {at} END" for at, i in enumerate(identities))
+        + ")"
+    )
+    anchor_value = f"coalesce({', '.join(identities)})"
+    _run(
+        con,
+        f"CREATE TEMP VIEW events AS SELECT *, {anchor_field} AS a_field, "
+        f"{anchor_value} AS a_value FROM ({events})",
+    )
+    # 2. Every (anchor, identity) pair once: the nodes and edges of the identity graph.
+    unpivoted = " UNION ALL ".join(
+        f"SELECT a_field, a_value, {at} AS field, {i} AS value FROM events WHERE {i} IS NOT NULL"
+        for at, i in enumerate(identities)
+    )
+    _run(con, f"CREATE TEMP TABLE pairs AS SELECT DISTINCT * FROM ({unpivoted})")
+    _run(
+        con,
+        "CREATE TEMP TABLE nodes AS SELECT (row_number() OVER ()) - 1 AS node, field, value "
+        "FROM (SELECT DISTINCT field, value FROM pairs)",
+    )
+    edges = con.sql(
+        "SELECT a.node AS left_node, b.node AS right_node FROM pairs p "
+        "JOIN nodes a ON a.field = p.a_field AND a.value = p.a_value "
+        "JOIN nodes b ON b.field = p.field AND b.value = p.value "
+        "WHERE a.node <> b.node"
+    ).to_arrow_table()
+    nodes = con.execute("SELECT count(*) FROM nodes").fetchall()[0][0]
+    report.identities = nodes
+    # 3. Components and their ids, keeping the last build's.
+    from engine.profiles.identity import components, profile_ids
+
+    roots = components(
+        edges.column("left_node").to_numpy(), edges.column("right_node").to_numpy(), nodes
+    )
+    ids = profile_ids(roots, _old_ids(con, previous, config, nodes))
+    import numpy as np
+
+    con.register(
+        "node_ids",
+        pa.table({"node": pa.array(np.arange(nodes, dtype=np.int64)), "pid": pa.array(ids)}),
+    )
+    _run(
+        con,
+        "CREATE TEMP TABLE profile_of AS SELECT n.field, n.value, i.pid FROM nodes n "
+        "JOIN node_ids i USING (node)",
+    )
+    counts = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE a_value IS NULL) FROM events"
+    ).fetchall()[0]
+    report.events, report.without_identity = counts
+    report.unconverted = _unconverted(con, config)
+    # 4. One row a profile.
+    query = _profiles_query(con, config, streams)
+    reader = con.sql(query).to_arrow_reader(64 * 1024)
+    report.profiles = len(np.unique(ids)) if nodes else 0
+    return reader, report, con
+
+
+def _run(con: Any, statement: str) -> None:
+    """Run a statement to its end (DuckDB keeps the connection busy until its result is read)."""
+    con.execute(statement).fetchall()
+
+
+def _events(con: Any, streams: list[StreamInput], config: ProfilesConfig) -> str:
+    """The SQL of the events relation: `_ts`, i0..iN (normalized identities), r0..rM."""
+    needed = _read_fields(config)
+    selects = []
+    for at, stream in enumerate(streams):
+        table = f"stream_{at}"
+        con.register(table, stream.dataset)
+        schema = stream.dataset.schema
+        # The name each stream field goes by here: renamed, or its own.
+        named = {stream.rename.get(f.name, f.name): f for f in schema}
+        for source in stream.rename:
+            if source not in schema.names:
+                raise ConfigError(
+                    f"sources.{stream.name}.rename: the stream '{stream.name}' has no field "
+                    f"'{source}'; its fields are {', '.join(schema.names)}"
+                )
+        columns = ["_ts"]
+        for i, name in enumerate(config.by):
+            found = named.get(name)
+            if found is not None and found.type not in (pa.string(), pa.large_string()):
+                raise ConfigError(
+                    f"by: the identity field '{name}' of stream '{stream.name}' holds "
+                    f"{found.type}, not text: an identity is one value an event"
+                )
+            value = duck.sql_name(found.name) if found is not None else "NULL::VARCHAR"
+            for step in config.normalize.get(name, ()):
+                value = _NORMALIZE[step].format(x=value)
+            columns.append(f"NULLIF({value}, '') AS i{i}")
+        for j, name in enumerate(needed):
+            found = named.get(name)
+            value = duck.sql_name(found.name) if found is not None else "NULL::VARCHAR"
+            if found is not None and _is_list(found.type) and _any_scalar(streams, name):
+                raise ConfigError(
+                    f"the field '{name}' holds lists in stream '{stream.name}' and single "
+                    "values in another: rename one of them in [sources]"
+                )
+            columns.append(f"{value} AS r{j}")
+        selects.append(f"SELECT {', '.join(columns)} FROM {table}")
+    if not selects:
+        raise ConfigError("there are no streams to build profiles from: import some first")
+    return " UNION ALL ".join(selects)
+
+
+def _read_fields(config: ProfilesConfig) -> list[str]:
+    names: list[str] = []
+    for rule in config.fields:
+        for name in rule.reads:
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def _is_list(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_list(kind) or pa.types.is_large_list(kind))
+
+
+def _any_scalar(streams: list[StreamInput], name: str) -> bool:
+    for stream in streams:
+        named = {stream.rename.get(f.name, f.name): f for f in stream.dataset.schema}
+        found = named.get(name)
+        if found is not None and not _is_list(found.type):
+            return True
+    return False
+
+
+def _old_ids(con: Any, previous: Any | None, config: ProfilesConfig, nodes: int) -> Any:
+    """For each node, its profile id in the last build, or -1."""
+    import numpy as np
+
+    old = np.full(nodes, -1, dtype=np.int64)
+    if previous is None or "_identities" not in previous.schema.names:
+        return old
+    con.register("previous", previous)
+    fields = ", ".join(f"('{duck.sql_text(name)}', {at})" for at, name in enumerate(config.by))
+    found = con.sql(
+        f"""
+        WITH known(name, field) AS (VALUES {fields}),
+        seen AS (
+            SELECT _profile_id AS pid, unnest(_identities) AS identity FROM previous
+        )
+        SELECT n.node, min(s.pid) AS pid FROM seen s
+        JOIN known k ON k.name = s.identity.field
+        JOIN nodes n ON n.field = k.field AND n.value = s.identity.value
+        GROUP BY n.node
+        """
+    ).to_arrow_table()
+    old[found.column("node").to_numpy()] = found.column("pid").to_numpy()
+    return old
+
+
+def _unconverted(con: Any, config: ProfilesConfig) -> dict[str, int]:
+    needed = _read_fields(config)
+    checks = []
+    for rule in config.fields:
+        if rule.type == "string" or rule.source is None or rule.agg == "count":
+            continue
+        column = f"r{needed.index(rule.source)}"
+        checks.append(
+            (rule.name, f"count({column}) - count({_CONVERT[rule.type].format(x=column)})")
+        )
+    if not checks:
+        return {}
+    row = con.execute(f"SELECT {', '.join(c for _, c in checks)} FROM events").fetchall()[0]
+    return {name: int(n) for (name, _), n in zip(checks, row, strict=True) if n}
+
+
+def _profiles_query(con: Any, config: ProfilesConfig, streams: list[StreamInput]) -> str:
+    needed = _read_fields(config)
+    lists = {f"r{at}" for at, name in enumerate(needed) if not _any_scalar(streams, name)}
+    columns = ["p.pid AS _profile_id"]
+    for at, name in enumerate(config.by):
+        columns.append(
+            f"arg_max(i{at}, _ts) FILTER (WHERE i{at} IS NOT NULL) AS {duck.sql_name(name)}"
+        )
+    maps = []
+    for rule in config.fields:
+        if rule.agg == "map":
+            maps.append(rule)
+            continue
+        column = None if rule.source is None else f"r{needed.index(rule.source)}"
+        aggregate = _aggregate(rule, column, column in lists)
+        columns.append(f"{aggregate} AS {duck.sql_name(rule.name)}")
+    columns += ["count(*) AS _events", "min(_ts) AS _first_seen", "max(_ts) AS _last_seen"]
+    by_names = ", ".join(f"'{duck.sql_text(n)}'" for n in config.by)
+    parts = [
+        f"""
+        aggregated AS (
+            SELECT {", ".join(columns)}
+            FROM events e JOIN profile_of p ON p.field = e.a_field AND p.value = e.a_value
+            GROUP BY p.pid
+        )""",
+        f"""
+        identities AS (
+            SELECT pid, list({{'field': ([{by_names}])[field + 1], 'value': value}}
+                             ORDER BY field, value) AS _identities
+            FROM profile_of GROUP BY pid
+        )""",
+    ]
+    joins = ["JOIN identities i ON i.pid = a._profile_id"]
+    selected = ["a.*", "i._identities"]
+    for at, rule in enumerate(maps):
+        key = f"r{needed.index(rule.key or '')}"
+        value = f"r{needed.index(rule.value or '')}"
+        parts.append(
+            f"""
+        map_{at} AS (
+            SELECT pid, map_from_entries(list({{'key': k, 'value': v}} ORDER BY k)) AS m
+            FROM (
+                SELECT p.pid, {key} AS k, arg_max({value}, _ts) AS v
+                FROM events e JOIN profile_of p ON p.field = e.a_field AND p.value = e.a_value
+                WHERE {key} IS NOT NULL AND {value} IS NOT NULL
+                GROUP BY p.pid, {key}
+            ) GROUP BY pid
+        )"""
+        )
+        joins.append(f"LEFT JOIN map_{at} ON map_{at}.pid = a._profile_id")
+        selected.append(f"map_{at}.m AS {duck.sql_name(rule.name)}")
+    return (
+        f"WITH {','.join(parts)} SELECT {', '.join(selected)} FROM aggregated a {' '.join(joins)}"
+    )
+
+
+def _aggregate(rule: FieldRule, column: str | None, is_list: bool) -> str:
+    if rule.agg == "count":
+        return "count(*)" if column is None else f"count({column})"
+    assert column is not None
+    if is_list:
+        if rule.agg not in ("set", "list"):
+            raise ConfigError(
+                f"fields.{rule.name}: '{rule.source}' holds lists; a list field takes agg = "
+                '"set" or "list"'
+            )
+        items = f"flatten(list({column} ORDER BY _ts))"
+        if rule.type != "string":
+            converted = _CONVERT[rule.type].format(x="v")
+            items = f"list_transform({items}, v -> {converted})"
+        items = f"list_filter({items}, v -> v IS NOT NULL)"
+        return f"list_sort(list_distinct({items}))" if rule.agg == "set" else items
+    value = _CONVERT[rule.type].format(x=column)
+    present = f"FILTER (WHERE {value} IS NOT NULL)"
+    return {
+        "latest": f"arg_max({value}, _ts) {present}",
+        "first": f"arg_min({value}, _ts) {present}",
+        "min": f"min({value})",
+        "max": f"max({value})",
+        "sum": f"sum({value})::{'BIGINT' if rule.type == 'int' else 'DOUBLE'}",
+        "set": f"list_sort(list(DISTINCT {value}) {present})",
+        "list": f"list({value} ORDER BY _ts) {present}",
+    }[rule.agg]

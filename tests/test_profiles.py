@@ -1,0 +1,296 @@
+"""Profiles: identity resolution over the streams, stable ids, every aggregation and type."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.errors import ConfigError
+from engine.profiles import config as profiles_config
+from engine.profiles.identity import components, profile_ids
+from engine.store import Source, Store
+from pipelines.profiles import build_profiles
+
+START = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def append(store: Store, stream: str, rows: list[dict[str, Any]], key: str) -> None:
+    """Rows as a stream's events: every field text, `ts` (minutes from START) as `_ts`."""
+    names = sorted({name for row in rows for name in row if name != "ts"})
+    columns = {
+        name: pa.array([None if r.get(name) is None else str(r[name]) for r in rows], pa.string())
+        for name in names
+    }
+    columns["_ts"] = pa.array(
+        [START + timedelta(minutes=r.get("ts", 0)) for r in rows], pa.timestamp("us", tz="UTC")
+    )
+    store.append(stream, [pa.record_batch(columns)], source=Source(key), job="test")
+
+
+def build(store: Store, tmp_path: Path, rules: str) -> dict[str, Any]:
+    path = tmp_path / "profiles.toml"
+    path.write_text(rules)
+    result = build_profiles(store, path)
+    return {"report": result.report, "rows": store.profiles().collect().to_dicts()}
+
+
+BY = 'by = ["user_id", "email"]\n[normalize]\nemail = ["trim", "lower"]\n'
+
+
+def test_events_sharing_any_identity_make_one_profile(store: Store, tmp_path: Path) -> None:
+    append(
+        store,
+        "events",
+        [
+            {"email": "A@X.com ", "ts": 1},
+            {"user_id": "7", "ts": 2},
+            {"user_id": "7", "email": "a@x.com", "ts": 3},
+            {"user_id": "8", "ts": 4},
+        ],
+        "f1",
+    )
+    built = build(store, tmp_path, BY)
+    rows = sorted(built["rows"], key=lambda r: r["_events"])
+    assert len(rows) == 2
+    assert rows[1]["_events"] == 3
+    assert rows[1]["user_id"] == "7"
+    assert rows[1]["email"] == "a@x.com"
+    assert sorted((i["field"], i["value"]) for i in rows[1]["_identities"]) == [
+        ("email", "a@x.com"),
+        ("user_id", "7"),
+    ]
+    assert built["report"].profiles == 2
+
+
+def test_a_chain_of_identities_is_one_profile(store: Store, tmp_path: Path) -> None:
+    # a-b, b-c, c-d: four values, one user, though no event holds a and d together.
+    append(
+        store,
+        "events",
+        [
+            {"user_id": "a", "email": "b@x"},
+            {"user_id": "c", "email": "b@x"},
+            {"user_id": "c", "email": "d@x"},
+        ],
+        "f1",
+    )
+    rows = build(store, tmp_path, BY)["rows"]
+    assert len(rows) == 1
+    assert len(rows[0]["_identities"]) == 4
+
+
+def test_ids_are_stable_and_a_merge_takes_the_smallest(store: Store, tmp_path: Path) -> None:
+    append(store, "events", [{"user_id": "1"}, {"user_id": "2"}, {"email": "e@x"}], "f1")
+    first = {
+        r["user_id"] or r["email"]: r["_profile_id"] for r in build(store, tmp_path, BY)["rows"]
+    }
+    assert len(set(first.values())) == 3
+    # A later import links user 2 with e@x: they merge and keep the smaller of their ids.
+    append(store, "events", [{"user_id": "2", "email": "e@x", "ts": 9}, {"user_id": "3"}], "f2")
+    second = build(store, tmp_path, BY)["rows"]
+    by_user = {r["user_id"]: r for r in second}
+    assert by_user["1"]["_profile_id"] == first["1"]
+    assert by_user["2"]["_profile_id"] == min(first["2"], first["e@x"])
+    assert by_user["3"]["_profile_id"] > max(first.values())
+    assert len(second) == 3
+
+
+def test_every_aggregation_and_type(store: Store, tmp_path: Path) -> None:
+    append(
+        store,
+        "events",
+        [
+            {
+                "user_id": "u",
+                "country": "FR",
+                "amount": "10",
+                "score": "1.5",
+                "ok": "true",
+                "at": "2026-01-02T03:04:05Z",
+                "tag": "b",
+                "k": "size",
+                "v": "S",
+                "ts": 1,
+            },
+            {
+                "user_id": "u",
+                "country": "US",
+                "amount": "5",
+                "score": "x",
+                "ok": "false",
+                "at": "2025-01-01T00:00:00Z",
+                "tag": "a",
+                "k": "size",
+                "v": "M",
+                "ts": 2,
+            },
+            {"user_id": "u", "amount": "2.5", "tag": "b", "k": "color", "v": "red", "ts": 3},
+        ],
+        "f1",
+    )
+    rules = """
+by = ["user_id"]
+[fields.country]
+from = "country"
+agg = "latest"
+[fields.first_country]
+from = "country"
+agg = "first"
+[fields.total]
+from = "amount"
+agg = "sum"
+type = "int"
+[fields.best]
+from = "score"
+agg = "max"
+type = "float"
+[fields.smallest]
+from = "amount"
+agg = "min"
+type = "int"
+[fields.events_with_amount]
+from = "amount"
+agg = "count"
+[fields.all_events]
+agg = "count"
+[fields.ever_ok]
+from = "ok"
+agg = "max"
+type = "bool"
+[fields.earliest]
+from = "at"
+agg = "min"
+type = "timestamp"
+[fields.tags]
+from = "tag"
+agg = "set"
+[fields.tag_history]
+from = "tag"
+agg = "list"
+[fields.attributes]
+agg = "map"
+key = "k"
+value = "v"
+"""
+    built = build(store, tmp_path, rules)
+    (row,) = built["rows"]
+    assert row["country"] == "US"
+    assert row["first_country"] == "FR"
+    assert row["total"] == 15  # 2.5 is not an int: left out and counted
+    assert row["best"] == 1.5
+    assert row["smallest"] == 5
+    assert row["events_with_amount"] == 3
+    assert row["all_events"] == 3
+    assert row["ever_ok"] is True
+    assert row["earliest"] == datetime(2025, 1, 1, tzinfo=UTC)
+    assert row["tags"] == ["a", "b"]
+    assert row["tag_history"] == ["b", "a", "b"]
+    assert row["attributes"] == {"color": "red", "size": "M"}  # the latest value of each key
+    assert built["report"].unconverted == {"total": 1, "best": 1, "smallest": 1}
+
+
+def test_sources_and_renames(store: Store, tmp_path: Path) -> None:
+    append(store, "web", [{"uid": "1", "page": "home"}], "w")
+    append(store, "crm", [{"user_id": "1", "email": "a@x"}], "c")
+    append(store, "other", [{"user_id": "2"}], "o")
+    rules = BY + '[sources.web]\nrename = { uid = "user_id" }\n[sources.crm]\n'
+    rules += '[fields.page]\nfrom = "page"\nagg = "latest"\n'
+    rows = build(store, tmp_path, rules)["rows"]
+    assert len(rows) == 1
+    assert rows[0]["page"] == "home"
+    assert rows[0]["email"] == "a@x"
+
+
+def test_events_without_identity_are_counted(store: Store, tmp_path: Path) -> None:
+    append(store, "events", [{"user_id": "1"}, {"page": "x"}, {"user_id": " "}], "f1")
+    built = build(store, tmp_path, 'by = ["user_id"]\n[normalize]\nuser_id = "trim"\n')
+    assert built["report"].without_identity == 2
+    assert len(built["rows"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("rules", "message"),
+    [
+        ("", "by is missing"),
+        ('by = ["user_id"]\n[fields.x]\nfrom = "a"\nagg = "avg"\n', "fields.x.agg must be one of"),
+        ('by = ["user_id"]\n[fields.x]\nfrom = "a"\nagg = "sum"\ntype = "bool"\n', "fields.x.type"),
+        ('by = ["user_id"]\n[fields.x]\nagg = "latest"\n', "fields.x.from is missing"),
+        ('by = ["user_id"]\n[fields.x]\nagg = "map"\nkey = "k"\n', "give key and value"),
+        (
+            'by = ["user_id"]\n[normalize]\nemail = ["lower"]\n',
+            "normalize.email is not an identity",
+        ),
+        ('by = ["user_id"]\n[fields.user_id]\nfrom = "a"\nagg = "latest"\n', "is an identity"),
+        ('by = ["user_id"]\nfeilds = 1\n', "did you mean 'fields'"),
+        ('by = ["_profile_id"]\n', "not a usable field name"),
+    ],
+)
+def test_bad_rules_name_the_key_and_the_fix(rules: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        profiles_config.parse(rules)
+
+
+def test_the_rules_round_trip_through_json() -> None:
+    config = profiles_config.parse(BY + '[sources.web]\nrename = { uid = "user_id" }\n')
+    assert profiles_config.ProfilesConfig.from_json(config.to_json()) == config
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 15), st.integers(0, 15)), max_size=30))
+def test_components_match_a_simple_union_find(edges: list[tuple[int, int]]) -> None:
+    nodes = 16
+    parent = list(range(nodes))
+
+    def root(x: int) -> int:
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for a, b in edges:
+        ra, rb = root(a), root(b)
+        parent[max(ra, rb)] = min(ra, rb)
+    expected = [root(x) for x in range(nodes)]
+    found = components(np.array([e[0] for e in edges]), np.array([e[1] for e in edges]), nodes)
+    assert found.tolist() == expected
+
+
+def test_profile_ids_keep_old_ones_and_split_ids_go_to_one() -> None:
+    roots = np.array([0, 0, 2, 2, 4])
+    # Nodes 0 and 2 had id 5 (a split): root 0 keeps it, root 2 gets a new one.
+    ids = profile_ids(roots, np.array([5, 9, 5, -1, -1]))
+    assert ids.tolist() == [5, 5, 10, 10, 11]
+
+
+def test_the_cli_builds_and_shows_profiles(store: Store, tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from pipelines.cli import cli
+
+    append(store, "events", [{"user_id": "1", "country": "FR"}, {"email": "x"}], "f1")
+    rules = tmp_path / "profiles.toml"
+    rules.write_text(BY + '[fields.country]\nfrom = "country"\nagg = "latest"\n')
+    runner = CliRunner()
+    built = runner.invoke(cli, ["--store", str(store.path), "profiles", "build", str(rules)])
+    assert built.exit_code == 0, built.output
+    assert "built 2 profiles from 2 events (events)" in built.output
+    shown = runner.invoke(
+        cli,
+        ["--store", str(store.path), "profiles", "show", "--where", "country = 'FR'", "-o", "json"],
+    )
+    assert shown.exit_code == 0, shown.output
+    assert [row["user_id"] for row in json.loads(shown.output)] == ["1"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text('by = ["user_id"]\n[fields.x]\nagg = "median"\n')
+    refused = runner.invoke(cli, ["--store", str(store.path), "profiles", "build", str(bad)])
+    assert refused.exit_code == 1
+    assert "fields.x.agg must be one of" in refused.output
+    assert "Traceback" not in refused.output
