@@ -27,6 +27,15 @@ def connect(spill: Path, memory_limit: str = "256MB", threads: int | None = None
     return con
 
 
+def connect_plain() -> Any:
+    """A new in-memory connection for small work (parsing, binding): no spill folder."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'").fetchall()
+    return con
+
+
 def sql_text(text: str) -> str:
     """`text` for a single-quoted SQL literal."""
     return text.replace("'", "''")

@@ -67,6 +67,13 @@ MIGRATIONS: tuple[str, ...] = (
         committed_at  TEXT NOT NULL
     );
     """,
+    """
+    CREATE TABLE audiences (
+        name       TEXT PRIMARY KEY,
+        expression TEXT NOT NULL,  -- an SQL condition on profile fields, checked at creation
+        created_at TEXT NOT NULL
+    );
+    """,
 )
 
 
@@ -225,6 +232,30 @@ class StateDB:
             deleted = conn.execute("DELETE FROM jobs WHERE name = ?", (name,)).rowcount > 0
             conn.execute("DELETE FROM watermarks WHERE job = ?", (name,))
         return deleted
+
+    # Audiences
+
+    def put_audience(self, name: str, expression: str) -> bool:
+        """Keep an audience; False when the name is taken."""
+        with self._connect() as conn:
+            try:
+                conn.execute(
+                    "INSERT INTO audiences (name, expression, created_at) VALUES (?, ?, ?)",
+                    (name, expression, now().isoformat()),
+                )
+            except sqlite3.IntegrityError:
+                return False
+        return True
+
+    def audiences(self) -> dict[str, str]:
+        """Every audience's expression, by name."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT name, expression FROM audiences ORDER BY name").fetchall()
+        return {str(r[0]): str(r[1]) for r in rows}
+
+    def delete_audience(self, name: str) -> bool:
+        with self._connect() as conn:
+            return conn.execute("DELETE FROM audiences WHERE name = ?", (name,)).rowcount > 0
 
     # Watermarks
 

@@ -24,28 +24,26 @@ import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from engine import storage
 from engine.auth import Authorization, check_name, from_stored
 from engine.errors import ConfigError, LakeportError, StoreError
-from engine.readers.rows import LINE
 from engine.secrets import Secret, SecretsFile
-from engine.state import StateDB, now
+from engine.state import StateDB
+from engine.store_rows import (
+    CountingReader,
+    as_reader,
+    first_line,
+    row_count,
+    with_engine_fields,
+)
 
 DEFAULT_STORE = "lakeport-data"
 STORE_ENV = "LAKEPORT_STORE"
-
-TS = "_ts"
-INGESTED_AT = "_ingested_at"
-SOURCE = "_source"
-JOB = "_job"
-TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 if TYPE_CHECKING:
     import polars as pl
@@ -297,7 +295,7 @@ class Store:
         the old or the new) and keep its config (JSON) with them; the rows written."""
         from deltalake import CommitProperties, write_deltalake
 
-        counted = _CountingReader(rows)
+        counted = CountingReader(rows)
         with self._delta_errors("cannot write the profiles"):
             write_deltalake(
                 self.profiles_url(),
@@ -338,8 +336,8 @@ class Store:
         if table is not None and table.transaction_version(app_id) is not None:
             return self._already_committed(table, app_id, stream, job, source)
 
-        reader = _with_engine_fields(_reader(batches), source=source, job=job)
-        counted = _CountingReader(reader)
+        reader = with_engine_fields(as_reader(batches), source=source, job=job)
+        counted = CountingReader(reader)
         try:
             with self._delta_errors(f"cannot append {source.key} to stream '{stream}'"):
                 write_deltalake(
@@ -428,7 +426,7 @@ class Store:
             found.append(
                 StreamInfo(
                     name=name,
-                    rows=_row_count(table),
+                    rows=row_count(table),
                     fields={f.name: str(f.type) for f in schema},
                     version=table.version(),
                 )
@@ -485,122 +483,4 @@ class Store:
         except LakeportError:
             raise
         except (DeltaError, OSError) as exc:
-            raise StoreError(f"{what}: {_first_line(exc)}") from exc
-
-
-def _row_count(table: Any) -> int:
-    actions = pa.table(table.get_add_actions(flatten=True))
-    if actions.num_rows == 0:
-        return 0
-    return int(pc.sum(actions.column("num_records")).as_py() or 0)
-
-
-def _reader(batches: pa.RecordBatchReader | Iterable[pa.RecordBatch]) -> pa.RecordBatchReader:
-    if isinstance(batches, pa.RecordBatchReader):
-        return batches
-    iterator = iter(batches)
-    first = next(iterator, None)
-    if first is None:
-        raise StoreError("nothing to append: the batches are empty and carry no schema")
-
-    def chained() -> Iterator[pa.RecordBatch]:
-        yield first
-        yield from iterator
-
-    return pa.RecordBatchReader.from_batches(first.schema, chained())
-
-
-def _with_engine_fields(
-    reader: pa.RecordBatchReader, *, source: Source, job: str
-) -> pa.RecordBatchReader:
-    schema = reader.schema
-    taken = [name for name in (INGESTED_AT, SOURCE, JOB) if name in schema.names]
-    if taken:
-        raise StoreError(
-            f"the rows from {source.key} already have the field(s) {', '.join(taken)}, which "
-            "the store sets: rename them in the import"
-        )
-    has_ts = TS in schema.names
-    if has_ts and schema.field(TS).type != TIMESTAMP:
-        raise StoreError(f"field _ts must be {TIMESTAMP}, got {schema.field(TS).type}")
-    for field in schema:
-        if field.name not in (TS, LINE) and not _is_text(field.type):
-            raise StoreError(
-                f"field '{field.name}' from {source.key} is {field.type}: raw event fields are "
-                "stored as text (string or list<string>), so stream schemas only grow; cast it "
-                "to string in the reader"
-            )
-    if LINE in schema.names and not pa.types.is_integer(schema.field(LINE).type):
-        raise StoreError(f"field _line must be an integer, got {schema.field(LINE).type}")
-    out_fields = [f for f in schema if f.name != TS]
-    out_schema = pa.schema(
-        [
-            pa.field(TS, TIMESTAMP),
-            *out_fields,
-            pa.field(INGESTED_AT, TIMESTAMP),
-            # One value per append: dictionary-encoded, so the writer's buffers hold it once
-            # (Delta stores it as a plain string column).
-            pa.field(SOURCE, _CONSTANT_TEXT),
-            pa.field(JOB, _CONSTANT_TEXT),
-        ]
-    )
-    ingested: datetime = now()
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        for batch in reader:
-            n = batch.num_rows
-            stamp = pa.repeat(pa.scalar(ingested, TIMESTAMP), n)
-            yield pa.record_batch(
-                [
-                    batch.column(TS) if has_ts else stamp,
-                    *(batch.column(f.name) for f in out_fields),
-                    stamp,
-                    _constant_text(source.key, n),
-                    _constant_text(job, n),
-                ],
-                schema=out_schema,
-            )
-
-    return pa.RecordBatchReader.from_batches(out_schema, batches())
-
-
-_CONSTANT_TEXT = pa.dictionary(pa.int32(), pa.string())
-
-
-def _constant_text(value: str, rows: int) -> pa.DictionaryArray:
-    indices = pa.repeat(pa.scalar(0, pa.int32()), rows)
-    return pa.DictionaryArray.from_arrays(indices, pa.array([value], pa.string()))
-
-
-def _is_text(kind: pa.DataType) -> bool:
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
-        return True
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
-        return _is_text(kind.value_type)
-    return False
-
-
-class _CountingReader:
-    """Counts rows as the Delta writer pulls them."""
-
-    def __init__(self, reader: pa.RecordBatchReader) -> None:
-        self._source = reader
-        self.rows = 0
-        self.error: BaseException | None = None
-        """What the source raised: the Delta writer reports it only as text in its own error."""
-
-    def reader(self) -> pa.RecordBatchReader:
-        def counted() -> Iterator[pa.RecordBatch]:
-            try:
-                for batch in self._source:
-                    self.rows += batch.num_rows
-                    yield batch
-            except BaseException as exc:
-                self.error = exc
-                raise
-
-        return pa.RecordBatchReader.from_batches(self._source.schema, counted())
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreError(f"{what}: {first_line(exc)}") from exc

@@ -24,7 +24,8 @@ from engine.executor import prefetch
 from engine.readers.rows import LINE, BadRow, ReadAgain
 from engine.readers.source import Limits
 from engine.storage import FileInfo
-from engine.store import TS, AppendResult, Source, Store, append_id, check_stream_name
+from engine.store import AppendResult, Source, Store, append_id, check_stream_name
+from engine.store_rows import TS
 from engine.timestamps import UTC_US, TimestampRule, parse
 from pipelines.errors import SpecError
 from pipelines.runs import (

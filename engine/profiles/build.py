@@ -135,15 +135,10 @@ def build(
         "CREATE TEMP TABLE profile_of AS SELECT n.field, n.value, i.pid FROM nodes n "
         "JOIN node_ids i USING (node)",
     )
-    counts = con.execute(
-        "SELECT count(*), count(*) FILTER (WHERE a_value IS NULL) FROM events"
-    ).fetchall()[0]
-    report.events, report.without_identity = counts
-    report.unconverted = _unconverted(con, config)
+    report.events, report.without_identity, report.unconverted = _counts(con, config)
     # 4. One row a profile.
     query = _profiles_query(con, config, streams)
     reader = con.sql(query).to_arrow_reader(64 * 1024)
-    report.profiles = len(np.unique(ids)) if nodes else 0
     return reader, report, con
 
 
@@ -242,7 +237,9 @@ def _old_ids(con: Any, previous: Any | None, config: ProfilesConfig, nodes: int)
     return old
 
 
-def _unconverted(con: Any, config: ProfilesConfig) -> dict[str, int]:
+def _counts(con: Any, config: ProfilesConfig) -> tuple[int, int, dict[str, int]]:
+    """In one scan: the events, those without identity, and for each typed field the values
+    that do not convert to its type."""
     needed = _read_fields(config)
     checks = []
     for rule in config.fields:
@@ -252,10 +249,10 @@ def _unconverted(con: Any, config: ProfilesConfig) -> dict[str, int]:
         checks.append(
             (rule.name, f"count({column}) - count({_CONVERT[rule.type].format(x=column)})")
         )
-    if not checks:
-        return {}
-    row = con.execute(f"SELECT {', '.join(c for _, c in checks)} FROM events").fetchall()[0]
-    return {name: int(n) for (name, _), n in zip(checks, row, strict=True) if n}
+    counted = ["count(*)", "count(*) FILTER (WHERE a_value IS NULL)", *(c for _, c in checks)]
+    row = con.execute(f"SELECT {', '.join(counted)} FROM events").fetchall()[0]
+    unconverted = {name: int(n) for (name, _), n in zip(checks, row[2:], strict=True) if n}
+    return int(row[0]), int(row[1]), unconverted
 
 
 def _profiles_query(con: Any, config: ProfilesConfig, streams: list[StreamInput]) -> str:
