@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_AUDIENCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def check_stream_name(name: str) -> str:
@@ -312,13 +313,100 @@ class Store:
 
     def profiles(self) -> pl.LazyFrame:
         """The profiles as a Polars LazyFrame."""
-        uri = self.profiles_url()
-        if self._table(uri) is None:
+        self._profiles_or_fail()
+        return self._scan(self.profiles_url())
+
+    # Audiences
+
+    def create_audience(self, name: str, condition: str) -> None:
+        """Keep an audience: the profiles for which the SQL `condition` holds. It is checked
+        now against the profiles' fields (engine.profiles.audiences.check)."""
+        from engine.profiles import audiences
+
+        if not _AUDIENCE_NAME.match(name):
+            raise ConfigError(
+                f"'{name}' is not a valid audience name: use 1-64 letters, digits, '_', '.' or "
+                "'-', starting with a letter or digit"
+            )
+        audiences.check(condition, self._profile_columns())
+        if not self.state.put_audience(name, condition):
+            raise ConfigError(
+                f"an audience named '{name}' exists: remove it first, or choose another name"
+            )
+
+    def remove_audience(self, name: str) -> None:
+        if not self.state.delete_audience(name):
+            raise ConfigError(f"no audience named '{name}' ({self._audience_names()})")
+
+    def audiences(self) -> dict[str, str]:
+        """Every audience's condition, by name."""
+        return self.state.audiences()
+
+    def audience_sizes(self) -> dict[str, int]:
+        """How many profiles each audience holds (one pass over the profiles)."""
+        from engine.profiles import audiences
+
+        return audiences.sizes(self._profiles_or_fail(), self.audiences(), spill=self._spill())
+
+    def audience(self, name: str) -> pl.LazyFrame:
+        """The profiles in an audience, as a Polars LazyFrame."""
+        from engine.profiles import audiences
+
+        condition = self.audiences().get(name)
+        if condition is None:
+            raise ConfigError(f"no audience named '{name}' ({self._audience_names()})")
+        profiles = self._profiles_or_fail()
+        return audiences.lazy(
+            lambda columns, limit: audiences.members(
+                profiles, condition, spill=self._spill(), columns=columns, limit=limit
+            ),
+            profiles.schema,
+        )
+
+    def memberships(self) -> pl.LazyFrame:
+        """For each profile (`_profile_id`), the names of all the audiences it is in
+        (`audiences`, a list): one pass over the profiles, however many audiences."""
+        from engine.profiles import audiences
+
+        profiles = self._profiles_or_fail()
+        conditions = self.audiences()
+        schema = pa.schema(
+            [profiles.schema.field("_profile_id"), pa.field("audiences", pa.list_(pa.string()))]
+        )
+
+        def open_reader(columns: list[str] | None, limit: int | None) -> pa.RecordBatchReader:
+            reader = audiences.memberships(profiles, conditions, spill=self._spill())
+            return reader if columns is None else _select(reader, columns)
+
+        return audiences.lazy(open_reader, schema)
+
+    def profile_matches(self, condition: str, limit: int | None = None) -> pa.RecordBatchReader:
+        """The profiles for which an SQL condition holds (checked as an audience's is)."""
+        from engine.profiles import audiences
+
+        audiences.check(condition, self._profile_columns())
+        return audiences.members(
+            self._profiles_or_fail(), condition, spill=self._spill(), limit=limit
+        )
+
+    def _profile_columns(self) -> dict[str, pa.DataType]:
+        return {f.name: f.type for f in self._profiles_or_fail().schema}
+
+    def _profiles_or_fail(self) -> Any:
+        found = self.profiles_dataset()
+        if found is None:
             raise StoreError(
                 f"there are no profiles in {self.tables.url} yet: build them with "
                 "`lakeport profiles build PROFILES.toml`"
             )
-        return self._scan(uri)
+        return found
+
+    def _audience_names(self) -> str:
+        names = list(self.audiences())
+        return "audiences: " + (", ".join(names) if names else "none yet")
+
+    def _spill(self) -> Path:
+        return self.path / "tmp" / "audiences"
 
     def _append(
         self,
@@ -484,3 +572,8 @@ class Store:
             raise
         except (DeltaError, OSError) as exc:
             raise StoreError(f"{what}: {first_line(exc)}") from exc
+
+
+def _select(reader: pa.RecordBatchReader, columns: list[str]) -> pa.RecordBatchReader:
+    schema = pa.schema([reader.schema.field(c) for c in columns])
+    return pa.RecordBatchReader.from_batches(schema, (b.select(columns) for b in reader))

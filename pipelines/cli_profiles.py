@@ -1,4 +1,4 @@
-"""The profile commands: `profiles build` and `profiles show`."""
+"""The profile commands: `profiles build|show` and `audience create|list|show|remove`."""
 
 from __future__ import annotations
 
@@ -60,12 +60,74 @@ def profiles_show(obj: Context, where: str | None, limit: int, output: Output) -
     import polars as pl
 
     with activity("Reading profiles"):
-        frame = obj.store().profiles()
+        store = obj.store()
         if where:
-            frame = frame.filter(pl.sql_expr(where))
-        rows = frame.head(limit).collect()
+            rows = pl.DataFrame(store.profile_matches(where, limit).read_all())
+        else:
+            rows = store.profiles().head(limit).collect()
     found = rows.to_dicts()
     if output == "json":
         emit_json(found)
         return
     emit_table(found, rows.columns, title=f"profiles: {len(found)} shown", empty="no profiles")
+
+
+@cli.group("audience")
+def audience() -> None:
+    """Make and look at audiences: conditions on profile fields."""
+
+
+@audience.command("create")
+@click.argument("name")
+@click.option("--where", "where", required=True, metavar="EXPR", help="An SQL condition.")
+@click.pass_obj
+def audience_create(obj: Context, name: str, where: str) -> None:
+    """Create the audience NAME: the profiles for which EXPR holds."""
+    store = obj.store()
+    store.create_audience(name, where)
+    size = store.audience_sizes()[name]
+    click.echo(f"audience {name} created: {size:,} profiles")
+
+
+@audience.command("list")
+@OUTPUT_OPTION
+@click.pass_obj
+def audience_list(obj: Context, output: Output) -> None:
+    """Every audience with its condition and size."""
+    store = obj.store()
+    conditions = store.audiences()
+    with activity("Counting audiences"):
+        sizes = store.audience_sizes() if conditions else {}
+    rows = [
+        {"name": name, "profiles": sizes[name], "where": condition}
+        for name, condition in conditions.items()
+    ]
+    if output == "json":
+        emit_json(rows)
+        return
+    emit_table(rows, ["name", "profiles", "where"], title="audiences", empty="no audiences yet")
+
+
+@audience.command("show")
+@click.argument("name")
+@click.option("--limit", "-n", type=click.IntRange(min=0), default=20, show_default=True)
+@OUTPUT_OPTION
+@click.pass_obj
+def audience_show(obj: Context, name: str, limit: int, output: Output) -> None:
+    """Preview the first LIMIT profiles of the audience NAME."""
+    with activity(f"Reading audience {name}"):
+        frame = obj.store().audience(name).head(limit).collect()
+    rows = frame.to_dicts()
+    if output == "json":
+        emit_json(rows)
+        return
+    emit_table(rows, frame.columns, title=f"audience {name}: {len(rows)} shown", empty="empty")
+
+
+@audience.command("remove")
+@click.argument("name")
+@click.pass_obj
+def audience_remove(obj: Context, name: str) -> None:
+    """Remove the audience NAME."""
+    obj.store().remove_audience(name)
+    click.echo(f"audience {name} removed")

@@ -294,3 +294,26 @@ def test_the_cli_builds_and_shows_profiles(store: Store, tmp_path: Path) -> None
     assert refused.exit_code == 1
     assert "fields.x.agg must be one of" in refused.output
     assert "Traceback" not in refused.output
+
+
+def test_list_fields_gather_their_items(store: Store, tmp_path: Path) -> None:
+    # JSON arrays arrive as list<string> fields: set and list gather their items.
+    batch = pa.record_batch(
+        {
+            "user_id": pa.array(["1", "1"]),
+            "tags": pa.array([["b", "a"], ["a", "c", None]], pa.list_(pa.string())),
+            "sizes": pa.array([["1", "x"], ["2"]], pa.list_(pa.string())),
+            "_ts": pa.array([START, START + timedelta(minutes=1)], pa.timestamp("us", tz="UTC")),
+        }
+    )
+    store.append("events", [batch], source=Source("j"), job="test")
+    rules = 'by = ["user_id"]\n[fields.tags]\nfrom = "tags"\nagg = "set"\n'
+    rules += '[fields.history]\nfrom = "tags"\nagg = "list"\n'
+    rules += '[fields.sizes]\nfrom = "sizes"\nagg = "set"\ntype = "int"\n'
+    (row,) = build(store, tmp_path, rules)["rows"]
+    assert row["tags"] == ["a", "b", "c"]
+    assert row["history"] == ["b", "a", "a", "c"]
+    assert row["sizes"] == [1, 2]
+    assert build(store, tmp_path, rules)["report"].unconverted == {"sizes": 1}  # "x"
+    with pytest.raises(ConfigError, match="holds lists"):
+        build(store, tmp_path, 'by = ["user_id"]\n[fields.t]\nfrom = "tags"\nagg = "latest"\n')

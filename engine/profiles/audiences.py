@@ -108,6 +108,7 @@ _NODES = frozenset(
         "CAST",
         "CASE",
         "BETWEEN",
+        "TYPE",
     )
 )
 _WHERE = "SELECT 1 FROM profiles WHERE ("
@@ -237,7 +238,8 @@ def memberships(
         f"CASE WHEN ({expression}) THEN '{duck.sql_text(name)}' END"
         for name, expression in sorted(audiences.items())
     )
-    listed = f"list_filter([{cases}], x -> x IS NOT NULL)" if audiences else "[]::VARCHAR[]"
+    # list_distinct drops the NULLs (the audiences a profile is not in); the names are unique.
+    listed = f"list_sort(list_distinct([{cases}]))" if audiences else "[]::VARCHAR[]"
     query = (
         f"SELECT {', '.join(duck.sql_name(c) for c in chosen)}, {listed} AS audiences FROM profiles"
     )

@@ -135,7 +135,7 @@ def build(
         "CREATE TEMP TABLE profile_of AS SELECT n.field, n.value, i.pid FROM nodes n "
         "JOIN node_ids i USING (node)",
     )
-    report.events, report.without_identity, report.unconverted = _counts(con, config)
+    report.events, report.without_identity, report.unconverted = _counts(con, config, streams)
     # 4. One row a profile.
     query = _profiles_query(con, config, streams)
     reader = con.sql(query).to_arrow_reader(64 * 1024)
@@ -237,7 +237,9 @@ def _old_ids(con: Any, previous: Any | None, config: ProfilesConfig, nodes: int)
     return old
 
 
-def _counts(con: Any, config: ProfilesConfig) -> tuple[int, int, dict[str, int]]:
+def _counts(
+    con: Any, config: ProfilesConfig, streams: list[StreamInput]
+) -> tuple[int, int, dict[str, int]]:
     """In one scan: the events, those without identity, and for each typed field the values
     that do not convert to its type."""
     needed = _read_fields(config)
@@ -246,9 +248,14 @@ def _counts(con: Any, config: ProfilesConfig) -> tuple[int, int, dict[str, int]]
         if rule.type == "string" or rule.source is None or rule.agg == "count":
             continue
         column = f"r{needed.index(rule.source)}"
-        checks.append(
-            (rule.name, f"count({column}) - count({_CONVERT[rule.type].format(x=column)})")
-        )
+        if _any_scalar(streams, rule.source):
+            check = f"count({column}) - count({_CONVERT[rule.type].format(x=column)})"
+        else:  # a list field: its items
+            present = f"len(list_filter({column}, lambda v: v IS NOT NULL))"
+            converted = f"list_transform({column}, lambda v: {_CONVERT[rule.type].format(x='v')})"
+            kept = f"len(list_filter({converted}, lambda v: v IS NOT NULL))"
+            check = f"coalesce(sum({present} - {kept}), 0)"
+        checks.append((rule.name, check))
     counted = ["count(*)", "count(*) FILTER (WHERE a_value IS NULL)", *(c for _, c in checks)]
     row = con.execute(f"SELECT {', '.join(counted)} FROM events").fetchall()[0]
     unconverted = {name: int(n) for (name, _), n in zip(checks, row[2:], strict=True) if n}
@@ -324,8 +331,8 @@ def _aggregate(rule: FieldRule, column: str | None, is_list: bool) -> str:
         items = f"flatten(list({column} ORDER BY _ts))"
         if rule.type != "string":
             converted = _CONVERT[rule.type].format(x="v")
-            items = f"list_transform({items}, v -> {converted})"
-        items = f"list_filter({items}, v -> v IS NOT NULL)"
+            items = f"list_transform({items}, lambda v: {converted})"
+        items = f"list_filter({items}, lambda v: v IS NOT NULL)"
         return f"list_sort(list_distinct({items}))" if rule.agg == "set" else items
     value = _CONVERT[rule.type].format(x=column)
     present = f"FILTER (WHERE {value} IS NOT NULL)"

@@ -1,0 +1,145 @@
+"""Audiences: conditions checked at creation, members, sizes and memberships in one pass."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from engine.errors import ConfigError
+from engine.store import Store
+from pipelines.cli import cli
+from pipelines.profiles import build_profiles
+from tests.test_profiles import append
+
+RULES = """
+by = ["user_id"]
+[fields.country]
+from = "country"
+agg = "latest"
+[fields.score]
+from = "score"
+agg = "sum"
+type = "int"
+[fields.tags]
+from = "tag"
+agg = "set"
+[fields.joined]
+from = "joined"
+agg = "first"
+type = "timestamp"
+"""
+
+
+@pytest.fixture
+def profiled(store: Store, tmp_path: Path) -> Store:
+    append(
+        store,
+        "events",
+        [
+            {"user_id": "1", "country": "US", "score": "150", "tag": "vip", "joined": "2025-01-01"},
+            {"user_id": "2", "country": "US", "score": "50", "tag": "new", "joined": "2026-06-01"},
+            {"user_id": "3", "country": "FR", "score": "500", "tag": "vip"},
+            {"user_id": "3", "tag": "new"},
+        ],
+        "f1",
+    )
+    rules = tmp_path / "profiles.toml"
+    rules.write_text(RULES)
+    build_profiles(store, rules)
+    return store
+
+
+def users(frame_rows: list[dict[str, object]]) -> list[str]:
+    return sorted(str(row["user_id"]) for row in frame_rows)
+
+
+def test_audiences_select_profiles(profiled: Store) -> None:
+    profiled.create_audience("us_high", "country = 'US' AND score > 100")
+    profiled.create_audience("vip", "list_contains(tags, 'vip')")
+    profiled.create_audience("recent", "joined > TIMESTAMP '2026-01-01'")
+    profiled.create_audience("no_join", "joined IS NULL")
+    assert users(profiled.audience("us_high").collect().to_dicts()) == ["1"]
+    assert users(profiled.audience("vip").collect().to_dicts()) == ["1", "3"]
+    assert users(profiled.audience("recent").collect().to_dicts()) == ["2"]
+    assert profiled.audience_sizes() == {"no_join": 1, "recent": 1, "us_high": 1, "vip": 2}
+
+
+def test_memberships_list_every_audience_of_each_profile(profiled: Store) -> None:
+    profiled.create_audience("us", "country = 'US'")
+    profiled.create_audience("vip", "list_contains(tags, 'vip')")
+    ids = {r["user_id"]: r["_profile_id"] for r in profiled.profiles().collect().to_dicts()}
+    found = {r["_profile_id"]: r["audiences"] for r in profiled.memberships().collect().to_dicts()}
+    assert found == {ids["1"]: ["us", "vip"], ids["2"]: ["us"], ids["3"]: ["vip"]}
+
+
+def test_an_audience_is_a_lazy_frame_that_takes_filters(profiled: Store) -> None:
+    import polars as pl
+
+    profiled.create_audience("us", "country = 'US'")
+    frame = profiled.audience("us").filter(pl.col("score") < 100).select("user_id").collect()
+    assert frame.to_dicts() == [{"user_id": "2"}]
+
+
+@pytest.mark.parametrize(
+    ("condition", "message"),
+    [
+        ("contry = 'US'", r"names 'contry'.*did you mean 'country'.*the fields are"),
+        ("country IN (SELECT 'US')", "holds a subquery"),
+        ("read_csv('/etc/passwd') IS NULL", r"calls read_csv\(\)"),
+        ("country = 'US'; DROP TABLE x", "statement ends"),
+        ("country = 'US' -- and more", "comments"),
+        ("score > 1 UNION SELECT 1", "not an SQL expression"),
+        ("score > 1) UNION (SELECT 1", "not one expression"),
+        ("country = 'US') GROUP BY (country", "not one expression"),
+        ("list_contains(score, 'x')", "cannot run on the profiles"),
+        ("country = ", "not an SQL expression"),
+        ("", "is empty"),
+        ("row_number() OVER () > 1", "window"),
+    ],
+)
+def test_bad_conditions_are_refused_at_creation(
+    profiled: Store, condition: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        profiled.create_audience("a", condition)
+    assert profiled.audiences() == {}
+
+
+def test_names_are_unique_and_removable(profiled: Store) -> None:
+    profiled.create_audience("us", "country = 'US'")
+    with pytest.raises(ConfigError, match="exists"):
+        profiled.create_audience("us", "country = 'FR'")
+    profiled.remove_audience("us")
+    with pytest.raises(ConfigError, match="no audience named 'us'"):
+        profiled.audience("us")
+
+
+def test_the_cli_manages_audiences(profiled: Store) -> None:
+    runner = CliRunner()
+
+    def run(*args: str) -> str:
+        result = runner.invoke(cli, ["--store", str(profiled.path), *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "audience us created: 2 profiles" in run(
+        "audience", "create", "us", "--where", "country = 'US'"
+    )
+    listed = json.loads(run("audience", "list", "-o", "json"))
+    assert listed == [{"name": "us", "profiles": 2, "where": "country = 'US'"}]
+    shown = json.loads(run("audience", "show", "us", "-n", "1", "-o", "json"))
+    assert len(shown) == 1
+    matched = json.loads(
+        run("profiles", "show", "--where", "list_contains(tags, 'new')", "-o", "json")
+    )
+    assert users(matched) == ["2", "3"]
+    refused = runner.invoke(
+        cli, ["--store", str(profiled.path), "audience", "create", "x", "--where", "nope = 1"]
+    )
+    assert refused.exit_code == 1
+    assert "names 'nope'" in refused.output
+    assert "Traceback" not in refused.output
+    assert "audience us removed" in run("audience", "remove", "us")
