@@ -1,4 +1,4 @@
-"""The profile commands: `profiles build|show` and `audience create|list|show|remove`."""
+"""The profile commands: `profiles build|load|show` and `audience create|list|show|remove`."""
 
 from __future__ import annotations
 
@@ -48,6 +48,28 @@ def profiles_build(obj: Context, rules: Path, memory_limit: str, output: Output)
         click.echo(f"{report.without_identity:,} events had no identity value and were left out")
     for name, count in report.unconverted.items():
         click.echo(f"field {name}: {count:,} values did not convert to its type and were left out")
+
+
+@profiles.command("load")
+@click.argument("url")
+@click.option(
+    "--by",
+    required=True,
+    metavar="FIELDS",
+    help="The identity fields, comma-separated: user_id,email",
+)
+@click.option("--auth", "auth_name", metavar="NAME", help="The authorization for s3:// URLs.")
+@click.pass_obj
+def profiles_load(obj: Context, url: str, by: str, auth_name: str | None) -> None:
+    """Replace the profiles with ready-made ones from a Parquet or CSV file (URL or path)."""
+    from pipelines.profiles import load_profiles
+
+    store = obj.store()
+    auth = store.authorization(auth_name) if auth_name else None
+    fields = [name.strip() for name in by.split(",") if name.strip()]
+    with activity(f"Loading profiles from {url}"):
+        rows = load_profiles(store, url, fields, auth=auth)
+    click.echo(f"loaded {rows:,} profiles from {url} (identity fields: {', '.join(fields)})")
 
 
 @profiles.command("show")

@@ -1,4 +1,4 @@
-"""`lakeport profiles build`: read the profiles file, build from the streams, replace the table.
+"""`lakeport profiles build` and `profiles load`: make the profiles table.
 
 The steps: load and check the rules, pick the streams (those named in [sources], or all),
 build in DuckDB and numpy (engine.profiles.build), and replace the profiles table in one
@@ -8,12 +8,18 @@ commit, the rules kept with it so later builds and exports know the identity fie
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+
+from engine import storage
+from engine.auth import Authorization
 from engine.errors import ConfigError
 from engine.profiles import config as profiles_config
 from engine.profiles.build import BuildReport, StreamInput, build
+from engine.profiles.config import ProfilesConfig
 from engine.store import Store
 
 
@@ -51,3 +57,93 @@ def build_profiles(store: Store, path: str | Path, *, memory_limit: str = "1GB")
     finally:
         connection.close()
     return BuildResult(report, time.monotonic() - started, [name for name, _ in chosen])
+
+
+def load_profiles(
+    store: Store, url: str, by: list[str], *, auth: Authorization | None = None
+) -> int:
+    """Replace the profiles with ready-made ones from a Parquet or CSV file (local or S3),
+    streamed batch by batch; the rows loaded.
+
+    The identity fields `by` must be columns of the file. Each profile gets `_identities` from
+    them, and a `_profile_id` (1, 2, ... in file order) unless the file has one.
+    """
+    config = ProfilesConfig(by=tuple(by), fields=())
+    rows = _open_table(url, auth)
+    missing = [name for name in by if name not in rows.schema.names]
+    if missing:
+        rows.close()
+        raise ConfigError(
+            f"--by names {', '.join(missing)}, which {url} does not have; its columns are "
+            f"{', '.join(rows.schema.names)}"
+        )
+    return store.replace_profiles(_with_profile_fields(rows, config.by), config.to_json())
+
+
+def _open_table(url: str, auth: Authorization | None) -> pa.RecordBatchReader:
+    """A Parquet or CSV file as a stream of record batches (CSV types are inferred)."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    location = storage.parse_url(url)
+    name = location.key.lower()
+    if name.endswith((".parquet", ".pq")):
+        handle = storage.filesystem(location, auth).open(location.fs_path, "rb")
+        try:
+            parquet = pq.ParquetFile(handle)
+        except pa.ArrowInvalid as exc:
+            raise ConfigError(f"{url} is not a Parquet file: {exc}") from exc
+        return pa.RecordBatchReader.from_batches(
+            parquet.schema_arrow, parquet.iter_batches(batch_size=64 * 1024)
+        )
+    if name.endswith((".csv", ".csv.gz", ".csv.zst", ".tsv")):
+        stream = storage.open_input(url, auth)
+        if name.endswith((".gz", ".zst")):
+            stream = pa.CompressedInputStream(stream, "gzip" if name.endswith(".gz") else "zstd")
+        try:
+            return pacsv.open_csv(
+                stream,
+                parse_options=pacsv.ParseOptions(delimiter="\t" if name.endswith(".tsv") else ","),
+                convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
+            )
+        except pa.ArrowInvalid as exc:
+            raise ConfigError(f"{url} cannot be read as CSV: {exc}") from exc
+    raise ConfigError(
+        f"{url}: profiles load from Parquet (.parquet) or CSV (.csv, .csv.gz, .csv.zst, .tsv); "
+        "name the file by its format"
+    )
+
+
+def _with_profile_fields(rows: pa.RecordBatchReader, by: tuple[str, ...]) -> pa.RecordBatchReader:
+    import polars as pl
+
+    has_id = "_profile_id" in rows.schema.names
+    entries = [
+        pl.when(pl.col(name).cast(pl.String).fill_null("") != "")
+        .then(pl.struct(pl.lit(name).alias("field"), pl.col(name).cast(pl.String).alias("value")))
+        .otherwise(None)
+        for name in by
+    ]
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        start = 1
+        for batch in rows:
+            frame = pl.DataFrame(batch)
+            added = [pl.concat_list(entries).list.drop_nulls().alias("_identities")]
+            if not has_id:
+                added.append(
+                    pl.int_range(start, start + frame.height, dtype=pl.Int64).alias("_profile_id")
+                )
+            start += frame.height
+            frame = frame.with_columns(added)
+            if not has_id:
+                frame = frame.select("_profile_id", pl.exclude("_profile_id"))
+            yield from frame.to_arrow().to_batches()
+
+    first = pl.DataFrame(rows.schema.empty_table())
+    shaped = first.with_columns(pl.concat_list(entries).list.drop_nulls().alias("_identities"))
+    if not has_id:
+        shaped = shaped.with_columns(pl.lit(0, pl.Int64).alias("_profile_id")).select(
+            "_profile_id", pl.exclude("_profile_id")
+        )
+    return pa.RecordBatchReader.from_batches(shaped.to_arrow().schema, batches())

@@ -317,3 +317,58 @@ def test_list_fields_gather_their_items(store: Store, tmp_path: Path) -> None:
     assert build(store, tmp_path, rules)["report"].unconverted == {"sizes": 1}  # "x"
     with pytest.raises(ConfigError, match="holds lists"):
         build(store, tmp_path, 'by = ["user_id"]\n[fields.t]\nfrom = "tags"\nagg = "latest"\n')
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_ready_made_profiles_load_from_parquet_or_csv(
+    store: Store, tmp_path: Path, suffix: str
+) -> None:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from pipelines.profiles import load_profiles
+
+    table = pa.table(
+        {
+            "user_id": pa.array([1, 2, 3]),
+            "email": pa.array(["a@x", None, "c@x"]),
+            "score": pa.array([10.5, 20.0, 30.0]),
+            "tags": pa.array([["vip"], [], None], pa.list_(pa.string())),
+        }
+    )
+    path = tmp_path / f"ready{suffix}"
+    if suffix == ".csv":
+        table = table.drop_columns(["tags"])
+        pacsv.write_csv(table, path)
+    else:
+        pq.write_table(table, path)
+    assert load_profiles(store, str(path), ["user_id", "email"]) == 3
+    rows = store.profiles().sort("_profile_id").collect().to_dicts()
+    assert [r["_profile_id"] for r in rows] == [1, 2, 3]
+    assert rows[1]["_identities"] == [{"field": "user_id", "value": "2"}]
+    assert rows[0]["score"] == 10.5
+    store.create_audience("high", "score > 15")
+    assert store.audience_sizes() == {"high": 2}
+    with pytest.raises(ConfigError, match="does not have; its columns are"):
+        load_profiles(store, str(path), ["customer_id"])
+
+
+def test_the_cli_loads_profiles(store: Store, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from pipelines.cli import cli
+
+    path = tmp_path / "ready.parquet"
+    pq.write_table(pa.table({"user_id": ["1", "2"], "country": ["US", "FR"]}), path)
+    runner = CliRunner()
+    loaded = runner.invoke(
+        cli, ["--store", str(store.path), "profiles", "load", str(path), "--by", "user_id"]
+    )
+    assert loaded.exit_code == 0, loaded.output
+    assert "loaded 2 profiles" in loaded.output
+    wrong = runner.invoke(
+        cli, ["--store", str(store.path), "profiles", "load", str(tmp_path / "x.json"), "--by", "a"]
+    )
+    assert wrong.exit_code == 1
+    assert "Parquet (.parquet) or CSV" in wrong.output
