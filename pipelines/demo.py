@@ -14,6 +14,7 @@ from engine.secrets import Secret
 from engine.store import Store
 from pipelines import jobs
 from pipelines.output import emit_table, human_bytes
+from pipelines.profiles import build_profiles
 
 _FIELDS = ["event_id", "user_id", "email", "event", "country", "amount", "timestamp"]
 _EVENTS = [
@@ -26,6 +27,31 @@ _EVENTS = [
     ("e-007", "u-3", "alan@example.com", "purchase", "GB", "5.00", "2026-11-01T14:20:00Z"),
     ("e-008", "u-4", "katherine@example.com", "purchase", "US", "120.00", "2026-11-01T15:00:00Z"),
 ]
+
+
+_PROFILES = """\
+by = ["user_id", "email"]
+
+[normalize]
+email = ["trim", "lower"]
+
+[fields.country]
+from = "country"
+agg = "latest"
+
+[fields.purchases]
+from = "amount"
+agg = "count"
+
+[fields.spent]
+from = "amount"
+agg = "sum"
+type = "float"
+
+[fields.events]
+from = "event"
+agg = "set"
+"""
 
 
 def _say(text: str) -> None:
@@ -90,10 +116,12 @@ def run_demo(folder: Path | None) -> None:
     job, _ = jobs.load_file(job_file)
     click.echo(jobs.run(store, job).summary())
 
-    _say("4. The next day's export arrives: one row changed, one added; the diff imports two")
-    changed = [row if row[0] != "e-005" else (*row[:5], "24.99", row[6]) for row in _EVENTS]
+    _say("4. The next day's export arrives: one row changed, two added; the diff imports three")
+    changed = [row if row[0] != "e-004" else (*row[:3], "register", *row[4:]) for row in _EVENTS]
     added = ("e-009", "u-5", "mary@example.com", "signup", "FR", "", "2026-11-02T08:00:00Z")
-    _write_csv(bucket / "exports" / "events_20261102.csv", [*changed, added])
+    # Ada buys again, known only by her email this time (written differently).
+    by_email = ("e-010", "", " Ada@Example.com", "purchase", "GB", "10.00", "2026-11-02T09:00:00Z")
+    _write_csv(bucket / "exports" / "events_20261102.csv", [*changed, added, by_email])
     click.echo(jobs.run(store, job).summary())
     click.echo(jobs.run(store, job).summary())
 
@@ -111,7 +139,41 @@ def run_demo(folder: Path | None) -> None:
     )
     frame = rows.collect()
     emit_table(frame.to_dicts(), frame.columns, title="lakeport stream show events --limit 5")
-    click.echo(f"\nTry: lakeport --store {store.path} streams")
+
+    _say("6. Profiles: events that share a user_id or an email make one user")
+    rules = root / "profiles.toml"
+    rules.write_text(_PROFILES, encoding="utf-8")
+    click.echo(f"lakeport profiles build {rules}")
+    built = build_profiles(store, rules)
+    click.echo(
+        f"built {built.report.profiles} profiles from {built.report.events} events "
+        f"in {built.seconds:.1f} s"
+    )
+    profiles = (
+        store.profiles()
+        .select("_profile_id", "user_id", "email", "country", "purchases", "spent", "_events")
+        .sort("_profile_id")
+        .collect()
+    )
+    emit_table(profiles.to_dicts(), profiles.columns, title="lakeport profiles show")
+
+    _say("7. An audience: an SQL condition on profile fields, checked when it is made")
+    for audience, condition in (("big-spenders", "spent > 40"), ("gb", "country = 'GB'")):
+        if audience in store.audiences():
+            store.remove_audience(audience)
+        click.echo(f'lakeport audience create {audience} --where "{condition}"')
+        store.create_audience(audience, condition)
+    emit_table(
+        [
+            {"audience": name, "profiles": size, "where": store.audiences()[name]}
+            for name, size in store.audience_sizes().items()
+        ],
+        ["audience", "profiles", "where"],
+        title="lakeport audience list",
+    )
+    members = store.memberships().sort("_profile_id").collect()
+    emit_table(members.to_dicts(), members.columns, title="store.memberships()")
+    click.echo(f"\nTry: lakeport --store {store.path} audience show big-spenders")
 
 
 def _write_csv(path: Path, rows: Sequence[tuple[str, ...]]) -> None:

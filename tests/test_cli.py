@@ -266,8 +266,11 @@ def test_demo_runs_and_says_what_it_did(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "events_20261101.csv" in result.stdout
     assert "8 rows read, 8 imported, 0 unchanged (diff), 0 rejected" in result.stdout
-    assert "9 rows read, 2 imported, 7 unchanged (diff), 0 rejected" in result.stdout
+    assert "10 rows read, 3 imported, 7 unchanged (diff), 0 rejected" in result.stdout
     assert "job 'demo-events': no new file" in result.stdout
+    # Ada's purchase known only by her email joins her profile: 5 users, not 6.
+    assert "built 5 profiles from 11 events" in result.stdout
+    assert "big-spenders  2" in result.stdout
     assert "demo-secret-key-that-is-never-printed" not in result.output
     # Running it again in the same folder works too.
     again = CliRunner().invoke(cli, ["demo", "--dir", str(tmp_path / "demo")])

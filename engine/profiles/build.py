@@ -183,6 +183,8 @@ def _events(con: Any, streams: list[StreamInput], config: ProfilesConfig) -> str
                     f"the field '{name}' holds lists in stream '{stream.name}' and single "
                     "values in another: rename one of them in [sources]"
                 )
+            if found is not None and not _is_list(found.type):
+                value = f"NULLIF({value}, '')"  # an empty CSV field is no value
             columns.append(f"{value} AS r{j}")
         selects.append(f"SELECT {', '.join(columns)} FROM {table}")
     if not selects:
