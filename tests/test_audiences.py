@@ -143,3 +143,22 @@ def test_the_cli_manages_audiences(profiled: Store) -> None:
     assert "names 'nope'" in refused.output
     assert "Traceback" not in refused.output
     assert "audience us removed" in run("audience", "remove", "us")
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        "country LIKE 'U%'",
+        "country ILIKE 'u%' OR country IS NULL",
+        "joined > now() - INTERVAL 30 DAY",
+        "joined > TIMESTAMP '2026-01-01'",
+        "score BETWEEN 1 AND 500",
+        "NOT (country IN ('US', 'FR'))",
+        "CASE WHEN score > 100 THEN true ELSE false END",
+        "lower(country) = 'us' AND len(tags) > 1",
+        "score::DOUBLE > 1.5",
+    ],
+)
+def test_pure_conditions_are_accepted(profiled: Store, condition: str) -> None:
+    profiled.create_audience("a", condition)
+    assert profiled.audiences() == {"a": condition}

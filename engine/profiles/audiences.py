@@ -66,6 +66,7 @@ FUNCTIONS = frozenset(
         "split_part",
         "abs",
         "round",
+        "trunc",
         "floor",
         "ceil",
         "greatest",
@@ -94,6 +95,16 @@ FUNCTIONS = frozenset(
         "now",
         "current_timestamp",
         "today",
+        # INTERVAL '30 days' is parsed as these
+        "to_years",
+        "to_months",
+        "to_weeks",
+        "to_days",
+        "to_hours",
+        "to_minutes",
+        "to_seconds",
+        "to_milliseconds",
+        "to_microseconds",
     ]
 )
 """The functions an audience may call: each pure (no I/O, nothing stored or changed)."""
