@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit test-slow install install-dev clean bench-store bench-import
+.PHONY: demo test lint typecheck unit test-slow install install-dev clean bench-store bench-import bench-profiles
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,3 +48,6 @@ bench-store: install-dev
 
 bench-import: install-dev
 	$(BIN)/python -m benchmarks.bench_import --rows 1000000 --rows 10000000
+
+bench-profiles: install-dev
+	$(BIN)/python -m benchmarks.bench_profiles --rows 1000000 --rows 10000000

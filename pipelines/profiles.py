@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from engine import storage
@@ -115,35 +116,47 @@ def _open_table(url: str, auth: Authorization | None) -> pa.RecordBatchReader:
 
 
 def _with_profile_fields(rows: pa.RecordBatchReader, by: tuple[str, ...]) -> pa.RecordBatchReader:
-    import polars as pl
-
+    """Each batch with `_identities` (its non-empty `by` values, in `by` order) and, unless the
+    rows have one, a `_profile_id` counting from 1."""
     has_id = "_profile_id" in rows.schema.names
-    entries = [
-        pl.when(pl.col(name).cast(pl.String).fill_null("") != "")
-        .then(pl.struct(pl.lit(name).alias("field"), pl.col(name).cast(pl.String).alias("value")))
-        .otherwise(None)
-        for name in by
-    ]
+    schema = rows.schema.append(pa.field("_identities", IDENTITIES))
+    if not has_id:
+        schema = schema.insert(0, pa.field("_profile_id", pa.int64()))
 
     def batches() -> Iterator[pa.RecordBatch]:
         start = 1
         for batch in rows:
-            frame = pl.DataFrame(batch)
-            added = [pl.concat_list(entries).list.drop_nulls().alias("_identities")]
+            columns = [*batch.columns, _identities(batch, by)]
             if not has_id:
-                added.append(
-                    pl.int_range(start, start + frame.height, dtype=pl.Int64).alias("_profile_id")
-                )
-            start += frame.height
-            frame = frame.with_columns(added)
-            if not has_id:
-                frame = frame.select("_profile_id", pl.exclude("_profile_id"))
-            yield from frame.to_arrow().to_batches()
+                ids = np.arange(start, start + batch.num_rows, dtype=np.int64)
+                columns.insert(0, pa.array(ids))
+            start += batch.num_rows
+            yield pa.RecordBatch.from_arrays(columns, schema=schema)
 
-    first = pl.DataFrame(rows.schema.empty_table())
-    shaped = first.with_columns(pl.concat_list(entries).list.drop_nulls().alias("_identities"))
-    if not has_id:
-        shaped = shaped.with_columns(pl.lit(0, pl.Int64).alias("_profile_id")).select(
-            "_profile_id", pl.exclude("_profile_id")
-        )
-    return pa.RecordBatchReader.from_batches(shaped.to_arrow().schema, batches())
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+IDENTITIES = pa.list_(pa.struct([("field", pa.string()), ("value", pa.string())]))
+
+
+def _identities(batch: pa.RecordBatch, by: tuple[str, ...]) -> pa.Array:
+    """For each row, its identity values as `{field, value}` entries, built column-wise."""
+    import pyarrow.compute as pc
+
+    rows, fields = batch.num_rows, len(by)
+    values = [pc.cast(batch.column(name), pa.string()) for name in by]
+    present = [np.asarray(pc.fill_null(pc.not_equal(v, ""), False), dtype=bool) for v in values]
+    # Row by row, then field by field: the index of entry (row, field) in the stacked columns.
+    order = (np.arange(rows)[:, None] + np.arange(fields)[None, :] * rows).ravel()
+    keep = np.stack(present, axis=1).ravel()
+    chosen = order[keep]
+    entries = pa.StructArray.from_arrays(
+        [
+            pc.take(pa.array(by, pa.string()), pa.array(chosen // max(rows, 1))),
+            pc.take(pa.concat_arrays(values), pa.array(chosen)),
+        ],
+        names=["field", "value"],
+    )
+    offsets = np.zeros(rows + 1, dtype=np.int32)
+    np.cumsum(np.stack(present, axis=1).sum(axis=1), out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), entries, type=IDENTITIES)
