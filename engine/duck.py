@@ -3,8 +3,33 @@ memory limit, so every query that outgrows memory spills instead of failing."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class TableScan:
+    """What DuckDB reads a table from: its Parquet files when they are local (DuckDB's own
+    reader, several times faster than scanning Arrow), else a pyarrow dataset."""
+
+    schema: pa.Schema
+    dataset: Any
+    files: tuple[str, ...] = ()
+
+
+def attach(con: Any, name: str, table: TableScan) -> None:
+    """Make `table` readable as `name` in the connection."""
+    if table.files:
+        listed = ", ".join(f"'{sql_text(f)}'" for f in table.files)
+        con.execute(
+            f"CREATE TEMP VIEW {sql_name(name)} AS "
+            f"SELECT * FROM read_parquet([{listed}], union_by_name = true)"
+        ).fetchall()
+    else:
+        con.register(name, table.dataset)
 
 
 def connect(spill: Path, memory_limit: str = "256MB", threads: int | None = None) -> Any:

@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from engine import storage
 from engine.auth import Authorization, check_name, from_stored
+from engine.duck import TableScan
 from engine.errors import ConfigError, LakeportError, StoreError
 from engine.secrets import Secret, SecretsFile
 from engine.state import StateDB
@@ -291,6 +292,11 @@ class Store:
         table = self._table(self.profiles_url())
         return None if table is None else table.to_pyarrow_dataset()
 
+    def profiles_scan(self) -> TableScan | None:
+        """The profiles for DuckDB to read, or None before the first build."""
+        table = self._table(self.profiles_url())
+        return None if table is None else self._scan_of(table)
+
     def replace_profiles(self, rows: pa.RecordBatchReader, config: str) -> int:
         """Write a build's profiles in place of the last ones (one Delta commit; readers see
         the old or the new) and keep its config (JSON) with them; the rows written."""
@@ -392,8 +398,8 @@ class Store:
     def _profile_columns(self) -> dict[str, pa.DataType]:
         return {f.name: f.type for f in self._profiles_or_fail().schema}
 
-    def _profiles_or_fail(self) -> Any:
-        found = self.profiles_dataset()
+    def _profiles_or_fail(self) -> TableScan:
+        found = self.profiles_scan()
         if found is None:
             raise StoreError(
                 f"there are no profiles in {self.tables.url} yet: build them with "
@@ -497,6 +503,16 @@ class Store:
     def stream_dataset(self, name: str) -> Any:
         """The stream as a `pyarrow.dataset.Dataset`."""
         return self._open(self._existing_stream(name)).to_pyarrow_dataset()
+
+    def stream_scan(self, name: str) -> TableScan:
+        """The stream for DuckDB to read."""
+        return self._scan_of(self._open(self._existing_stream(name)))
+
+    def _scan_of(self, table: Any) -> TableScan:
+        # Local tables written by lakeport have no deletion vectors or column mapping: their
+        # files are the table. Tables in S3 are read through Arrow (DuckDB has no S3 here).
+        files = tuple(table.file_uris()) if self.tables.scheme == "file" else ()
+        return TableScan(pa.schema(table.schema()), table.to_pyarrow_dataset(), files)
 
     def streams(self) -> list[StreamInfo]:
         """Every stream with its row count (from the Delta log), fields and version."""

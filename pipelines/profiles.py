@@ -45,11 +45,11 @@ def build_profiles(store: Store, path: str | Path, *, memory_limit: str = "1GB")
         raise ConfigError(
             f"the store {store.tables.url} has no streams to build profiles from: import some first"
         )
-    streams = [StreamInput(name, store.stream_dataset(name), rename) for name, rename in chosen]
+    streams = [StreamInput(name, store.stream_scan(name), rename) for name, rename in chosen]
     rows, report, connection = build(
         streams,
         config,
-        store.profiles_dataset(),
+        store.profiles_scan(),
         spill=store.path / "tmp" / "profiles",
         memory_limit=memory_limit,
     )

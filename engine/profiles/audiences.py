@@ -220,7 +220,7 @@ def _bind(con: Any, expression: str, columns: Mapping[str, pa.DataType]) -> None
 
 
 def members(
-    profiles: Any,
+    profiles: duck.TableScan,
     expression: str,
     *,
     spill: Path,
@@ -229,7 +229,7 @@ def members(
 ) -> pa.RecordBatchReader:
     """The profiles that match, as a stream of record batches."""
     con = duck.connect(spill)
-    con.register("profiles", profiles)
+    duck.attach(con, "profiles", profiles)
     chosen = "*" if columns is None else ", ".join(duck.sql_name(c) for c in columns)
     query = f"SELECT {chosen} FROM profiles WHERE ({expression})"
     if limit is not None:
@@ -238,32 +238,82 @@ def members(
 
 
 def memberships(
-    profiles: Any, audiences: Mapping[str, str], *, spill: Path, columns: list[str] | None = None
+    profiles: duck.TableScan,
+    audiences: Mapping[str, str],
+    *,
+    spill: Path,
+    columns: list[str] | None = None,
 ) -> pa.RecordBatchReader:
     """For each profile, the names of every audience it is in (a list, in name order), in one
-    pass over the profiles however many audiences there are."""
+    pass over the profiles however many audiences there are.
+
+    DuckDB gives each profile a bit mask, one bit an audience (in 63-bit words); the masks
+    become lists of names in numpy, a batch at a time: building the lists in SQL cost more
+    than the conditions.
+    """
     con = duck.connect(spill)
-    con.register("profiles", profiles)
+    duck.attach(con, "profiles", profiles)
     chosen = ["_profile_id"] if columns is None else list(columns)
-    cases = ", ".join(
-        f"CASE WHEN ({expression}) THEN '{duck.sql_text(name)}' END"
-        for name, expression in sorted(audiences.items())
+    names = sorted(audiences)
+    words = []
+    for start in range(0, len(names), _BITS):
+        bits = " | ".join(
+            f"(CASE WHEN ({audiences[name]}) THEN {1 << at} ELSE 0 END)"
+            for at, name in enumerate(names[start : start + _BITS])
+        )
+        words.append(f"({bits})::BIGINT AS _mask_{start // _BITS}")
+    selected = [duck.sql_name(c) for c in chosen] + words
+    reader = con.sql(f"SELECT {', '.join(selected)} FROM profiles").to_arrow_reader(64 * 1024)
+    schema = pa.schema(
+        [reader.schema.field(c) for c in chosen] + [pa.field("audiences", pa.list_(pa.string()))]
     )
-    # list_distinct drops the NULLs (the audiences a profile is not in); the names are unique.
-    listed = f"list_sort(list_distinct([{cases}]))" if audiences else "[]::VARCHAR[]"
-    query = (
-        f"SELECT {', '.join(duck.sql_name(c) for c in chosen)}, {listed} AS audiences FROM profiles"
-    )
-    return _closing(con.sql(query).to_arrow_reader(64 * 1024), con)
+    labels = pa.array(names, pa.string())
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            for batch in reader:
+                masks = [batch.column(f"_mask_{w}") for w in range(len(words))]
+                listed = _names_of(masks, labels, batch.num_rows)
+                yield pa.RecordBatch.from_arrays(
+                    [batch.column(c) for c in chosen] + [listed], schema=schema
+                )
+        finally:
+            con.close()
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
-def sizes(profiles: Any, audiences: Mapping[str, str], *, spill: Path) -> dict[str, int]:
+_BITS = 63
+
+
+def _names_of(masks: list[pa.Array], labels: pa.Array, rows: int) -> pa.Array:
+    """The lists of audience names that the bit masks stand for."""
+    import numpy as np
+
+    if not masks:
+        return pa.ListArray.from_arrays(
+            pa.array(np.zeros(rows + 1, dtype=np.int32)), pa.array([], pa.string())
+        )
+    member = np.concatenate(
+        [
+            (mask.to_numpy()[:, None] >> np.arange(min(_BITS, len(labels) - w * _BITS))) & 1
+            for w, mask in enumerate(masks)
+        ],
+        axis=1,
+    ).astype(bool)
+    offsets = np.zeros(rows + 1, dtype=np.int32)
+    np.cumsum(member.sum(axis=1), out=offsets[1:])
+    audience = np.nonzero(member)[1]  # row by row, in name order
+    return pa.ListArray.from_arrays(pa.array(offsets), labels.take(pa.array(audience)))
+
+
+def sizes(profiles: duck.TableScan, audiences: Mapping[str, str], *, spill: Path) -> dict[str, int]:
     """How many profiles each audience holds, in one pass."""
     if not audiences:
         return {}
     con = duck.connect(spill)
     try:
-        con.register("profiles", profiles)
+        duck.attach(con, "profiles", profiles)
         names = sorted(audiences)
         counts = ", ".join(f"count(*) FILTER (WHERE ({audiences[n]}))" for n in names)
         row = con.execute(f"SELECT {counts} FROM profiles").fetchall()[0]

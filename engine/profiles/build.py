@@ -55,17 +55,17 @@ class BuildReport:
 
 @dataclass(frozen=True)
 class StreamInput:
-    """A stream to read: its name, a pyarrow dataset of it, and the renames to apply."""
+    """A stream to read: its name, where DuckDB reads it from, and the renames to apply."""
 
     name: str
-    dataset: Any
+    table: duck.TableScan
     rename: dict[str, str]
 
 
 def build(
     streams: list[StreamInput],
     config: ProfilesConfig,
-    previous: Any | None,
+    previous: duck.TableScan | None,
     *,
     spill: Path,
     memory_limit: str = "1GB",
@@ -75,7 +75,7 @@ def build(
     Args:
         streams: What to read.
         config: The rules.
-        previous: The last build's profiles (a pyarrow dataset), for stable ids; or None.
+        previous: The last build's profiles, for stable ids; or None.
         spill: Where DuckDB spills.
         memory_limit: DuckDB's memory limit.
 
@@ -153,8 +153,8 @@ def _events(con: Any, streams: list[StreamInput], config: ProfilesConfig) -> str
     selects = []
     for at, stream in enumerate(streams):
         table = f"stream_{at}"
-        con.register(table, stream.dataset)
-        schema = stream.dataset.schema
+        duck.attach(con, table, stream.table)
+        schema = stream.table.schema
         # The name each stream field goes by here: renamed, or its own.
         named = {stream.rename.get(f.name, f.name): f for f in schema}
         for source in stream.rename:
@@ -207,21 +207,21 @@ def _is_list(kind: pa.DataType) -> bool:
 
 def _any_scalar(streams: list[StreamInput], name: str) -> bool:
     for stream in streams:
-        named = {stream.rename.get(f.name, f.name): f for f in stream.dataset.schema}
+        named = {stream.rename.get(f.name, f.name): f for f in stream.table.schema}
         found = named.get(name)
         if found is not None and not _is_list(found.type):
             return True
     return False
 
 
-def _old_ids(con: Any, previous: Any | None, config: ProfilesConfig, nodes: int) -> Any:
+def _old_ids(con: Any, previous: duck.TableScan | None, config: ProfilesConfig, nodes: int) -> Any:
     """For each node, its profile id in the last build, or -1."""
     import numpy as np
 
     old = np.full(nodes, -1, dtype=np.int64)
     if previous is None or "_identities" not in previous.schema.names:
         return old
-    con.register("previous", previous)
+    duck.attach(con, "previous", previous)
     fields = ", ".join(f"('{duck.sql_text(name)}', {at})" for at, name in enumerate(config.by))
     found = con.sql(
         f"""
