@@ -61,6 +61,7 @@ BASELINE = """
 import sys, duckdb
 con = duckdb.connect()
 con.execute("SET temp_directory = '" + sys.argv[2] + "'").fetchall()
+con.execute("SET enable_progress_bar = false").fetchall()
 con.execute(f'''
     COPY (
         SELECT user_id, arg_max(country, _ts) AS country, sum(TRY_CAST(amount AS DOUBLE)) AS spent,

@@ -20,7 +20,7 @@ def profiles() -> None:
 @click.argument("rules", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--memory-limit",
-    default="1GB",
+    default="2GB",
     show_default=True,
     help="DuckDB's memory limit; past it the build spills to the store's tmp/.",
 )

@@ -33,7 +33,7 @@ class BuildResult:
     streams: list[str]
 
 
-def build_profiles(store: Store, path: str | Path, *, memory_limit: str = "1GB") -> BuildResult:
+def build_profiles(store: Store, path: str | Path, *, memory_limit: str = "2GB") -> BuildResult:
     """Build the profiles from the rules in `path` and replace the store's profiles table."""
     started = time.monotonic()
     config = profiles_config.load(path)
