@@ -104,8 +104,8 @@ def build(
     listed = ", ".join(identities)
     _run(
         con,
-        f"CREATE TEMP TABLE seen AS SELECT a_field, a_value, {listed}, count(*) AS n "
-        f"FROM events GROUP BY ALL",
+        f"CREATE TEMP TABLE seen AS SELECT a_field, a_value, {listed}, count(*) AS n, "
+        f"min(_ts) AS first, max(_ts) AS last FROM events GROUP BY ALL",
     )
     unpivoted = " UNION ALL ".join(
         f"SELECT a_field, a_value, {at} AS field, {i} AS value FROM seen WHERE {i} IS NOT NULL"
@@ -116,7 +116,6 @@ def build(
         "SELECT coalesce(sum(n), 0), coalesce(sum(n) FILTER (WHERE a_value IS NULL), 0) FROM seen"
     ).fetchall()[0]
     report.events, report.without_identity = int(events_read), int(without)
-    _run(con, "DROP TABLE seen")
     _run(
         con,
         "CREATE TEMP TABLE nodes AS SELECT (row_number() OVER ()) - 1 AS node, field, value "
@@ -280,26 +279,21 @@ def _unconverted(con: Any, config: ProfilesConfig, streams: list[StreamInput]) -
 
 
 def _profiles_query(con: Any, config: ProfilesConfig, streams: list[StreamInput]) -> str:
+    """One row a profile. What the identity groups (`seen`) already hold comes from them: the
+    identity fields' latest values, `_events`, `_first_seen` and `_last_seen`; only the rules
+    read the events again."""
     needed = _read_fields(config)
     lists = {f"r{at}" for at, name in enumerate(needed) if not _any_scalar(streams, name)}
-    columns = ["p.pid AS _profile_id"]
-    for at, name in enumerate(config.by):
-        columns.append(f"arg_max(i{at}, _ts) AS {duck.sql_name(name)}")
-    maps = []
-    for rule in config.fields:
-        if rule.agg == "map":
-            maps.append(rule)
-            continue
-        column = None if rule.source is None else f"r{needed.index(rule.source)}"
-        aggregate = _aggregate(rule, column, column in lists)
-        columns.append(f"{aggregate} AS {duck.sql_name(rule.name)}")
-    columns += ["count(*) AS _events", "min(_ts) AS _first_seen", "max(_ts) AS _last_seen"]
     by_names = ", ".join(f"'{duck.sql_text(n)}'" for n in config.by)
+    latest = [
+        f"arg_max(s.i{at}, s.last) AS {duck.sql_name(name)}" for at, name in enumerate(config.by)
+    ]
     parts = [
         f"""
-        aggregated AS (
-            SELECT {", ".join(columns)}
-            FROM events e JOIN profile_of p ON p.field = e.a_field AND p.value = e.a_value
+        base AS (
+            SELECT p.pid, {", ".join(latest)}, sum(s.n)::BIGINT AS _events,
+                   min(s.first) AS _first_seen, max(s.last) AS _last_seen
+            FROM seen s JOIN profile_of p ON p.field = s.a_field AND p.value = s.a_value
             GROUP BY p.pid
         )""",
         f"""
@@ -309,13 +303,17 @@ def _profiles_query(con: Any, config: ProfilesConfig, streams: list[StreamInput]
             FROM profile_of GROUP BY pid
         )""",
     ]
-    joins = ["JOIN identities i ON i.pid = a._profile_id"]
-    selected = ["a.*", "i._identities"]
-    for at, rule in enumerate(maps):
-        key = f"r{needed.index(rule.key or '')}"
-        value = f"r{needed.index(rule.value or '')}"
-        parts.append(
-            f"""
+    joins = ["JOIN identities i ON i.pid = b.pid"]
+    selected = ["b.pid AS _profile_id", *(f"b.{duck.sql_name(n)}" for n in config.by)]
+    aggregates = []
+    for rule in config.fields:
+        name = duck.sql_name(rule.name)
+        if rule.agg == "map":
+            at = len(joins)
+            key = f"r{needed.index(rule.key or '')}"
+            value = f"r{needed.index(rule.value or '')}"
+            parts.append(
+                f"""
         map_{at} AS (
             SELECT pid, map_from_entries(list({{'key': k, 'value': v}} ORDER BY k)) AS m
             FROM (
@@ -325,12 +323,25 @@ def _profiles_query(con: Any, config: ProfilesConfig, streams: list[StreamInput]
                 GROUP BY p.pid, {key}
             ) GROUP BY pid
         )"""
+            )
+            joins.append(f"LEFT JOIN map_{at} ON map_{at}.pid = b.pid")
+            selected.append(f"map_{at}.m AS {name}")
+            continue
+        column = None if rule.source is None else f"r{needed.index(rule.source)}"
+        aggregates.append(f"{_aggregate(rule, column, column in lists)} AS {name}")
+        selected.append(f"a.{name}")
+    if aggregates:
+        parts.append(
+            f"""
+        aggregated AS (
+            SELECT p.pid, {", ".join(aggregates)}
+            FROM events e JOIN profile_of p ON p.field = e.a_field AND p.value = e.a_value
+            GROUP BY p.pid
+        )"""
         )
-        joins.append(f"LEFT JOIN map_{at} ON map_{at}.pid = a._profile_id")
-        selected.append(f"map_{at}.m AS {duck.sql_name(rule.name)}")
-    return (
-        f"WITH {','.join(parts)} SELECT {', '.join(selected)} FROM aggregated a {' '.join(joins)}"
-    )
+        joins.append("LEFT JOIN aggregated a ON a.pid = b.pid")
+    selected += ["b._events", "b._first_seen", "b._last_seen", "i._identities"]
+    return f"WITH {','.join(parts)} SELECT {', '.join(selected)} FROM base b {' '.join(joins)}"
 
 
 def _aggregate(rule: FieldRule, column: str | None, is_list: bool) -> str:
