@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from benchmarks.common import DATA, Measured, measure, measured_on, write_section
+from benchmarks.common import DATA, Measured, measure, measured_on, median, write_section
 
 FIELDS = [
     "user_id",
@@ -329,12 +329,6 @@ def row(rows: int, what: str, m: Measured, size: int) -> str:
         f"| {rows:,} | {what} | {m.seconds:.2f} | {rows / m.seconds:,.0f} | "
         f"{size / 1e6 / m.seconds:,.0f} | {m.peak_rss_mib:,.0f} |"
     )
-
-
-def median(runs: list[Measured]) -> Measured:
-    """The run of median time, with the highest peak RSS of all the runs."""
-    middle = sorted(runs, key=lambda m: m.seconds)[len(runs) // 2]
-    return Measured(middle.seconds, max(m.peak_rss_mib for m in runs), middle.output)
 
 
 def measure_size(rows: int, moto: MotoServer, repeat: int) -> list[str]:

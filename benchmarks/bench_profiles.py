@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from benchmarks.common import DATA, Measured, measure, measured_on, write_section
+from benchmarks.common import DATA, Measured, measure, measured_on, median, write_section
 
 CHUNK = 1_000_000
 RULES = """
@@ -251,24 +251,38 @@ def row(rows: int, what: str, m: Measured) -> str:
     )
 
 
-def measure_size(rows: int) -> list[str]:
+def measure_size(rows: int, repeat: int) -> list[str]:
+    """The rows of the table for one size, each the median of `repeat` runs (taking turns)."""
     events = generate_events(rows)
     ready = generate_profiles(rows)
     work = Path(tempfile.mkdtemp(prefix="lakeport-bench-profiles-"))
+    runs: dict[str, list[Measured]] = {}
     try:
         store = work / "store"
         measure(APPEND, str(store), str(events))
         rules = work / "profiles.toml"
         rules.write_text(RULES)
-        (work / "baseline").mkdir()
-        baseline = measure(BASELINE, str(store / "streams" / "events"), str(work / "baseline"))
-        built = measure(BUILD, str(store), str(rules))
-        profiles, _ = built.output.split()
-        loaded_store = work / "loaded"
-        loaded = measure(LOAD, str(loaded_store), str(ready))
-        members = measure(MEMBERSHIPS.format(audiences=AUDIENCES), str(loaded_store))
+        for turn in range(repeat):
+            shutil.rmtree(store / "profiles", ignore_errors=True)  # each build is a first one
+            (work / "baseline").mkdir(exist_ok=True)
+            loaded_store = work / f"loaded-{turn}"
+            measured = {
+                "baseline": measure(
+                    BASELINE, str(store / "streams" / "events"), str(work / "baseline")
+                ),
+                "build": measure(BUILD, str(store), str(rules)),
+                "load": measure(LOAD, str(loaded_store), str(ready)),
+                "members": measure(MEMBERSHIPS.format(audiences=AUDIENCES), str(loaded_store)),
+            }
+            shutil.rmtree(loaded_store, ignore_errors=True)
+            for name, result in measured.items():
+                runs.setdefault(name, []).append(result)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    baseline, built, loaded, members = (
+        median(runs[name]) for name in ("baseline", "build", "load", "members")
+    )
+    profiles, _ = built.output.split()
     return [
         row(
             rows,
@@ -290,11 +304,13 @@ def main() -> None:
     parser.add_argument(
         "--rows", type=int, action="append", help="events and profiles (repeatable)"
     )
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each (the median is kept)")
     args = parser.parse_args()
     lines = [
         "",
-        f"{measured_on()}. One run of each, each a fresh process (imports included). The events "
-        "carry a user_id, an email or both (one user in five has both, and the emails are "
+        f"{measured_on()}. The median of {args.repeat} runs of each, the kinds taking turns, "
+        "each a fresh process (imports included); peak RSS is the highest of the runs. The "
+        "events carry a user_id, an email or both (one user in five has both, and the emails are "
         "written in mixed case), so the build merges identities; the baseline groups by "
         "user_id alone, with the same aggregations, and would split those users. The "
         "memberships run creates the 20 audiences (each condition checked) and lists every "
@@ -304,7 +320,7 @@ def main() -> None:
         "|---:|---|---:|---:|---:|",
     ]
     for rows in args.rows or [1_000_000]:
-        for line in measure_size(rows):
+        for line in measure_size(rows, args.repeat):
             print(line, flush=True)
             lines.append(line)
     write_section("Profiles and audiences (`make bench-profiles`)", lines)

@@ -37,6 +37,12 @@ def measure(code: str, *args: str) -> Measured:
     return Measured(seconds, usage.ru_maxrss / 1024, output)
 
 
+def median(runs: list[Measured]) -> Measured:
+    """The run of median time, with the highest peak RSS of all the runs."""
+    middle = sorted(runs, key=lambda m: m.seconds)[len(runs) // 2]
+    return Measured(middle.seconds, max(m.peak_rss_mib for m in runs), middle.output)
+
+
 def write_section(title: str, lines: list[str]) -> None:
     """Replace (or add) the section `## {title}` of RESULTS.md."""
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
