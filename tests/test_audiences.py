@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -162,3 +163,17 @@ def test_the_cli_manages_audiences(profiled: Store) -> None:
 def test_pure_conditions_are_accepted(profiled: Store, condition: str) -> None:
     profiled.create_audience("a", condition)
     assert profiled.audiences() == {"a": condition}
+
+
+def test_profiles_and_audiences_with_tables_in_s3(tmp_path: Path, s3: Any) -> None:
+    # Tables in S3 are read through Arrow, not from local Parquet files.
+    Store(tmp_path / "store").add_authorization(s3.authorization())
+    store = Store(tmp_path / "store", tables=f"s3://{s3.new_bucket()}/lake", tables_auth="moto")
+    append(store, "events", [{"user_id": "1", "country": "US"}, {"user_id": "2"}], "f1")
+    rules = tmp_path / "profiles.toml"
+    rules.write_text('by = ["user_id"]\n[fields.country]\nfrom = "country"\nagg = "latest"\n')
+    assert build_profiles(store, rules).report.profiles == 2
+    store.create_audience("us", "country = 'US'")
+    assert store.audience_sizes() == {"us": 1}
+    assert users(store.audience("us").collect().to_dicts()) == ["1"]
+    assert sorted(len(r["audiences"]) for r in store.memberships().collect().to_dicts()) == [0, 1]
