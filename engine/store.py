@@ -49,6 +49,8 @@ STORE_ENV = "LAKEPORT_STORE"
 if TYPE_CHECKING:
     import polars as pl
 
+    from engine.profiles.config import ProfilesConfig
+
 logger = logging.getLogger(__name__)
 
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -316,6 +318,18 @@ class Store:
             raise counted.error
         self.state.set_setting("profiles", config)
         return counted.rows
+
+    def profiles_config(self) -> ProfilesConfig:
+        """The rules the profiles were made by (for a load: its identity fields only)."""
+        from engine.profiles.config import ProfilesConfig
+
+        text = self.state.get_setting("profiles")
+        if text is None:
+            raise StoreError(
+                f"there are no profiles in {self.tables.url} yet: build them with "
+                "`lakeport profiles build PROFILES.toml`"
+            )
+        return ProfilesConfig.from_json(text)
 
     def profiles(self) -> pl.LazyFrame:
         """The profiles as a Polars LazyFrame."""

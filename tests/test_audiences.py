@@ -177,3 +177,56 @@ def test_profiles_and_audiences_with_tables_in_s3(tmp_path: Path, s3: Any) -> No
     assert store.audience_sizes() == {"us": 1}
     assert users(store.audience("us").collect().to_dicts()) == ["1"]
     assert sorted(len(r["audiences"]) for r in store.memberships().collect().to_dicts()) == [0, 1]
+
+
+def test_csv_import_to_profiles_to_audience_to_memberships(
+    store: Store, bucket: Path, tmp_path: Path
+) -> None:
+    from pipelines import jobs
+
+    (bucket / "events_20261101.csv").write_text(
+        "user_id,email,country,amount,ts\n"
+        "u1,ada@x.com,GB,10,2026-11-01T09:00:00Z\n"
+        ",ADA@x.com ,GB,35,2026-11-01T10:00:00Z\n"
+        "u2,grace@x.com,US,5,2026-11-01T11:00:00Z\n"
+    )
+    job = jobs.load(
+        f'name = "imp"\ntype = "csv-import"\nbucket = "{bucket}"\nprefix = "events_"\n'
+        'stream = "events"\ntimestamp = "ts"\n',
+        "imp.toml",
+    )
+    assert jobs.run(store, job).status == "succeeded"
+    rules = tmp_path / "profiles.toml"
+    rules.write_text(
+        'by = ["user_id", "email"]\n[normalize]\nemail = ["trim", "lower"]\n'
+        '[fields.spent]\nfrom = "amount"\nagg = "sum"\ntype = "float"\n'
+    )
+    assert build_profiles(store, rules).report.profiles == 2
+    store.create_audience("big", "spent > 40")
+    found = {r["_profile_id"]: r["audiences"] for r in store.memberships().collect().to_dicts()}
+    ada = store.audience("big").collect().to_dicts()
+    assert [(r["user_id"], r["email"], r["spent"]) for r in ada] == [("u1", "ada@x.com", 45.0)]
+    assert sorted(found.values()) == [[], ["big"]]
+
+
+def test_profiles_load_from_s3(store: Store, s3: Any, tmp_path: Path) -> None:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.profiles import load_profiles
+
+    store.add_authorization(s3.authorization())
+    bucket = s3.new_bucket()
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"user_id": ["1", "2"], "score": [5, 50]}), buffer)
+    s3.put(bucket, "ready/profiles.parquet", buffer.getvalue())
+    s3.put(bucket, "ready/profiles.csv", b"user_id,score\n3,7\n4,70\n5,700\n")
+    auth = store.authorization("moto")
+    assert (
+        load_profiles(store, f"s3://{bucket}/ready/profiles.parquet", ["user_id"], auth=auth) == 2
+    )
+    assert load_profiles(store, f"s3://{bucket}/ready/profiles.csv", ["user_id"], auth=auth) == 3
+    store.create_audience("high", "score > 10")
+    assert store.audience_sizes() == {"high": 2}

@@ -67,6 +67,8 @@ def test_events_sharing_any_identity_make_one_profile(store: Store, tmp_path: Pa
         ("user_id", "7"),
     ]
     assert built["report"].profiles == 2
+    # The rules are kept with the profiles: exports and later builds know the identities.
+    assert store.profiles_config().by == ("user_id", "email")
 
 
 def test_a_chain_of_identities_is_one_profile(store: Store, tmp_path: Path) -> None:
