@@ -1,0 +1,181 @@
+"""The end of an export's pipeline: encoded chunks in, finished files out.
+
+A `FileSink` compresses the chunks it is given (none, gzip or zstd: each file one gzip member or
+one zstd frame, which every `gzip -d` / `zstd -d` reads), hashes and counts what it writes,
+starts a new numbered part when a file would pass `max_file_size`, and makes each file appear
+under its name only once it is complete: a failed export leaves no file behind. This one
+writes to a local folder; uploads to S3 come on top of the same interface.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ConfigError
+
+CODECS = ("none", "gzip", "zstd")
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    """One finished file, as the manifest lists it."""
+
+    key: str
+    rows: int
+    bytes: int
+    sha256: str
+
+
+class _Compressor:
+    def __init__(self, codec: str) -> None:
+        if codec not in CODECS:
+            raise ConfigError(f"compress {codec!r}: one of {', '.join(CODECS)}")
+        self.codec = codec
+        self._zlib: Any = None
+        self._zstd: Any = None
+        if codec == "gzip":
+            self._zlib = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: a gzip member
+        elif codec == "zstd":
+            import zstandard
+
+            self._zstd = zstandard.ZstdCompressor(level=3).compressobj()
+
+    def feed(self, data: bytes) -> bytes:
+        """The chunk compressed, flushed to the end of a block: the file's size is then known
+        after every chunk (a few bytes a chunk; chunks are megabytes)."""
+        if self._zlib is not None:
+            out: bytes = self._zlib.compress(data) + self._zlib.flush(zlib.Z_SYNC_FLUSH)
+            return out
+        if self._zstd is not None:
+            import zstandard
+
+            out = self._zstd.compress(data) + self._zstd.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+            return out
+        return data
+
+    def finish(self) -> bytes:
+        if self._zlib is not None:
+            out: bytes = self._zlib.flush()
+            return out
+        if self._zstd is not None:
+            out = self._zstd.flush()
+            return out
+        return b""
+
+
+@dataclass
+class _Open:
+    key: str
+    path: Path
+    handle: Any
+    compressor: _Compressor
+    digest: Any = field(default_factory=hashlib.sha256)
+    size: int = 0
+    raw: int = 0
+    rows: int = 0
+
+
+class FileSink:
+    """Writes the chunks of one export table to `folder`, in parts of at most
+    `max_file_size` bytes (compressed), named by `key_of(part)` (part None when not split).
+
+    A part ends only between chunks: a chunk is written whole, with its rows, and a new part
+    begins with `header` (the CSV header; empty for formats without one).
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        key_of: Callable[[int | None], str],
+        *,
+        compress: str = "none",
+        max_file_size: int | None = None,
+        header: bytes = b"",
+    ) -> None:
+        self.folder = folder
+        self.key_of = key_of
+        self.compress = compress
+        self.max_file_size = max_file_size
+        self.header = header
+        self.files: list[WrittenFile] = []
+        self._open: _Open | None = None
+        self._part = 0
+        _Compressor(compress)  # the codec is checked now, not at the first chunk
+
+    def write(self, chunk: bytes, rows: int) -> None:
+        """Add an encoded chunk of `rows` rows."""
+        current = self._open
+        if (
+            current is not None
+            and self.max_file_size is not None
+            and current.raw > len(self.header)
+            and current.size + _estimate(chunk, current) > self.max_file_size
+        ):
+            self._close()
+            current = None
+        if current is None:
+            current = self._start()
+            self._put(current, self.header)
+        self._put(current, chunk)
+        current.rows += rows
+
+    def finish(self) -> list[WrittenFile]:
+        """Close the last file (an export of no rows still writes one, with its header)."""
+        if self._open is None:
+            self._put(self._start(), self.header)
+        self._close()
+        return self.files
+
+    def abort(self) -> None:
+        """Remove what is half-written, and the parts already finished."""
+        if self._open is not None:
+            self._open.handle.close()
+            self._open.path.unlink(missing_ok=True)
+            self._open = None
+        for done in self.files:
+            (self.folder / done.key).unlink(missing_ok=True)
+        self.files = []
+
+    def _start(self) -> _Open:
+        self._part += 1
+        split = self.max_file_size is not None
+        key = self.key_of(self._part if split else None)
+        target = self.folder / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path = target.with_name(f".{target.name}.part-{os.getpid()}")
+        self._open = _Open(key, path, path.open("wb"), _Compressor(self.compress))
+        return self._open
+
+    def _put(self, current: _Open, data: bytes) -> None:
+        current.raw += len(data)
+        packed = current.compressor.feed(data)
+        current.handle.write(packed)
+        current.digest.update(packed)
+        current.size += len(packed)
+
+    def _close(self) -> None:
+        current = self._open
+        assert current is not None
+        tail = current.compressor.finish()
+        current.handle.write(tail)
+        current.digest.update(tail)
+        current.size += len(tail)
+        current.handle.close()
+        current.path.replace(self.folder / current.key)
+        self.files.append(
+            WrittenFile(current.key, current.rows, current.size, current.digest.hexdigest())
+        )
+        self._open = None
+
+
+def _estimate(chunk: bytes, current: _Open) -> int:
+    """How many bytes the chunk will add to the file, from the file's compression so far."""
+    if current.raw == 0:
+        return len(chunk)
+    return max(1, len(chunk) * max(current.size, 1) // current.raw)
