@@ -99,3 +99,40 @@ def test_an_empty_export_is_one_file_with_its_header(tmp_path: Path) -> None:
 def test_an_unknown_codec_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="one of none, gzip, zstd"):
         FileSink(tmp_path, key_of, compress="brotli")
+
+
+def test_parquet_parts_read_back_whole(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from engine.writers.sink import ParquetSink
+
+    table = pa.table(
+        {
+            "id": pa.array(range(50_000), pa.int64()),
+            "tags": pa.array([[hashlib.sha256(b"%d" % i).hexdigest()] for i in range(50_000)]),
+            "attributes": pa.array(
+                [[("k", str(i))] for i in range(50_000)], pa.map_(pa.string(), pa.string())
+            ),
+        }
+    )
+    sink = ParquetSink(
+        tmp_path,
+        lambda part: f"out/users-{part}.parquet",
+        table.schema,
+        max_file_size=400_000,
+        row_group_rows=5_000,
+    )
+    for batch in table.to_batches(max_chunksize=5_000):
+        sink.write(batch)
+    files = sink.finish()
+    assert len(files) > 2
+    assert sum(f.rows for f in files) == 50_000
+    back = pa.concat_tables(pq.read_table(tmp_path / f.key) for f in files)
+    assert back.equals(table)
+    for f in files:
+        data = (tmp_path / f.key).read_bytes()
+        assert (f.bytes, f.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        Path(f.key).name for f in files
+    )

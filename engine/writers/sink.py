@@ -179,3 +179,105 @@ def _estimate(chunk: bytes, current: _Open) -> int:
     if current.raw == 0:
         return len(chunk)
     return max(1, len(chunk) * max(current.size, 1) // current.raw)
+
+
+class _HashingFile:
+    """A binary file that hashes and counts what is written to it."""
+
+    def __init__(self, path: Path) -> None:
+        self.handle = path.open("wb")
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        self.handle.write(view)
+        self.digest.update(view)
+        self.size += len(view)
+        return len(view)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.handle.close()
+            self.closed = True
+
+    def tell(self) -> int:
+        return self.size
+
+
+class ParquetSink:
+    """Writes record batches as Parquet files (zstd inside, the profile schema as it is), in
+    parts of about `max_file_size` bytes: a part ends after the row group that passes it. The
+    same guarantees as FileSink: a file appears under its name only when complete."""
+
+    def __init__(
+        self,
+        folder: Path,
+        key_of: Callable[[int | None], str],
+        schema: Any,
+        *,
+        max_file_size: int | None = None,
+        row_group_rows: int = 128 * 1024,
+    ) -> None:
+        self.folder = folder
+        self.key_of = key_of
+        self.schema = schema
+        self.max_file_size = max_file_size
+        self.row_group_rows = row_group_rows
+        self.files: list[WrittenFile] = []
+        self._part = 0
+        self._current: tuple[str, Path, _HashingFile, Any] | None = None
+        self._rows = 0
+
+    def write(self, batch: Any) -> None:
+        if self._current is None:
+            self._start()
+        assert self._current is not None
+        _, _, sink, writer = self._current
+        writer.write_batch(batch, row_group_size=self.row_group_rows)
+        self._rows += batch.num_rows
+        if self.max_file_size is not None and sink.size >= self.max_file_size:
+            self._close()
+
+    def finish(self) -> list[WrittenFile]:
+        if self._current is None and not self.files:
+            self._start()  # no rows: one file with the schema
+        if self._current is not None:
+            self._close()
+        return self.files
+
+    def abort(self) -> None:
+        if self._current is not None:
+            _, path, sink, _ = self._current
+            sink.close()
+            path.unlink(missing_ok=True)
+            self._current = None
+        for done in self.files:
+            (self.folder / done.key).unlink(missing_ok=True)
+        self.files = []
+
+    def _start(self) -> None:
+        import pyarrow.parquet as pq
+
+        self._part += 1
+        key = self.key_of(self._part if self.max_file_size is not None else None)
+        target = self.folder / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path = target.with_name(f".{target.name}.part-{os.getpid()}")
+        sink = _HashingFile(path)
+        writer = pq.ParquetWriter(sink, self.schema, compression="zstd")
+        self._current = (key, path, sink, writer)
+        self._rows = 0
+
+    def _close(self) -> None:
+        assert self._current is not None
+        key, path, sink, writer = self._current
+        writer.close()
+        sink.close()
+        path.replace(self.folder / key)
+        self.files.append(WrittenFile(key, self._rows, sink.size, sink.digest.hexdigest()))
+        self._current = None
