@@ -289,11 +289,6 @@ class Store:
         """Where the profiles Delta table is."""
         return self.tables.child("profiles").url
 
-    def profiles_dataset(self) -> Any | None:
-        """The profiles as a `pyarrow.dataset.Dataset`, or None before the first build."""
-        table = self._table(self.profiles_url())
-        return None if table is None else table.to_pyarrow_dataset()
-
     def profiles_scan(self) -> TableScan | None:
         """The profiles for DuckDB to read, or None before the first build."""
         table = self._table(self.profiles_url())
@@ -305,7 +300,7 @@ class Store:
         from deltalake import CommitProperties, write_deltalake
 
         counted = CountingReader(rows)
-        with self._delta_errors("cannot write the profiles"):
+        with counted.failing_first(), self._delta_errors("cannot write the profiles"):
             write_deltalake(
                 self.profiles_url(),
                 counted.reader(),
@@ -314,8 +309,6 @@ class Store:
                 storage_options=self._options(),
                 commit_properties=CommitProperties(custom_metadata={"lakeport.profiles": config}),
             )
-        if counted.error is not None:
-            raise counted.error
         self.state.set_setting("profiles", config)
         return counted.rows
 
@@ -325,10 +318,7 @@ class Store:
 
         text = self.state.get_setting("profiles")
         if text is None:
-            raise StoreError(
-                f"there are no profiles in {self.tables.url} yet: build them with "
-                "`lakeport profiles build PROFILES.toml`"
-            )
+            raise self._no_profiles()
         return ProfilesConfig.from_json(text)
 
     def profiles(self) -> pl.LazyFrame:
@@ -415,11 +405,14 @@ class Store:
     def _profiles_or_fail(self) -> TableScan:
         found = self.profiles_scan()
         if found is None:
-            raise StoreError(
-                f"there are no profiles in {self.tables.url} yet: build them with "
-                "`lakeport profiles build PROFILES.toml`"
-            )
+            raise self._no_profiles()
         return found
+
+    def _no_profiles(self) -> StoreError:
+        return StoreError(
+            f"there are no profiles in {self.tables.url} yet: build them with "
+            "`lakeport profiles build PROFILES.toml` or `lakeport profiles load FILE --by ...`"
+        )
 
     def _audience_names(self) -> str:
         names = list(self.audiences())
@@ -447,7 +440,10 @@ class Store:
         reader = with_engine_fields(as_reader(batches), source=source, job=job)
         counted = CountingReader(reader)
         try:
-            with self._delta_errors(f"cannot append {source.key} to stream '{stream}'"):
+            with (
+                counted.failing_first(),
+                self._delta_errors(f"cannot append {source.key} to stream '{stream}'"),
+            ):
                 write_deltalake(
                     uri,
                     counted.reader(),
@@ -461,10 +457,7 @@ class Store:
                 )
                 version = self._open(uri).version()
         except BaseException as exc:
-            if counted.error is not None and counted.error is not exc:
-                # The rows failed, not the writer (nothing was committed): say why, as is.
-                raise counted.error from None
-            if not isinstance(exc, StoreError):
+            if exc is counted.error or not isinstance(exc, StoreError):
                 raise
             # Another process committing the same source at the same time wins the Delta
             # commit; this one then finds the source committed, which is what it wanted.

@@ -4,6 +4,7 @@ checks on raw fields, and a reader that counts rows and keeps its source's error
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -136,6 +137,17 @@ class CountingReader:
                 raise
 
         return pa.RecordBatchReader.from_batches(self._source.schema, counted())
+
+    @contextmanager
+    def failing_first(self) -> Iterator[None]:
+        """When the rows failed (so nothing was committed), raise their own error, as it is,
+        in place of the writer's, which carries it only as text."""
+        try:
+            yield
+        except BaseException as exc:
+            if self.error is not None and self.error is not exc:
+                raise self.error from None
+            raise
 
 
 def first_line(exc: BaseException) -> str:

@@ -102,17 +102,30 @@ def _open_table(url: str, auth: Authorization | None) -> pa.RecordBatchReader:
         if name.endswith((".gz", ".zst")):
             stream = pa.CompressedInputStream(stream, "gzip" if name.endswith(".gz") else "zstd")
         try:
-            return pacsv.open_csv(
+            reader = pacsv.open_csv(
                 stream,
                 parse_options=pacsv.ParseOptions(delimiter="\t" if name.endswith(".tsv") else ","),
                 convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
             )
         except pa.ArrowInvalid as exc:
             raise ConfigError(f"{url} cannot be read as CSV: {exc}") from exc
+        return pa.RecordBatchReader.from_batches(reader.schema, _read_csv(reader, url))
     raise ConfigError(
         f"{url}: profiles load from Parquet (.parquet) or CSV (.csv, .csv.gz, .csv.zst, .tsv); "
         "name the file by its format"
     )
+
+
+def _read_csv(reader: pa.RecordBatchReader, url: str) -> Iterator[pa.RecordBatch]:
+    """The batches; a later row that does not fit the types read from the first rows is an
+    error that says so (CSV types are inferred from the start of the file)."""
+    try:
+        yield from reader
+    except pa.ArrowInvalid as exc:
+        raise ConfigError(
+            f"{url} cannot be read as CSV further on: {exc}. Its column types are inferred "
+            "from its first rows; convert it to Parquet to give them explicitly"
+        ) from exc
 
 
 def _with_profile_fields(rows: pa.RecordBatchReader, by: tuple[str, ...]) -> pa.RecordBatchReader:

@@ -374,3 +374,16 @@ def test_the_cli_loads_profiles(store: Store, tmp_path: Path) -> None:
     )
     assert wrong.exit_code == 1
     assert "Parquet (.parquet) or CSV" in wrong.output
+
+
+def test_a_csv_whose_later_rows_break_its_types_fails_clearly(store: Store, tmp_path: Path) -> None:
+    from pipelines.profiles import load_profiles
+
+    path = tmp_path / "ready.csv"
+    # The first block makes `score` an integer column; a row far below holds text.
+    path.write_text("user_id,score\n" + "".join(f"{i},{i}\n" for i in range(200_000)) + "x,high\n")
+    with pytest.raises(
+        ConfigError, match=r"cannot be read as CSV further on.*convert it to Parquet"
+    ):
+        load_profiles(store, str(path), ["user_id"])
+    assert store.profiles_scan() is None  # nothing committed
