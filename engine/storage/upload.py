@@ -1,0 +1,138 @@
+"""Writing one S3 object as a multipart upload, parts in parallel.
+
+Bytes are gathered into parts of `part_size` (at least 8 MiB; S3's minimum is 5 MiB for every
+part but the last), and up to `parallel` parts are in flight at once while the caller goes on
+producing the next. The object appears in the bucket only when the upload completes; `abort()`
+(called on any failure) cancels the upload, so no object and no open multipart upload is left.
+An object smaller than one part is written with one PUT, which is just as atomic.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from engine.auth import Authorization
+from engine.errors import ConfigError
+from engine.storage.errors import _translating
+from engine.storage.locations import parse_url
+from engine.storage.s3 import _s3_filesystem
+
+MIN_PART = 8 << 20
+
+
+class Upload:
+    """One object being written to S3 (see the module)."""
+
+    def __init__(
+        self,
+        url: str,
+        auth: Authorization,
+        *,
+        part_size: int = MIN_PART,
+        parallel: int = 4,
+        min_part: int = MIN_PART,
+    ) -> None:
+        self.location = parse_url(url)
+        if self.location.scheme != "s3" or not self.location.key:
+            raise ConfigError(f"{url} is not an S3 object URL (s3://BUCKET/KEY)")
+        if part_size < min_part:
+            raise ConfigError(f"parts must be at least {min_part:,} bytes (got {part_size:,})")
+        self.auth = auth
+        self.part_size = part_size
+        self.parallel = parallel
+        self.size = 0
+        self._fs = _s3_filesystem(auth)
+        self._held = bytearray()
+        self._upload_id: str | None = None
+        self._parts: list[Future[dict[str, Any]]] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._done = False
+
+    def write(self, data: bytes) -> None:
+        """Add bytes; full parts go up in the background (at most `parallel` at once)."""
+        self._held += data
+        self.size += len(data)
+        while len(self._held) >= self.part_size:
+            part = bytes(self._held[: self.part_size])
+            del self._held[: self.part_size]
+            self._send(part)
+
+    def complete(self) -> str:
+        """Finish the object; its ETag. Until now nothing was visible in the bucket."""
+        request = {"Bucket": self.location.bucket, "Key": self.location.key}
+        try:
+            with _translating(self.auth, "write", location=self.location):
+                if self._upload_id is None:
+                    answer = self._fs.call_s3("put_object", Body=bytes(self._held), **request)
+                else:
+                    if self._held:
+                        self._send(bytes(self._held))
+                    parts = [future.result() for future in self._parts]
+                    answer = self._fs.call_s3(
+                        "complete_multipart_upload",
+                        UploadId=self._upload_id,
+                        MultipartUpload={"Parts": parts},
+                        **request,
+                    )
+        except BaseException:
+            self.abort()
+            raise
+        self._held = bytearray()
+        self._done = True
+        self._close_pool()
+        return str(answer.get("ETag", "")).strip('"')
+
+    def abort(self) -> None:
+        """Cancel the upload: nothing of it stays in the bucket."""
+        if self._done:
+            return
+        self._done = True
+        for future in self._parts:
+            future.cancel()
+        self._close_pool()
+        if self._upload_id is not None:
+            with _translating(self.auth, "write", location=self.location):
+                self._fs.call_s3(
+                    "abort_multipart_upload",
+                    Bucket=self.location.bucket,
+                    Key=self.location.key,
+                    UploadId=self._upload_id,
+                )
+
+    def _send(self, part: bytes) -> None:
+        if self._upload_id is None:
+            with _translating(self.auth, "write", location=self.location):
+                answer = self._fs.call_s3(
+                    "create_multipart_upload", Bucket=self.location.bucket, Key=self.location.key
+                )
+            self._upload_id = str(answer["UploadId"])
+            self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="lakeport-upload")
+        # Bounded: wait for the oldest part while `parallel` are in flight.
+        in_flight = [f for f in self._parts if not f.done()]
+        if len(in_flight) >= self.parallel:
+            in_flight[0].result()
+        for future in self._parts:  # a failed part fails the upload now, not at the end
+            if future.done() and future.exception() is not None:
+                self.abort()
+                raise future.exception()  # type: ignore[misc]
+        assert self._pool is not None
+        number = len(self._parts) + 1
+        self._parts.append(self._pool.submit(self._put_part, number, part))
+
+    def _put_part(self, number: int, part: bytes) -> dict[str, Any]:
+        with _translating(self.auth, "write", location=self.location):
+            answer = self._fs.call_s3(
+                "upload_part",
+                Bucket=self.location.bucket,
+                Key=self.location.key,
+                UploadId=self._upload_id,
+                PartNumber=number,
+                Body=part,
+            )
+        return {"PartNumber": number, "ETag": answer["ETag"]}
+
+    def _close_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
