@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from engine.writers.cells import split_list, split_map
 from engine.writers.encode import CsvEncoder, JsonEncoder
-from engine.writers.sink import FileSink
+from engine.writers.sink import FileSink, LocalFolder
 
 PROFILES = pa.table(
     {
@@ -39,7 +39,7 @@ def _count(source: str) -> int:
 
 
 def encoded(encoder: CsvEncoder | JsonEncoder, tmp_path: Path, name: str) -> Path:
-    sink = FileSink(tmp_path, lambda part: name, header=encoder.header)
+    sink = FileSink(LocalFolder(tmp_path), lambda part: name, header=encoder.header)
     for batch in PROFILES.to_batches(max_chunksize=2):
         sink.write(encoder.encode(batch), batch.num_rows)
     sink.finish()

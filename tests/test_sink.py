@@ -12,7 +12,7 @@ import pytest
 import zstandard
 
 from engine.errors import ConfigError
-from engine.writers.sink import FileSink
+from engine.writers.sink import FileSink, LocalFolder
 
 
 def _unzstd(data: bytes) -> bytes:
@@ -34,7 +34,7 @@ def rows_csv(start: int, count: int) -> bytes:
 
 @pytest.mark.parametrize("codec", ["none", "gzip", "zstd"])
 def test_a_file_is_complete_readable_and_hashed(tmp_path: Path, codec: str) -> None:
-    sink = FileSink(tmp_path, key_of, compress=codec, header=b"id,text\n")
+    sink = FileSink(LocalFolder(tmp_path), key_of, compress=codec, header=b"id,text\n")
     for start in range(0, 3000, 1000):
         sink.write(rows_csv(start, 1000), 1000)
     (written,) = sink.finish()
@@ -53,7 +53,7 @@ def test_a_file_is_complete_readable_and_hashed(tmp_path: Path, codec: str) -> N
 
 @pytest.mark.skipif(shutil.which("gzip") is None, reason="no gzip command")
 def test_the_gzip_command_reads_it(tmp_path: Path) -> None:
-    sink = FileSink(tmp_path, key_of, compress="gzip")
+    sink = FileSink(LocalFolder(tmp_path), key_of, compress="gzip")
     sink.write(rows_csv(0, 10), 10)
     (written,) = sink.finish()
     out = subprocess.run(
@@ -64,7 +64,9 @@ def test_the_gzip_command_reads_it(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("codec", ["none", "zstd"])
 def test_parts_stay_under_the_size_and_each_has_the_header(tmp_path: Path, codec: str) -> None:
-    sink = FileSink(tmp_path, key_of, compress=codec, max_file_size=20_000, header=b"id,text\n")
+    sink = FileSink(
+        LocalFolder(tmp_path), key_of, compress=codec, max_file_size=20_000, header=b"id,text\n"
+    )
     for start in range(0, 20_000, 500):
         sink.write(rows_csv(start, 500), 500)
     files = sink.finish()
@@ -84,7 +86,7 @@ def test_parts_stay_under_the_size_and_each_has_the_header(tmp_path: Path, codec
 
 
 def test_an_aborted_export_leaves_nothing(tmp_path: Path) -> None:
-    sink = FileSink(tmp_path, key_of, max_file_size=5_000)
+    sink = FileSink(LocalFolder(tmp_path), key_of, max_file_size=5_000)
     for start in range(0, 2_000, 100):
         sink.write(rows_csv(start, 100), 100)
     sink.abort()
@@ -92,13 +94,13 @@ def test_an_aborted_export_leaves_nothing(tmp_path: Path) -> None:
 
 
 def test_an_empty_export_is_one_file_with_its_header(tmp_path: Path) -> None:
-    (written,) = FileSink(tmp_path, key_of, header=b"id,text\n").finish()
+    (written,) = FileSink(LocalFolder(tmp_path), key_of, header=b"id,text\n").finish()
     assert (written.rows, (tmp_path / written.key).read_bytes()) == (0, b"id,text\n")
 
 
 def test_an_unknown_codec_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="one of none, gzip, zstd"):
-        FileSink(tmp_path, key_of, compress="brotli")
+        FileSink(LocalFolder(tmp_path), key_of, compress="brotli")
 
 
 def test_parquet_parts_read_back_whole(tmp_path: Path) -> None:
@@ -117,7 +119,7 @@ def test_parquet_parts_read_back_whole(tmp_path: Path) -> None:
         }
     )
     sink = ParquetSink(
-        tmp_path,
+        LocalFolder(tmp_path),
         lambda part: f"out/users-{part}.parquet",
         table.schema,
         max_file_size=400_000,

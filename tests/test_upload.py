@@ -61,3 +61,30 @@ def test_a_missing_bucket_is_a_clear_error(s3: Any) -> None:
     upload = Upload("s3://no-such-bucket-here/k", s3.authorization(), part_size=PART, min_part=PART)
     with pytest.raises(LakeportError, match="no-such-bucket-here"):
         upload.write(blob(PART))
+
+
+def test_an_export_sink_writes_to_s3_and_takes_everything_back_on_abort(s3: Any) -> None:
+    import gzip
+
+    from engine.storage.upload import S3Folder
+    from engine.writers.sink import FileSink
+
+    bucket = s3.new_bucket()
+    folder = S3Folder(f"s3://{bucket}/exports", s3.authorization(), part_size=PART)
+    sink = FileSink(
+        folder, lambda part: f"users-{part}.csv.gz", compress="gzip", max_file_size=30_000
+    )
+    lines = [b"%d,%s\n" % (i, hashlib.sha256(b"%d" % i).hexdigest().encode()) for i in range(3000)]
+    for start in range(0, 3000, 300):
+        sink.write(b"".join(lines[start : start + 300]), 300)
+    files = sink.finish()
+    assert len(files) > 2
+    client = s3.client()
+    text = b"".join(
+        gzip.decompress(client.get_object(Bucket=bucket, Key=f"exports/{f.key}")["Body"].read())
+        for f in files
+    )
+    assert text == b"".join(lines)
+    sink.abort()  # say the manifest then failed: the export takes its files back
+    assert "Contents" not in client.list_objects_v2(Bucket=bucket)
+    assert "Uploads" not in client.list_multipart_uploads(Bucket=bucket)

@@ -48,6 +48,7 @@ class Upload:
         self._parts: list[Future[dict[str, Any]]] = []
         self._pool: ThreadPoolExecutor | None = None
         self._done = False
+        self.etag: str | None = None
 
     def write(self, data: bytes) -> None:
         """Add bytes; full parts go up in the background (at most `parallel` at once)."""
@@ -58,8 +59,9 @@ class Upload:
             del self._held[: self.part_size]
             self._send(part)
 
-    def complete(self) -> str:
-        """Finish the object; its ETag. Until now nothing was visible in the bucket."""
+    def complete(self) -> None:
+        """Finish the object (`etag` is then set). Until now nothing was visible in the
+        bucket."""
         request = {"Bucket": self.location.bucket, "Key": self.location.key}
         try:
             with _translating(self.auth, "write", location=self.location):
@@ -81,7 +83,7 @@ class Upload:
         self._held = bytearray()
         self._done = True
         self._close_pool()
-        return str(answer.get("ETag", "")).strip('"')
+        self.etag = str(answer.get("ETag", "")).strip('"')
 
     def abort(self) -> None:
         """Cancel the upload: nothing of it stays in the bucket."""
@@ -136,3 +138,28 @@ class Upload:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+class S3Folder:
+    """An S3 prefix as an export destination (engine.writers.sink.Destination): each file one
+    `Upload`, visible only when complete."""
+
+    def __init__(self, url: str, auth: Authorization, *, part_size: int = MIN_PART) -> None:
+        self.url = url.rstrip("/")
+        self.auth = auth
+        self.part_size = part_size
+
+    def open(self, key: str) -> Upload:
+        return Upload(
+            f"{self.url}/{key}",
+            self.auth,
+            part_size=self.part_size,
+            min_part=min(self.part_size, MIN_PART),
+        )
+
+    def remove(self, key: str) -> None:
+        location = parse_url(f"{self.url}/{key}")
+        with _translating(self.auth, "write", location=location):
+            _s3_filesystem(self.auth).call_s3(
+                "delete_object", Bucket=location.bucket, Key=location.key
+            )

@@ -3,8 +3,9 @@
 A `FileSink` compresses the chunks it is given (none, gzip or zstd: each file one gzip member or
 one zstd frame, which every `gzip -d` / `zstd -d` reads), hashes and counts what it writes,
 starts a new numbered part when a file would pass `max_file_size`, and makes each file appear
-under its name only once it is complete: a failed export leaves no file behind. This one
-writes to a local folder; uploads to S3 come on top of the same interface.
+under its name only once it is complete: a failed export leaves no file behind. Files go to a
+`Destination`: a local folder here (written under a hidden name, then renamed), or an S3 prefix
+(engine.storage.upload.S3Folder: one multipart upload a file).
 """
 
 from __future__ import annotations
@@ -15,11 +16,63 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from engine.errors import ConfigError
 
 CODECS = ("none", "gzip", "zstd")
+
+
+class Target(Protocol):
+    """One file being written: it exists under its name only after `complete`."""
+
+    def write(self, data: bytes) -> Any: ...
+
+    def complete(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class Destination(Protocol):
+    """Where an export's files go."""
+
+    def open(self, key: str) -> Target: ...
+
+    def remove(self, key: str) -> None:
+        """Remove a completed file (an export that fails takes back what it wrote)."""
+        ...
+
+
+class LocalFolder:
+    """A local folder as a destination."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def open(self, key: str) -> Target:
+        return _LocalFile(self.folder / key)
+
+    def remove(self, key: str) -> None:
+        (self.folder / key).unlink(missing_ok=True)
+
+
+class _LocalFile:
+    def __init__(self, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.target = target
+        self.path = target.with_name(f".{target.name}.part-{os.getpid()}")
+        self.handle = self.path.open("wb")
+
+    def write(self, data: bytes) -> int:
+        return self.handle.write(data)
+
+    def complete(self) -> None:
+        self.handle.close()
+        self.path.replace(self.target)
+
+    def abort(self) -> None:
+        self.handle.close()
+        self.path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -72,8 +125,7 @@ class _Compressor:
 @dataclass
 class _Open:
     key: str
-    path: Path
-    handle: Any
+    target: Target
     compressor: _Compressor
     digest: Any = field(default_factory=hashlib.sha256)
     size: int = 0
@@ -82,7 +134,7 @@ class _Open:
 
 
 class FileSink:
-    """Writes the chunks of one export table to `folder`, in parts of at most
+    """Writes the chunks of one export table to `destination`, in parts of at most
     `max_file_size` bytes (compressed), named by `key_of(part)` (part None when not split).
 
     A part ends only between chunks: a chunk is written whole, with its rows, and a new part
@@ -91,14 +143,14 @@ class FileSink:
 
     def __init__(
         self,
-        folder: Path,
+        destination: Destination,
         key_of: Callable[[int | None], str],
         *,
         compress: str = "none",
         max_file_size: int | None = None,
         header: bytes = b"",
     ) -> None:
-        self.folder = folder
+        self.destination = destination
         self.key_of = key_of
         self.compress = compress
         self.max_file_size = max_file_size
@@ -135,27 +187,23 @@ class FileSink:
     def abort(self) -> None:
         """Remove what is half-written, and the parts already finished."""
         if self._open is not None:
-            self._open.handle.close()
-            self._open.path.unlink(missing_ok=True)
+            self._open.target.abort()
             self._open = None
         for done in self.files:
-            (self.folder / done.key).unlink(missing_ok=True)
+            self.destination.remove(done.key)
         self.files = []
 
     def _start(self) -> _Open:
         self._part += 1
         split = self.max_file_size is not None
         key = self.key_of(self._part if split else None)
-        target = self.folder / key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        path = target.with_name(f".{target.name}.part-{os.getpid()}")
-        self._open = _Open(key, path, path.open("wb"), _Compressor(self.compress))
+        self._open = _Open(key, self.destination.open(key), _Compressor(self.compress))
         return self._open
 
     def _put(self, current: _Open, data: bytes) -> None:
         current.raw += len(data)
         packed = current.compressor.feed(data)
-        current.handle.write(packed)
+        current.target.write(packed)
         current.digest.update(packed)
         current.size += len(packed)
 
@@ -163,11 +211,10 @@ class FileSink:
         current = self._open
         assert current is not None
         tail = current.compressor.finish()
-        current.handle.write(tail)
+        current.target.write(tail)
         current.digest.update(tail)
         current.size += len(tail)
-        current.handle.close()
-        current.path.replace(self.folder / current.key)
+        current.target.complete()
         self.files.append(
             WrittenFile(current.key, current.rows, current.size, current.digest.hexdigest())
         )
@@ -182,28 +229,26 @@ def _estimate(chunk: bytes, current: _Open) -> int:
 
 
 class _HashingFile:
-    """A binary file that hashes and counts what is written to it."""
+    """A target as a binary file (for Parquet's writer), hashing and counting what is written."""
 
-    def __init__(self, path: Path) -> None:
-        self.handle = path.open("wb")
+    def __init__(self, target: Target) -> None:
+        self.target = target
         self.digest = hashlib.sha256()
         self.size = 0
         self.closed = False
 
     def write(self, data: bytes) -> int:
-        view = memoryview(data)
-        self.handle.write(view)
+        view = bytes(data)
+        self.target.write(view)
         self.digest.update(view)
         self.size += len(view)
         return len(view)
 
     def flush(self) -> None:
-        self.handle.flush()
+        pass
 
     def close(self) -> None:
-        if not self.closed:
-            self.handle.close()
-            self.closed = True
+        self.closed = True
 
     def tell(self) -> int:
         return self.size
@@ -216,28 +261,28 @@ class ParquetSink:
 
     def __init__(
         self,
-        folder: Path,
+        destination: Destination,
         key_of: Callable[[int | None], str],
         schema: Any,
         *,
         max_file_size: int | None = None,
         row_group_rows: int = 128 * 1024,
     ) -> None:
-        self.folder = folder
+        self.destination = destination
         self.key_of = key_of
         self.schema = schema
         self.max_file_size = max_file_size
         self.row_group_rows = row_group_rows
         self.files: list[WrittenFile] = []
         self._part = 0
-        self._current: tuple[str, Path, _HashingFile, Any] | None = None
+        self._current: tuple[str, _HashingFile, Any] | None = None
         self._rows = 0
 
     def write(self, batch: Any) -> None:
         if self._current is None:
             self._start()
         assert self._current is not None
-        _, _, sink, writer = self._current
+        _, sink, writer = self._current
         writer.write_batch(batch, row_group_size=self.row_group_rows)
         self._rows += batch.num_rows
         if self.max_file_size is not None and sink.size >= self.max_file_size:
@@ -252,12 +297,10 @@ class ParquetSink:
 
     def abort(self) -> None:
         if self._current is not None:
-            _, path, sink, _ = self._current
-            sink.close()
-            path.unlink(missing_ok=True)
+            self._current[1].target.abort()
             self._current = None
         for done in self.files:
-            (self.folder / done.key).unlink(missing_ok=True)
+            self.destination.remove(done.key)
         self.files = []
 
     def _start(self) -> None:
@@ -265,19 +308,15 @@ class ParquetSink:
 
         self._part += 1
         key = self.key_of(self._part if self.max_file_size is not None else None)
-        target = self.folder / key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        path = target.with_name(f".{target.name}.part-{os.getpid()}")
-        sink = _HashingFile(path)
+        sink = _HashingFile(self.destination.open(key))
         writer = pq.ParquetWriter(sink, self.schema, compression="zstd")
-        self._current = (key, path, sink, writer)
+        self._current = (key, sink, writer)
         self._rows = 0
 
     def _close(self) -> None:
         assert self._current is not None
-        key, path, sink, writer = self._current
+        key, sink, writer = self._current
         writer.close()
-        sink.close()
-        path.replace(self.folder / key)
+        sink.target.complete()
         self.files.append(WrittenFile(key, self._rows, sink.size, sink.digest.hexdigest()))
         self._current = None
