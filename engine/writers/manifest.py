@@ -1,0 +1,55 @@
+"""The manifest of an export: what it wrote, written last, so that a reader who finds it knows
+every file it lists is complete.
+
+`<stem>_manifest.json` holds the run (id, job, audience, started, finished), the schema of the
+rows (field names and types), and for each file its key, rows, bytes and SHA-256.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+
+from engine.writers.sink import Destination, WrittenFile
+
+
+def manifest(
+    files: Sequence[WrittenFile],
+    schema: pa.Schema,
+    *,
+    run_id: str,
+    job: str,
+    audience: str,
+    started: datetime,
+    finished: datetime,
+) -> bytes:
+    """The manifest's JSON text."""
+    document: dict[str, Any] = {
+        "run_id": run_id,
+        "job": job,
+        "audience": audience,
+        "started": started.isoformat(),
+        "finished": finished.isoformat(),
+        "schema": [{"name": f.name, "type": str(f.type)} for f in schema],
+        "files": [
+            {"key": f.key, "rows": f.rows, "bytes": f.bytes, "sha256": f.sha256} for f in files
+        ],
+        "rows": sum(f.rows for f in files),
+        "bytes": sum(f.bytes for f in files),
+    }
+    return (json.dumps(document, indent=2) + "\n").encode()
+
+
+def write_manifest(destination: Destination, key: str, text: bytes) -> None:
+    """Write the manifest (after every data file)."""
+    target = destination.open(key)
+    try:
+        target.write(text)
+        target.complete()
+    except BaseException:
+        target.abort()
+        raise
