@@ -323,8 +323,10 @@ class Store:
 
     def profiles(self) -> pl.LazyFrame:
         """The profiles as a Polars LazyFrame."""
-        self._profiles_or_fail()
-        return self._scan(self.profiles_url())
+        uri = self.profiles_url()
+        if self._table(uri) is None:
+            raise self._no_profiles()
+        return self._scan(uri)
 
     # Audiences
 

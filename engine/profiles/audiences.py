@@ -270,17 +270,14 @@ def memberships(
     labels = pa.array(names, pa.string())
 
     def batches() -> Iterator[pa.RecordBatch]:
-        try:
-            for batch in reader:
-                masks = [batch.column(f"_mask_{w}") for w in range(len(words))]
-                listed = _names_of(masks, labels, batch.num_rows)
-                yield pa.RecordBatch.from_arrays(
-                    [batch.column(c) for c in chosen] + [listed], schema=schema
-                )
-        finally:
-            con.close()
+        for batch in reader:
+            masks = [batch.column(f"_mask_{w}") for w in range(len(words))]
+            listed = _names_of(masks, labels, batch.num_rows)
+            yield pa.RecordBatch.from_arrays(
+                [batch.column(c) for c in chosen] + [listed], schema=schema
+            )
 
-    return pa.RecordBatchReader.from_batches(schema, batches())
+    return _closing(pa.RecordBatchReader.from_batches(schema, batches()), con)
 
 
 _BITS = 63

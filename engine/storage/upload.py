@@ -50,7 +50,7 @@ class Upload:
         self._done = False
         self.etag: str | None = None
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         """Add bytes; full parts go up in the background (at most `parallel` at once)."""
         self._held += data
         self.size += len(data)

@@ -26,7 +26,7 @@ CODECS = ("none", "gzip", "zstd")
 class Target(Protocol):
     """One file being written: it exists under its name only after `complete`."""
 
-    def write(self, data: bytes) -> Any: ...
+    def write(self, data: bytes | memoryview) -> Any: ...
 
     def complete(self) -> None: ...
 
@@ -63,7 +63,7 @@ class _LocalFile:
         self.path = target.with_name(f".{target.name}.part-{os.getpid()}")
         self.handle = self.path.open("wb")
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | memoryview) -> int:
         return self.handle.write(data)
 
     def complete(self) -> None:
@@ -238,7 +238,7 @@ class _HashingFile:
         self.closed = False
 
     def write(self, data: bytes) -> int:
-        view = bytes(data)
+        view = memoryview(data)  # Parquet's writer hands over buffers: no copy of them
         self.target.write(view)
         self.digest.update(view)
         self.size += len(view)
