@@ -430,3 +430,14 @@ def test_small_and_zero_floats_are_written_plainly_both_ways(tmp_path: Path, fas
     stored = ["0", "0", "0.000001", "0.0000099", "0.0000001", "-0.00000000025", "0.00001", "3.25"]
     data = b"".join(b'{"v": %s}\n' % v.encode() for v in written)
     assert [row["v"] for row in read(data, tmp_path, fast=fast)] == stored
+
+
+def test_a_tiny_number_is_not_read_as_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # pyarrow reads 1.5171250727361972e-239 into a decimal as 0, without an error; the
+    # chunk must go to the strict reader, in the first chunk and once `a` is known a float.
+    monkeypatch.setattr(jsonreader, "CHUNK_BYTES", 64)
+    tiny = b'{"a": 1.5171250727361972e-239}\n{"a": 0.0}\n'
+    exact = "0." + "0" * 238 + "15171250727361972"
+    for data in (tiny, b'{"a": 1.5}\n' * 20 + tiny):
+        values = [row["a"] for row in read(data, tmp_path)]
+        assert values[-2:] == [exact, "0"]

@@ -123,6 +123,8 @@ class FastChunks:
                 )
             except (pa.ArrowException, ValueError):
                 raise _NotPlain from None
+            if _may_underflow(table, chunk):
+                raise _NotPlain
             for name in table.column_names:
                 self._order.setdefault(name, len(self._order))
             learnt = False
@@ -180,14 +182,44 @@ def plain(chunk: bytes | bytearray) -> bool:
 _OBJECT = re.compile(rb"[ \t\r\n]*\{")
 
 
+def _as_text(chunk: bytes | bytearray) -> pa.Array:
+    """The chunk as one Arrow binary value (no copy), for RE2's searches."""
+    offsets = pa.array([0, len(chunk)], pa.int64()).buffers()[1]
+    return pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(chunk)])
+
+
+def _may_underflow(table: pa.Table, chunk: bytes | bytearray) -> bool:
+    """Whether a number read as 0 may have been written with a negative exponent: pyarrow's
+    decimal conversion turns some into 0 without an error (1.5171250727361972e-239 reads as
+    0, though 1e-239 is refused), and a float can underflow to 0. Only chunks with a zero are
+    searched, for a digit before `e-` (a case-blind search for `e-` first, about 2.5 ms for 8
+    MiB)."""
+    if not any(_has_zero(chunk_) for column in table.columns for chunk_ in column.chunks):
+        return False
+    text = _as_text(chunk)
+    if not pc.match_substring(text, "e-", ignore_case=True)[0].as_py():
+        return False
+    return bool(pc.match_substring_regex(text, "[0-9][eE]-")[0].as_py())
+
+
+def _has_zero(values: pa.Array) -> bool:
+    kind = values.type
+    if pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        return bool(pc.any(pc.equal(values, pa.scalar(0, kind))).as_py())
+    if pa.types.is_struct(kind):
+        return any(_has_zero(child) for child in values.flatten())
+    if pa.types.is_list(kind):
+        return _has_zero(values.flatten())
+    return False
+
+
 def _tiny_exponent(chunk: bytes | bytearray) -> bool:
     """Whether a number may have a negative exponent of six digits or more (`1e-3000000`):
     pyarrow's conversion of one to a decimal crashes the process (seen from about e-2000000;
     e-1000000 is refused cleanly). Positive ones it refuses as too large for a double.
     RE2 runs through the chunk at about 4 GB/s, skipping from one '-' to the next; the exact
     pattern is only looked for when the first finds something."""
-    offsets = pa.array([0, len(chunk)], pa.int64()).buffers()[1]
-    text = pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(chunk)])
+    text = _as_text(chunk)
     if not pc.match_substring_regex(text, "-[0-9]{6}")[0].as_py():
         return False
     return bool(pc.match_substring_regex(text, "[eE]-[0-9]{6}")[0].as_py())
