@@ -161,6 +161,10 @@ class StateDB:
                 (key, value),
             )
 
+    def delete_setting(self, key: str) -> bool:
+        with self._connect() as conn:
+            return conn.execute("DELETE FROM settings WHERE key = ?", (key,)).rowcount > 0
+
     # Authorizations
 
     def put_authorization(

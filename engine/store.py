@@ -392,6 +392,43 @@ class Store:
 
         return audiences.lazy(open_reader, schema)
 
+    def audience_rows(
+        self,
+        name: str,
+        *,
+        columns: list[str] | None = None,
+        limit: int | None = None,
+        segments: str | None = None,
+    ) -> pa.RecordBatchReader:
+        """The profiles in an audience as a stream of record batches, in the table's order:
+        `columns` only (all when None), at most `limit`, and with `segments` set, a list field
+        of that name holding every audience each profile is in (from the same pass)."""
+        from engine.profiles import audiences
+
+        condition = self.audiences().get(name)
+        if condition is None:
+            raise ConfigError(f"no audience named '{name}' ({self._audience_names()})")
+        profiles = self._profiles_or_fail()
+        known = profiles.schema.names
+        for column in columns or []:
+            if column not in known:
+                raise ConfigError(
+                    f"'{column}' is not a profile field: the fields are {', '.join(known)}"
+                )
+        if segments is None:
+            return audiences.members(
+                profiles, condition, spill=self._spill(), columns=columns, limit=limit
+            )
+        return audiences.memberships(
+            profiles,
+            self.audiences(),
+            spill=self._spill(),
+            columns=columns or known,
+            where=condition,
+            limit=limit,
+            label=segments,
+        )
+
     def profile_matches(self, condition: str, limit: int | None = None) -> pa.RecordBatchReader:
         """The profiles for which an SQL condition holds (checked as an audience's is)."""
         from engine.profiles import audiences

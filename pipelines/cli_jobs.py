@@ -205,7 +205,11 @@ def runs(obj: Context, job_name: str | None, limit: int, output: Output) -> None
         emit_json(rows)
         return
     table = [
-        {**row, "rows": row.get("rows_imported", ""), "error": (row["error"] or "")[:80]}
+        {
+            **row,
+            "rows": row.get("rows_imported", row.get("users", "")),
+            "error": (row["error"] or "")[:80],
+        }
         for row in rows
     ]
     emit_table(

@@ -8,12 +8,12 @@ from typing import Any
 
 from engine.errors import ConfigError
 from engine.store import Store
-from pipelines import csv_import, json_import
+from pipelines import audience_export, csv_import, json_import
 from pipelines.errors import SpecError
 from pipelines.runs import RunRecord
 from pipelines.spec import parse_toml, validate
 
-Job = csv_import.CsvImportJob | json_import.JsonImportJob
+Job = csv_import.CsvImportJob | json_import.JsonImportJob | audience_export.AudienceExportJob
 
 # Each job type: its spec class, its fields, and its run function.
 _TYPES: dict[str, tuple[Any, Any, Any]] = {
@@ -22,6 +22,11 @@ _TYPES: dict[str, tuple[Any, Any, Any]] = {
         json_import.JsonImportJob,
         json_import.FIELDS,
         json_import.run,
+    ),
+    audience_export.AudienceExportJob.type: (
+        audience_export.AudienceExportJob,
+        audience_export.FIELDS,
+        audience_export.run,
     ),
 }
 

@@ -27,6 +27,10 @@ class RunRecord:
     job: str
     status: str = "running"
     object: str | None = None
+    """The object imported; for an export, its manifest."""
+    kind: str = "import"
+    """`import` or `export`: which counters below mean something."""
+    run_id: int | None = None
     rows_read: int = 0
     rows_imported: int = 0
     rows_skipped: int = 0
@@ -37,6 +41,10 @@ class RunRecord:
     error: str | None = None
     note: str | None = None
     """Anything else the user should know (a header-only file, a reset diff...)."""
+    users: int = 0
+    """Users exported."""
+    files: list[str] | None = None
+    """The files an export wrote (its manifest last)."""
 
     @property
     def failed(self) -> bool:
@@ -45,7 +53,12 @@ class RunRecord:
     def as_json(self) -> dict[str, Any]:
         shown = asdict(self)
         shown["seconds"] = round(self.seconds, 3)
-        return {k: v for k, v in shown.items() if v is not None or k == "object"}
+        other = _EXPORT_ONLY if self.kind == "import" else _IMPORT_ONLY
+        return {
+            k: v
+            for k, v in shown.items()
+            if (v is not None or k == "object") and k not in other and k != "kind"
+        }
 
     def summary(self) -> str:
         head = f"job '{self.job}': {self.status}"
@@ -55,6 +68,8 @@ class RunRecord:
             return f"{head}\n  {self.error}"
         if self.status != SUCCEEDED:
             return head + (f" ({self.note})" if self.note else "")
+        if self.kind == "export":
+            return self._export_summary(head)
         rate = self.rows_read / self.seconds if self.seconds > 0 else 0.0
         lines = [
             head,
@@ -66,11 +81,31 @@ class RunRecord:
             lines.append(f"  {self.note}")
         return "\n".join(lines)
 
+    def _export_summary(self, head: str) -> str:
+        rate = self.users / self.seconds if self.seconds > 0 else 0.0
+        files = self.files or []
+        data = len(files) - 1  # the last is the manifest
+        lines = [
+            head,
+            f"  {self.users:,} users in {data:,} file{'' if data == 1 else 's'} and a manifest, "
+            f"{human_bytes(self.bytes)} in {self.seconds:.2f} s ({rate:,.0f} users/s)",
+            *(f"  {name}" for name in files),
+        ]
+        if self.note:
+            lines.append(f"  {self.note}")
+        return "\n".join(lines)
 
-def recorded(store: Store, job: str, work: Callable[[RunRecord], None]) -> RunRecord:
+
+_IMPORT_ONLY = {"rows_read", "rows_imported", "rows_skipped", "rows_rejected"}
+_EXPORT_ONLY = {"users", "files"}
+
+
+def recorded(
+    store: Store, job: str, work: Callable[[RunRecord], None], kind: str = "import"
+) -> RunRecord:
     """Run `work`, keeping its record in state.db; a lakeport error makes a failed run."""
     run_id = store.state.start_run(job)
-    record = RunRecord(job)
+    record = RunRecord(job, kind=kind, run_id=run_id)
     started = time.perf_counter()
     try:
         work(record)
@@ -81,7 +116,11 @@ def recorded(store: Store, job: str, work: Callable[[RunRecord], None]) -> RunRe
         record.error = redact(str(exc))
     finally:
         record.seconds = time.perf_counter() - started
-        stats = {k: v for k, v in record.as_json().items() if k not in ("job", "status", "error")}
+        stats = {
+            k: v
+            for k, v in record.as_json().items()
+            if k not in ("job", "status", "error", "run_id")
+        }
         store.state.finish_run(
             run_id,
             record.status if record.status != "running" else FAILED,

@@ -20,7 +20,7 @@ BATCH = pa.record_batch(
 
 
 def test_a_batch_becomes_tables_that_join_back() -> None:
-    assert tables(BATCH.schema) == ["users", "tags", "attributes"]
+    assert list(tables(BATCH.schema, ["user_id"])) == ["users", "tags", "attributes"]
     out = explode(BATCH, ["user_id"])
     users = out["users"]
     assert users.columns == [JOIN_KEY, "user_id", "country"]
@@ -44,3 +44,12 @@ def test_the_same_user_has_the_same_key_in_every_batch() -> None:
 def test_the_identity_fields_must_be_exported() -> None:
     with pytest.raises(ValueError, match="not among the exported fields"):
         explode(BATCH, ["email"])
+
+
+def test_hidden_identity_fields_make_the_key_and_are_not_written() -> None:
+    out = explode(BATCH, ["user_id"], hidden=["user_id"])
+    assert out["users"].columns == [JOIN_KEY, "country"]
+    assert (
+        out["users"][JOIN_KEY].to_list() == explode(BATCH, ["user_id"])["users"][JOIN_KEY].to_list()
+    )
+    assert list(tables(BATCH.schema, ["user_id"], ["user_id"])["users"]) == [JOIN_KEY, "country"]

@@ -243,9 +243,13 @@ def memberships(
     *,
     spill: Path,
     columns: list[str] | None = None,
+    where: str | None = None,
+    limit: int | None = None,
+    label: str = "audiences",
 ) -> pa.RecordBatchReader:
-    """For each profile, the names of every audience it is in (a list, in name order), in one
-    pass over the profiles however many audiences there are.
+    """For each profile, the names of every audience it is in (a list named `label`, in name
+    order), in one pass over the profiles however many audiences there are. `where` (a checked
+    condition) and `limit` keep some of the profiles only: an export's audience and user limit.
 
     DuckDB gives each profile a bit mask, one bit an audience (in 63-bit words); the masks
     become lists of names in numpy, a batch at a time: building the lists in SQL cost more
@@ -263,9 +267,14 @@ def memberships(
         )
         words.append(f"({bits})::BIGINT AS _mask_{start // _BITS}")
     selected = [duck.sql_name(c) for c in chosen] + words
-    reader = con.sql(f"SELECT {', '.join(selected)} FROM profiles").to_arrow_reader(64 * 1024)
+    query = f"SELECT {', '.join(selected)} FROM profiles"
+    if where is not None:
+        query += f" WHERE ({where})"
+    if limit is not None:
+        query += f" LIMIT {int(limit)}"
+    reader = con.sql(query).to_arrow_reader(64 * 1024)
     schema = pa.schema(
-        [reader.schema.field(c) for c in chosen] + [pa.field("audiences", pa.list_(pa.string()))]
+        [reader.schema.field(c) for c in chosen] + [pa.field(label, pa.list_(pa.string()))]
     )
     labels = pa.array(names, pa.string())
 

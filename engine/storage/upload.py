@@ -13,7 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from engine.auth import Authorization
-from engine.errors import ConfigError
+from engine.errors import ConfigError, NoSuchKey
 from engine.storage.errors import _translating
 from engine.storage.locations import parse_url
 from engine.storage.s3 import _s3_filesystem
@@ -163,3 +163,24 @@ class S3Folder:
             _s3_filesystem(self.auth).call_s3(
                 "delete_object", Bucket=location.bucket, Key=location.key
             )
+
+    def size(self, key: str) -> int | None:
+        """The object's size from a HEAD request (None: no such object)."""
+        location = parse_url(f"{self.url}/{key}")
+        try:
+            with _translating(self.auth, "read", location=location):
+                answer = _s3_filesystem(self.auth).call_s3(
+                    "head_object", Bucket=location.bucket, Key=location.key
+                )
+        except NoSuchKey:
+            return None
+        return int(answer["ContentLength"])
+
+    def link(self, key: str, seconds: int) -> str:
+        """A presigned GET URL of the object, valid for `seconds`."""
+        location = parse_url(f"{self.url}/{key}")
+        with _translating(self.auth, "read", location=location):
+            url: str = _s3_filesystem(self.auth).sign(
+                f"{location.bucket}/{location.key}", expiration=seconds
+            )
+        return url

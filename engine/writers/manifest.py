@@ -1,14 +1,15 @@
 """The manifest of an export: what it wrote, written last, so that a reader who finds it knows
 every file it lists is complete.
 
-`<stem>_manifest.json` holds the run (id, job, audience, started, finished), the schema of the
-rows (field names and types), and for each file its key, rows, bytes and SHA-256.
+`<stem>_manifest.json` holds the run (id, job, audience, started, finished), the format (and
+for multi-CSV each table's columns), the schema of the rows (field names and types), and for each
+file its key, rows, bytes and SHA-256.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -26,14 +27,16 @@ def manifest(
     audience: str,
     started: datetime,
     finished: datetime,
+    details: Mapping[str, Any] | None = None,
 ) -> bytes:
-    """The manifest's JSON text."""
+    """The manifest's JSON text; `details` (the format, its tables...) go in as they are."""
     document: dict[str, Any] = {
         "run_id": run_id,
         "job": job,
         "audience": audience,
         "started": started.isoformat(),
         "finished": finished.isoformat(),
+        **(details or {}),
         "schema": [{"name": f.name, "type": str(f.type)} for f in schema],
         "files": [
             {"key": f.key, "rows": f.rows, "bytes": f.bytes, "sha256": f.sha256} for f in files

@@ -11,6 +11,8 @@ hash's implementation), as the seed product documents.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import polars as pl
 import pyarrow as pa
 
@@ -18,21 +20,24 @@ JOIN_KEY = "join_key"
 USERS = "users"
 
 
-def tables(schema: pa.Schema) -> list[str]:
-    """The tables a schema makes: `users`, then each list and map field, in order."""
-    frame = pl.DataFrame(schema.empty_table())
-    nested = [n for n, k in frame.schema.items() if isinstance(k, pl.List | pl.Map)]
-    return [USERS, *nested]
+def tables(schema: pa.Schema, by: list[str], hidden: Collection[str] = ()) -> dict[str, pl.Schema]:
+    """The tables a schema makes, with their columns: `users`, then each list and map field,
+    in order."""
+    empty = pa.RecordBatch.from_pylist([], schema)
+    return {name: frame.schema for name, frame in explode(empty, by, hidden).items()}
 
 
-def explode(batch: pa.RecordBatch, by: list[str]) -> dict[str, pl.DataFrame]:
-    """The batch's rows in each table (vectorized: explode and unnest, no per-row Python)."""
+def explode(
+    batch: pa.RecordBatch, by: list[str], hidden: Collection[str] = ()
+) -> dict[str, pl.DataFrame]:
+    """The batch's rows in each table (vectorized: explode and unnest, no per-row Python).
+    `hidden` fields are read for the key but not written (identity fields not chosen)."""
     frame = pl.DataFrame(batch)
     missing = [name for name in by if name not in frame.columns]
     if missing:
         raise ValueError(f"the identity fields {missing} are not among the exported fields")
     key = pl.struct(by).hash(seed=0).cast(pl.String).alias(JOIN_KEY)
-    frame = frame.with_columns(key)
+    frame = frame.with_columns(key).drop(hidden)
     out: dict[str, pl.DataFrame] = {}
     scalars = [JOIN_KEY]
     for name, kind in frame.schema.items():

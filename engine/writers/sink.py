@@ -42,6 +42,14 @@ class Destination(Protocol):
         """Remove a completed file (an export that fails takes back what it wrote)."""
         ...
 
+    def size(self, key: str) -> int | None:
+        """The size of a completed file as the destination reports it (None: no such file)."""
+        ...
+
+    def link(self, key: str, seconds: int) -> str:
+        """Where a reader gets the file: a link valid for `seconds` (presigned, in S3)."""
+        ...
+
 
 class LocalFolder:
     """A local folder as a destination."""
@@ -54,6 +62,13 @@ class LocalFolder:
 
     def remove(self, key: str) -> None:
         (self.folder / key).unlink(missing_ok=True)
+
+    def size(self, key: str) -> int | None:
+        path = self.folder / key
+        return path.stat().st_size if path.is_file() else None
+
+    def link(self, key: str, seconds: int) -> str:
+        return (self.folder / key).resolve().as_uri()
 
 
 class _LocalFile:
@@ -99,7 +114,7 @@ class _Compressor:
 
             self._zstd = zstandard.ZstdCompressor(level=3).compressobj()
 
-    def feed(self, data: bytes) -> bytes:
+    def feed(self, data: bytes | memoryview) -> bytes | memoryview:
         """The chunk compressed, flushed to the end of a block: the file's size is then known
         after every chunk (a few bytes a chunk; chunks are megabytes)."""
         if self._zlib is not None:
@@ -160,7 +175,7 @@ class FileSink:
         self._part = 0
         _Compressor(compress)  # the codec is checked now, not at the first chunk
 
-    def write(self, chunk: bytes, rows: int) -> None:
+    def write(self, chunk: bytes | memoryview, rows: int) -> None:
         """Add an encoded chunk of `rows` rows."""
         current = self._open
         if (
@@ -200,7 +215,7 @@ class FileSink:
         self._open = _Open(key, self.destination.open(key), _Compressor(self.compress))
         return self._open
 
-    def _put(self, current: _Open, data: bytes) -> None:
+    def _put(self, current: _Open, data: bytes | memoryview) -> None:
         current.raw += len(data)
         packed = current.compressor.feed(data)
         current.target.write(packed)
@@ -221,7 +236,7 @@ class FileSink:
         self._open = None
 
 
-def _estimate(chunk: bytes, current: _Open) -> int:
+def _estimate(chunk: bytes | memoryview, current: _Open) -> int:
     """How many bytes the chunk will add to the file, from the file's compression so far."""
     if current.raw == 0:
         return len(chunk)
@@ -255,7 +270,8 @@ class _HashingFile:
 
 
 class ParquetSink:
-    """Writes record batches as Parquet files (zstd inside, the profile schema as it is), in
+    """Writes record batches as Parquet files (zstd inside by default: `compression` is
+    Parquet's codec; the profile schema as it is), in
     parts of about `max_file_size` bytes: a part ends after the row group that passes it. The
     same guarantees as FileSink: a file appears under its name only when complete."""
 
@@ -267,7 +283,9 @@ class ParquetSink:
         *,
         max_file_size: int | None = None,
         row_group_rows: int = 128 * 1024,
+        compression: str = "zstd",
     ) -> None:
+        self.compression = compression
         self.destination = destination
         self.key_of = key_of
         self.schema = schema
@@ -309,7 +327,7 @@ class ParquetSink:
         self._part += 1
         key = self.key_of(self._part if self.max_file_size is not None else None)
         sink = _HashingFile(self.destination.open(key))
-        writer = pq.ParquetWriter(sink, self.schema, compression="zstd")
+        writer = pq.ParquetWriter(sink, self.schema, compression=self.compression)
         self._current = (key, sink, writer)
         self._rows = 0
 

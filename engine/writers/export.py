@@ -1,0 +1,231 @@
+"""Writing an export: record batches in, finished files and their manifest out.
+
+The pipeline, each step in its own thread with a bounded queue between them:
+
+    read (the caller's batches) ──▶ encode (Polars: CSV / NDJSON, or Parquet as it is)
+        ──▶ compress + hash (sink) ──▶ upload (parts in parallel, in the destination)
+
+When every data file is complete, each is checked at the destination (a HEAD in S3: the size it
+reports must be the size written), and the manifest is written last. If anything fails, every
+file begun or finished is taken back: an export is whole or absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from engine.errors import StorageError
+from engine.executor import prefetch
+from engine.writers import multi
+from engine.writers.encode import CsvEncoder, Encoder, JsonEncoder
+from engine.writers.manifest import manifest, write_manifest
+from engine.writers.names import FileNames
+from engine.writers.sink import Destination, FileSink, ParquetSink, WrittenFile
+
+FORMATS = ("csv", "multi-csv", "json", "parquet")
+
+
+@dataclass(frozen=True)
+class Options:
+    """How an export is written."""
+
+    format: str = "csv"
+    compress: str = "none"
+    headers: bool = True
+    formula_guard: bool = True
+    max_file_size: int | None = None
+    """Split into numbered parts of at most this many bytes (None: one file a table)."""
+    by: tuple[str, ...] = ()
+    """The identity fields, for multi-CSV's join_key."""
+    hidden: tuple[str, ...] = ()
+    """Fields read for the join_key only, not written."""
+
+
+@dataclass
+class Result:
+    """What an export wrote."""
+
+    files: list[WrittenFile]
+    manifest: str
+    users: int
+    """Rows of the main table (users), whatever the other tables hold."""
+    started: datetime
+    finished: datetime
+    bytes: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.bytes = sum(f.bytes for f in self.files)
+
+
+def export(
+    batches: pa.RecordBatchReader,
+    destination: Destination,
+    names: FileNames,
+    options: Options,
+    *,
+    run_id: str,
+    started: datetime | None = None,
+) -> Result:
+    """Write `batches` as the files of one export (see the module)."""
+    started = started or datetime.now(UTC)
+    writer = _Writer(batches.schema, destination, names, options)
+    try:
+        users = writer.write(batches)
+        files = writer.finish()
+        _confirm(destination, files)
+        finished = datetime.now(UTC)
+        text = manifest(
+            files,
+            writer.schema,
+            run_id=run_id,
+            job=names.job,
+            audience=names.audience,
+            started=started,
+            finished=finished,
+            details=writer.details(),
+        )
+        write_manifest(destination, names.manifest(), text)
+    except BaseException:
+        writer.abort()
+        raise
+    return Result(files, names.manifest(), users, started, finished)
+
+
+def _confirm(destination: Destination, files: Iterable[WrittenFile]) -> None:
+    """Each file is at the destination with the size written (a HEAD of each S3 object)."""
+    for written in files:
+        found = destination.size(written.key)
+        if found != written.bytes:
+            raise StorageError(
+                f"the export file {written.key} is "
+                + ("missing" if found is None else f"{found:,} bytes")
+                + f" at the destination after {written.bytes:,} bytes were written to it: "
+                "something else changed it; run the export again"
+            )
+
+
+class _Writer:
+    """The sinks of one export, by table (`None`: the only one), and how batches reach them."""
+
+    def __init__(
+        self, schema: pa.Schema, destination: Destination, names: FileNames, options: Options
+    ) -> None:
+        self.options = options
+        self.destination = destination
+        self.names = names
+        self.schema = pa.schema([f for f in schema if f.name not in options.hidden])
+        self.sinks: dict[str | None, Any] = {}
+        self.encoders: dict[str | None, Encoder] = {}
+        self.tables: dict[str, Any] = {}
+        self._row_bytes: float | None = None
+        if options.format == "parquet":
+            self.sinks[None] = ParquetSink(
+                destination,
+                names.data,
+                self.schema,
+                max_file_size=options.max_file_size,
+                compression=options.compress,
+            )
+        elif options.format == "multi-csv":
+            self.tables = multi.tables(schema, list(options.by), options.hidden)
+            for table, columns in self.tables.items():
+                self.encoders[table] = CsvEncoder(
+                    columns, headers=options.headers, formula_guard=options.formula_guard
+                )
+                self.sinks[table] = self._file_sink(table, self.encoders[table].header)
+        else:
+            self.encoders[None] = (
+                JsonEncoder(self.schema)
+                if options.format == "json"
+                else CsvEncoder(
+                    self.schema, headers=options.headers, formula_guard=options.formula_guard
+                )
+            )
+            self.sinks[None] = self._file_sink(None, self.encoders[None].header)
+
+    def _file_sink(self, table: str | None, header: bytes) -> FileSink:
+        return FileSink(
+            self.destination,
+            lambda part: self.names.data(part, table),
+            compress=self.options.compress,
+            max_file_size=self.options.max_file_size,
+            header=header,
+        )
+
+    def write(self, batches: Iterable[pa.RecordBatch]) -> int:
+        """Write every batch; the users written."""
+        users = 0
+        if self.options.format == "parquet":
+            sink = self.sinks[None]
+            for batch in prefetch(iter(batches), depth=2):
+                if self.options.hidden:
+                    batch = batch.drop_columns(list(self.options.hidden))
+                sink.write(batch)
+                users += batch.num_rows
+            return users
+        for pieces in prefetch(self._encoded(iter(batches)), depth=2):
+            for table, data, rows in pieces:
+                self.sinks[table].write(data, rows)
+            users += pieces[0][2]
+        return users
+
+    def _encoded(
+        self, batches: Iterator[pa.RecordBatch]
+    ) -> Iterator[list[tuple[str | None, memoryview, int]]]:
+        """Each batch encoded, table by table (the first piece is the users')."""
+        for batch in prefetch(batches, depth=2):
+            for piece in self._pieces(batch):
+                yield self._encode(piece)
+
+    def _encode(self, rows: pa.RecordBatch) -> list[tuple[str | None, memoryview, int]]:
+        if self.options.format == "multi-csv":
+            frames = multi.explode(rows, list(self.options.by), self.options.hidden)
+            return [
+                (table, self.encoders[table].encode(frame), frame.height)
+                for table, frame in frames.items()
+            ]
+        return [(None, self.encoders[None].encode(rows), rows.num_rows)]
+
+    def _pieces(self, batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
+        """The batch in slices small enough for parts of `max_file_size`: a part ends only
+        between chunks, so a chunk is kept to about a sixteenth of a part (learned from the
+        bytes a row took so far)."""
+        if batch.num_rows == 0:
+            return
+        limit = self.options.max_file_size
+        if limit is None:
+            yield batch
+            return
+        if self._row_bytes is None:
+            probe = batch.slice(0, min(batch.num_rows, 1024))
+            encoded = sum(len(data) for _, data, _ in self._encode(probe))
+            self._row_bytes = max(1.0, encoded / probe.num_rows)
+        rows = max(1, int(limit / 16 / self._row_bytes))
+        for start in range(0, batch.num_rows, rows):
+            yield batch.slice(start, rows)
+
+    def finish(self) -> list[WrittenFile]:
+        files: list[WrittenFile] = []
+        for sink in self.sinks.values():
+            files += sink.finish()
+        return files
+
+    def abort(self) -> None:
+        for sink in self.sinks.values():
+            sink.abort()
+        self.destination.remove(self.names.manifest())
+
+    def details(self) -> dict[str, Any]:
+        """What the manifest says of the format, beyond the rows' schema."""
+        shown: dict[str, Any] = {
+            "format": self.options.format,
+            "compress": self.options.compress,
+        }
+        if self.tables:
+            shown["tables"] = {table: list(columns) for table, columns in self.tables.items()}
+        return shown
