@@ -517,6 +517,6 @@ def demo(folder: Path | None) -> None:
 
 
 # The job commands live in their own module; importing it registers them on `cli`.
-from pipelines import cli_jobs, cli_profiles  # noqa: E402
+from pipelines import cli_jobs, cli_profiles, cli_smtp  # noqa: E402
 
-__all__ = ["cli", "cli_jobs", "cli_profiles", "main"]
+__all__ = ["cli", "cli_jobs", "cli_profiles", "cli_smtp", "main"]

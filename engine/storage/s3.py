@@ -32,6 +32,9 @@ def _s3_filesystem(auth: Authorization) -> AbstractFileSystem:
             "connect_timeout": 10,
             "read_timeout": 120,
             "retries": {"max_attempts": 3, "mode": "standard"},
+            # Requests are SigV4 anyway; this makes presigned links SigV4 too (S3 refuses
+            # SigV2 in newer regions, and SigV2 links do not say how long they last).
+            "signature_version": "s3v4",
         },
         # Listings must be fresh: a job that polls a bucket for new files cannot use a cache.
         # (fsspec still reuses one filesystem, and its connections, per set of credentials.)
