@@ -32,8 +32,12 @@ def attach(con: Any, name: str, table: TableScan) -> None:
         con.register(name, table.dataset)
 
 
-def connect(spill: Path, memory_limit: str = "256MB", threads: int | None = None) -> Any:
-    """A new in-memory DuckDB connection, in UTC, spilling to `spill` past `memory_limit`."""
+def connect(
+    spill: Path, memory_limit: str = "256MB", threads: int | None = None, *, ordered: bool = False
+) -> Any:
+    """A new in-memory DuckDB connection, in UTC, spilling to `spill` past `memory_limit`.
+    `ordered`: results keep the table's row order (an export's files, and what a user limit
+    keeps, are then the same from run to run)."""
     import duckdb
 
     spill.mkdir(parents=True, exist_ok=True)
@@ -42,7 +46,7 @@ def connect(spill: Path, memory_limit: str = "256MB", threads: int | None = None
         "SET TimeZone = 'UTC'",
         f"SET temp_directory = '{sql_text(str(spill))}'",
         f"SET memory_limit = '{memory_limit}'",
-        "SET preserve_insertion_order = false",
+        f"SET preserve_insertion_order = {'true' if ordered else 'false'}",
         "SET enable_progress_bar = false",
     ]
     if threads is not None:

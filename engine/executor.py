@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 _DONE = object()
 
@@ -54,3 +55,26 @@ def prefetch(items: Iterator[T], depth: int = 4) -> Generator[T, None, None]:
     finally:
         stop.set()
         worker.join(timeout=5)
+
+
+def ordered_map(
+    work: Callable[[T], R], items: Iterator[T], *, workers: int = 2, depth: int = 4
+) -> Generator[R, None, None]:
+    """`work` applied to each item by `workers` threads, the results yielded in the items'
+    order; at most `depth` items are taken ahead. An exception in `work` is raised here (at
+    that item's turn); a consumer that stops early cancels what has not started."""
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    pending: deque[Future[R]] = deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix="lakeport-work") as pool:
+        try:
+            for item in items:
+                pending.append(pool.submit(work, item))
+                if len(pending) >= depth:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()

@@ -228,7 +228,7 @@ def members(
     limit: int | None = None,
 ) -> pa.RecordBatchReader:
     """The profiles that match, as a stream of record batches."""
-    con = duck.connect(spill)
+    con = duck.connect(spill, ordered=True)
     duck.attach(con, "profiles", profiles)
     chosen = "*" if columns is None else ", ".join(duck.sql_name(c) for c in columns)
     query = f"SELECT {chosen} FROM profiles WHERE ({expression})"
@@ -255,7 +255,7 @@ def memberships(
     become lists of names in numpy, a batch at a time: building the lists in SQL cost more
     than the conditions.
     """
-    con = duck.connect(spill)
+    con = duck.connect(spill, ordered=True)
     duck.attach(con, "profiles", profiles)
     chosen = ["_profile_id"] if columns is None else list(columns)
     names = sorted(audiences)

@@ -1,4 +1,5 @@
-"""How an export writes a profile field as one CSV cell: Polars expressions, no per-row Python.
+"""How an export writes a profile field as one CSV cell: Polars expressions for scalars, Arrow
+kernels over the flat items for lists and maps; no per-row Python.
 
 - Text as it is; numbers in Polars' shortest form; booleans `true` / `false`; times ISO 8601 in
   UTC (`2026-11-01T09:00:00Z`, fractions of a second only when there are some); null empty.
@@ -17,11 +18,16 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 JOIN = "&"
 _ENCODE = (("%", "%25"), ("&", "%26"), ("=", "%3D"))
-_FORMULA = r"^[=+\-@\t\r]"
+_RISKY = np.zeros(256, dtype=bool)
+_RISKY[[ord(c) for c in "=+-@\t\r"]] = True
+"""The first bytes that make a cell risky (all ASCII: a UTF-8 text starts with them only when
+its first character is one)."""
 _NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 
 
@@ -43,39 +49,143 @@ def text(value: pl.Expr, kind: Any) -> pl.Expr:
     return value.cast(pl.String)
 
 
-def _encoded(value: pl.Expr) -> pl.Expr:
-    for raw, code in _ENCODE:
-        value = value.str.replace_all(raw, code, literal=True)
-    return value
+class CsvCells:
+    """Writes record batches as CSV cells: Arrow kernels over whole columns, no per-row work.
+
+    Lists and maps become text over their flat items (percent-encoded only when some item
+    holds `%`, `&` or `=`, then joined by `&`); times become ISO text; numbers and booleans
+    stay as they are for the CSV writer. The formula guard runs only on the text columns with
+    a risky first character in this batch (most have none).
+    """
+
+    def __init__(self, *, formula_guard: bool = True) -> None:
+        self.formula_guard = formula_guard
+
+    def batch(self, rows: pa.RecordBatch) -> pa.RecordBatch:
+        columns = [self._cell(column) for column in rows.columns]
+        return pa.RecordBatch.from_arrays(columns, names=rows.schema.names)
+
+    def _cell(self, column: pa.Array) -> pa.Array:
+        import pyarrow.compute as pc
+
+        kind = column.type
+        if _nested(kind):
+            written = pc.binary_join(_items(column), JOIN)
+        elif pa.types.is_integer(kind) or pa.types.is_floating(kind):
+            return column
+        elif pa.types.is_boolean(kind):
+            return column  # the CSV writer writes true / false
+        elif pa.types.is_timestamp(kind) or pa.types.is_date(kind):
+            return iso(column)
+        elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            written = column.cast(pa.string())
+        else:
+            written = _polars_text(column)
+        return _guarded(written) if self.formula_guard else written
 
 
-def cell(name: str, kind: pl.DataType, *, formula_guard: bool = True) -> pl.Expr:
-    """The CSV cell of the field `name` (of type `kind`)."""
-    column = pl.col(name)
-    if isinstance(kind, pl.List):
-        item = _encoded(text(pl.element(), kind.inner)).fill_null("")
-        written = column.list.eval(item).list.join(JOIN)
-    elif isinstance(kind, pl.Map):
-        entry = pl.element().struct
-        pair = (
-            _encoded(text(entry.field("key"), kind.key))
-            + pl.lit("=")
-            + _encoded(text(entry.field("value"), kind.value)).fill_null("")
+def iso(column: pa.Array) -> pa.Array:
+    """Times as ISO 8601 in UTC (`2026-11-01T09:00:00Z`, `2026-11-01T09:00:00.250000Z`: the
+    fraction in the time's unit, when it is not zero), dates as `2026-11-01`."""
+    import pyarrow.compute as pc
+
+    if pa.types.is_date(column.type):
+        return pc.cast(column, pa.string())
+    unit = column.type.unit
+    naive = column.cast(pa.timestamp(unit))  # the same instants, in UTC, without the zone
+    written = pc.replace_substring(pc.cast(naive, pa.string()), " ", "T", max_replacements=1)
+    if unit != "s":
+        zero = "." + "0" * {"ms": 3, "us": 6, "ns": 9}[unit]
+        written = pc.replace_substring(
+            pc.binary_join_element_wise(written, pa.scalar("Z"), ""), zero + "Z", "Z"
         )
-        written = column.map.entries().list.eval(pair).list.join(JOIN)
+        return written
+    return pc.binary_join_element_wise(written, pa.scalar("Z"), "")
+
+
+def _polars_text(column: pa.Array) -> pa.Array:
+    series = pl.Series("value", column)
+    written = pl.select(text(pl.lit(series), series.dtype)).to_series().to_arrow()
+    return written.cast(pa.string())
+
+
+def _first_bytes(written: pa.Array) -> Any:
+    """The first byte of each text (0 for an empty or null one), from Arrow's buffers."""
+    import numpy as np
+
+    first = np.zeros(len(written), dtype=np.uint8)
+    _, offsets_buffer, data = written.buffers()
+    if data is None or len(written) == 0:
+        return first
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[
+        written.offset : written.offset + len(written) + 1
+    ]
+    filled = offsets[1:] > offsets[:-1]
+    first[filled] = np.frombuffer(data, dtype=np.uint8)[offsets[:-1][filled]]
+    return first
+
+
+def _guarded(written: pa.Array) -> pa.Array:
+    """`'` before each risky cell that is not a number."""
+    import pyarrow.compute as pc
+
+    first = _first_bytes(written)
+    if not _RISKY[first].any():
+        return written
+    risky = pc.and_(pa.array(_RISKY[first]), pc.invert(pc.match_substring_regex(written, _NUMBER)))
+    quoted = pc.binary_join_element_wise(pa.scalar("'"), written, "")
+    return pc.if_else(risky, quoted, written)
+
+
+def _nested(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_map(kind))
+
+
+def _items(column: pa.Array) -> pa.Array:
+    """A list or map column as a list of text items (no per-row work: the flat items)."""
+    import pyarrow.compute as pc
+
+    offsets = column.offsets
+    start, end = offsets[0].as_py(), offsets[-1].as_py()
+    items = column.values.slice(start, end - start)
+    if pa.types.is_map(column.type):
+        keys, values = items.flatten()
+        flat = pc.binary_join_element_wise(_items_text(keys), _items_text(values), "=")
     else:
-        written = text(column, kind)
-        if kind.is_numeric():
-            return written.alias(name)
-    if formula_guard:
-        risky = written.str.contains(_FORMULA) & ~written.str.contains(_NUMBER)
-        written = pl.when(risky).then(pl.lit("'") + written).otherwise(written)
-    return written.alias(name)
+        flat = _items_text(items)
+    shifted = pc.subtract(offsets, pa.scalar(start, offsets.type))
+    lists = pa.LargeListArray if pa.types.is_large_list(column.type) else pa.ListArray
+    return lists.from_arrays(shifted, flat, mask=column.is_null())
 
 
-def cells(schema: Any, *, formula_guard: bool = True) -> list[pl.Expr]:
-    """Every field of a Polars schema as CSV cells, in order."""
-    return [cell(name, kind, formula_guard=formula_guard) for name, kind in schema.items()]
+def _items_text(items: pa.Array) -> pa.Array:
+    """List items as percent-encoded text; a null item is empty."""
+    import pyarrow.compute as pc
+
+    kind = items.type
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+        return pc.fill_null(pc.cast(items, pa.string()), "")  # nothing to encode
+    if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
+        return pc.fill_null(iso(items), "")
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        items = _polars_text(items)
+    items = items.cast(pa.string())
+    if _has_special(items):
+        for raw, code in _ENCODE:
+            items = pc.replace_substring(items, raw, code)
+    return pc.fill_null(items, "")
+
+
+def _has_special(items: pa.Array) -> bool:
+    """Whether any text holds `%`, `&` or `=`: a scan of the character data (which may hold
+    more than these items: then at worst they are encoded needlessly, which changes nothing)."""
+    import numpy as np
+
+    data = items.buffers()[2]
+    if data is None:
+        return False
+    chars = np.frombuffer(data, dtype=np.uint8)
+    return bool((chars == 37).any() or (chars == 38).any() or (chars == 61).any())
 
 
 def split_list(written: str) -> list[str]:

@@ -18,7 +18,7 @@ from typing import Protocol, TypeAlias
 import polars as pl
 import pyarrow as pa
 
-from engine.writers.cells import cells, text
+from engine.writers.cells import CsvCells, iso
 
 Rows: TypeAlias = pa.RecordBatch | pl.DataFrame
 
@@ -36,6 +36,13 @@ def _frame(rows: Rows) -> pl.DataFrame:
     return rows if isinstance(rows, pl.DataFrame) else pl.DataFrame(rows)
 
 
+def _batch(frame: pl.DataFrame) -> pa.RecordBatch:
+    table = frame.to_arrow()
+    return pa.RecordBatch.from_arrays(
+        [column.combine_chunks() for column in table.columns], names=table.column_names
+    )
+
+
 def _schema(schema: pa.Schema | pl.Schema) -> pl.Schema:
     if isinstance(schema, pa.Schema):
         return pl.DataFrame(schema.empty_table()).schema
@@ -46,30 +53,41 @@ class CsvEncoder:
     def __init__(
         self, schema: pa.Schema | pl.Schema, *, headers: bool = True, formula_guard: bool = True
     ):
-        frame = pl.DataFrame(schema=_schema(schema))
-        self._cells = cells(frame.schema, formula_guard=formula_guard)
-        self.header = (
-            frame.select(self._cells).write_csv(include_header=True).encode() if headers else b""
-        )
+        self._cells = CsvCells(formula_guard=formula_guard)
+        names = list(_schema(schema))
+        empty = pa.table({name: pa.array([], pa.string()) for name in names})
+        self.header = _csv(empty, header=True).to_pybytes() if headers else b""
 
     def encode(self, rows: Rows) -> memoryview:
-        out = io.BytesIO()
-        _frame(rows).select(self._cells).write_csv(out, include_header=False)
-        return out.getbuffer()
+        batch = rows if isinstance(rows, pa.RecordBatch) else _batch(rows)
+        return memoryview(_csv(self._cells.batch(batch), header=False))
+
+
+def _csv(rows: pa.RecordBatch | pa.Table, *, header: bool) -> pa.Buffer:
+    """RFC 4180: a cell is quoted when it holds a comma, a quote or a line break."""
+    import pyarrow.csv as pcsv
+
+    out = pa.BufferOutputStream()
+    options = pcsv.WriteOptions(include_header=header, quoting_style="needed")
+    pcsv.write_csv(rows, out, options)
+    return out.getvalue()
 
 
 class JsonEncoder:
     header = b""
 
     def __init__(self, schema: pa.Schema | pl.Schema) -> None:
-        self._columns = [
-            text(pl.col(name), kind).alias(name)
-            if isinstance(kind, pl.Datetime | pl.Date)
-            else pl.col(name)
-            for name, kind in _schema(schema).items()
-        ]
+        pass
 
     def encode(self, rows: Rows) -> memoryview:
+        batch = rows if isinstance(rows, pa.RecordBatch) else _batch(rows)
+        timed = [
+            iso(column)
+            if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type)
+            else column
+            for column in batch.columns
+        ]
         out = io.BytesIO()
-        _frame(rows).select(self._columns).write_ndjson(out)
+        frame = pl.DataFrame(pa.RecordBatch.from_arrays(timed, names=batch.schema.names))
+        frame.write_ndjson(out)
         return out.getbuffer()

@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 
 from engine.errors import StorageError
-from engine.executor import prefetch
+from engine.executor import ordered_map, prefetch
 from engine.writers import multi
 from engine.writers.encode import CsvEncoder, Encoder, JsonEncoder
 from engine.writers.manifest import manifest, write_manifest
@@ -168,7 +168,7 @@ class _Writer:
                 sink.write(batch)
                 users += batch.num_rows
             return users
-        for pieces in prefetch(self._encoded(iter(batches)), depth=2):
+        for pieces in self._encoded(prefetch(iter(batches), depth=2)):
             for table, data, rows in pieces:
                 self.sinks[table].write(data, rows)
             users += pieces[0][2]
@@ -178,9 +178,8 @@ class _Writer:
         self, batches: Iterator[pa.RecordBatch]
     ) -> Iterator[list[tuple[str | None, memoryview, int]]]:
         """Each batch encoded, table by table (the first piece is the users')."""
-        for batch in prefetch(batches, depth=2):
-            for piece in self._pieces(batch):
-                yield self._encode(piece)
+        pieces = (piece for batch in batches for piece in self._pieces(batch))
+        yield from ordered_map(self._encode, pieces, workers=2, depth=4)
 
     def _encode(self, rows: pa.RecordBatch) -> list[tuple[str | None, memoryview, int]]:
         if self.options.format == "multi-csv":
