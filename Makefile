@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit test-slow install install-dev clean bench-store bench-import bench-profiles
+.PHONY: demo test lint typecheck unit test-slow install install-dev clean bench-store bench-import bench-profiles bench-export
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,3 +51,6 @@ bench-import: install-dev
 
 bench-profiles: install-dev
 	$(BIN)/python -m benchmarks.bench_profiles --rows 1000000 --rows 10000000
+
+bench-export: install-dev
+	$(BIN)/python -m benchmarks.bench_export --rows 1000000 --rows 10000000

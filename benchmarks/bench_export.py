@@ -166,20 +166,30 @@ def generate_profiles(rows: int) -> Path:
 
 
 class Moto:
-    """The moto S3 server on 127.0.0.1, without authentication, for the S3 runs."""
+    """The moto S3 server on 127.0.0.1 in a process of its own (it keeps objects in memory,
+    which must not count in the runs' RSS), without authentication."""
 
     def __init__(self) -> None:
-        import logging
+        import subprocess
+        import sys
+        import time
+        import urllib.request
 
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        self.server.start()
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self.endpoint = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
         import boto3
 
         self.client: Any = boto3.client(
@@ -192,13 +202,14 @@ class Moto:
         self.client.create_bucket(Bucket="exports")
 
     def empty(self) -> None:
-        """Delete every object (moto keeps them in this process's memory)."""
+        """Delete every object (moto keeps them in memory)."""
         listed = self.client.list_objects_v2(Bucket="exports").get("Contents", [])
         for found in listed:
             self.client.delete_object(Bucket="exports", Key=found["Key"])
 
     def stop(self) -> None:
-        self.server.stop()
+        self.server.terminate()
+        self.server.wait()
 
 
 def job(fmt: str, compress: str, where: str) -> str:

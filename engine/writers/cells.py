@@ -145,17 +145,26 @@ def _items(column: pa.Array) -> pa.Array:
     """A list or map column as a list of text items (no per-row work: the flat items)."""
     import pyarrow.compute as pc
 
+    listed = rebased(column)
+    if pa.types.is_map(column.type):
+        keys, values = listed.values.flatten()
+        flat = pc.binary_join_element_wise(_items_text(keys), _items_text(values), "=")
+    else:
+        flat = _items_text(listed.values)
+    return type(listed).from_arrays(listed.offsets, flat, mask=column.is_null())
+
+
+def rebased(column: pa.Array) -> pa.ListArray | pa.LargeListArray:
+    """A list or map column (a map as a list of key/value entries) whose offsets start at 0
+    and whose values are exactly its items, however it was sliced."""
+    import pyarrow.compute as pc
+
     offsets = column.offsets
     start, end = offsets[0].as_py(), offsets[-1].as_py()
     items = column.values.slice(start, end - start)
-    if pa.types.is_map(column.type):
-        keys, values = items.flatten()
-        flat = pc.binary_join_element_wise(_items_text(keys), _items_text(values), "=")
-    else:
-        flat = _items_text(items)
     shifted = pc.subtract(offsets, pa.scalar(start, offsets.type))
     lists = pa.LargeListArray if pa.types.is_large_list(column.type) else pa.ListArray
-    return lists.from_arrays(shifted, flat, mask=column.is_null())
+    return lists.from_arrays(shifted, items, mask=column.is_null())
 
 
 def _items_text(items: pa.Array) -> pa.Array:

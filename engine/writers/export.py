@@ -161,34 +161,36 @@ class _Writer:
         """Write every batch; the users written."""
         users = 0
         if self.options.format == "parquet":
-            sink = self.sinks[None]
-            for batch in prefetch(iter(batches), depth=2):
-                if self.options.hidden:
-                    batch = batch.drop_columns(list(self.options.hidden))
-                sink.write(batch)
-                users += batch.num_rows
-            return users
+            hidden = list(self.options.hidden)
+            kept = (b.drop_columns(hidden) if hidden else b for b in batches)
+            written: int = self.sinks[None].write_all(prefetch(kept, depth=2))
+            return written
         for pieces in self._encoded(prefetch(iter(batches), depth=2)):
-            for table, data, rows in pieces:
-                self.sinks[table].write(data, rows)
+            for table, packed, rows in pieces:
+                self.sinks[table].write_packed(packed, rows)
             users += pieces[0][2]
         return users
 
     def _encoded(
         self, batches: Iterator[pa.RecordBatch]
-    ) -> Iterator[list[tuple[str | None, memoryview, int]]]:
+    ) -> Iterator[list[tuple[str | None, Any, int]]]:
         """Each batch encoded, table by table (the first piece is the users')."""
         pieces = (piece for batch in batches for piece in self._pieces(batch))
         yield from ordered_map(self._encode, pieces, workers=2, depth=4)
 
-    def _encode(self, rows: pa.RecordBatch) -> list[tuple[str | None, memoryview, int]]:
+    def _encode(self, rows: pa.RecordBatch) -> list[tuple[str | None, Any, int]]:
+        """The rows encoded and compressed (in a worker thread), table by table."""
+        return [
+            (table, self.sinks[table].pack(self.encoders[table].encode(part)), part.num_rows)
+            for table, part in self._tables(rows).items()
+        ]
+
+    def _tables(self, rows: pa.RecordBatch) -> dict[str | None, pa.RecordBatch]:
+        """The rows of each table: multi-CSV's, or the rows as they are."""
         if self.options.format == "multi-csv":
-            frames = multi.explode(rows, list(self.options.by), self.options.hidden)
-            return [
-                (table, self.encoders[table].encode(frame), frame.height)
-                for table, frame in frames.items()
-            ]
-        return [(None, self.encoders[None].encode(rows), rows.num_rows)]
+            tables = multi.explode(rows, list(self.options.by), self.options.hidden)
+            return {name: part for name, part in tables.items()}
+        return {None: rows}
 
     def _pieces(self, batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
         """The batch in slices small enough for parts of `max_file_size`: a part ends only
@@ -202,7 +204,7 @@ class _Writer:
             return
         if self._row_bytes is None:
             probe = batch.slice(0, min(batch.num_rows, 1024))
-            encoded = sum(len(data) for _, data, _ in self._encode(probe))
+            encoded = sum(len(self.encoders[t].encode(p)) for t, p in self._tables(probe).items())
             self._row_bytes = max(1.0, encoded / probe.num_rows)
         rows = max(1, int(limit / 16 / self._row_bytes))
         for start in range(0, batch.num_rows, rows):
@@ -226,5 +228,5 @@ class _Writer:
             "compress": self.options.compress,
         }
         if self.tables:
-            shown["tables"] = {table: list(columns) for table, columns in self.tables.items()}
+            shown["tables"] = {table: columns.names for table, columns in self.tables.items()}
         return shown

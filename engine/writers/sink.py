@@ -1,7 +1,7 @@
 """The end of an export's pipeline: encoded chunks in, finished files out.
 
-A `FileSink` compresses the chunks it is given (none, gzip or zstd: each file one gzip member or
-one zstd frame, which every `gzip -d` / `zstd -d` reads), hashes and counts what it writes,
+A `FileSink` writes chunks compressed apart (none, gzip or zstd: each chunk a whole gzip member
+or zstd frame, which `gzip -d` / `zstd -d` read as one file), hashes and counts what it writes,
 starts a new numbered part when a file would pass `max_file_size`, and makes each file appear
 under its name only once it is complete: a failed export leaves no file behind. Files go to a
 `Destination`: a local folder here (written under a hidden name, then renamed), or an S3 prefix
@@ -11,12 +11,15 @@ under its name only once it is complete: a failed export leaves no file behind. 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
+
+import pyarrow as pa
 
 from engine.errors import ConfigError
 
@@ -100,51 +103,30 @@ class WrittenFile:
     sha256: str
 
 
-class _Compressor:
-    def __init__(self, codec: str) -> None:
-        if codec not in CODECS:
-            raise ConfigError(f"compress {codec!r}: one of {', '.join(CODECS)}")
-        self.codec = codec
-        self._zlib: Any = None
-        self._zstd: Any = None
-        if codec == "gzip":
-            self._zlib = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: a gzip member
-        elif codec == "zstd":
-            import zstandard
+def pack(codec: str, data: bytes | memoryview) -> bytes | memoryview:
+    """`data` compressed on its own: a whole gzip member or zstd frame. Members and frames
+    written one after another make a file that every `gzip -d` / `zstd -d` reads whole, so
+    chunks can be compressed apart, in parallel threads (both libraries release the GIL)."""
+    if codec == "gzip":
+        packer = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: a gzip member
+        packed: bytes = packer.compress(data) + packer.flush()
+        return packed
+    if codec == "zstd":
+        import zstandard
 
-            self._zstd = zstandard.ZstdCompressor(level=3).compressobj()
-
-    def feed(self, data: bytes | memoryview) -> bytes | memoryview:
-        """The chunk compressed, flushed to the end of a block: the file's size is then known
-        after every chunk (a few bytes a chunk; chunks are megabytes)."""
-        if self._zlib is not None:
-            out: bytes = self._zlib.compress(data) + self._zlib.flush(zlib.Z_SYNC_FLUSH)
-            return out
-        if self._zstd is not None:
-            import zstandard
-
-            out = self._zstd.compress(data) + self._zstd.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
-            return out
+        packed = zstandard.ZstdCompressor(level=3).compress(data)
+        return packed
+    if codec == "none":
         return data
-
-    def finish(self) -> bytes:
-        if self._zlib is not None:
-            out: bytes = self._zlib.flush()
-            return out
-        if self._zstd is not None:
-            out = self._zstd.flush()
-            return out
-        return b""
+    raise ConfigError(f"compress {codec!r}: one of {', '.join(CODECS)}")
 
 
 @dataclass
 class _Open:
     key: str
     target: Target
-    compressor: _Compressor
     digest: Any = field(default_factory=hashlib.sha256)
     size: int = 0
-    raw: int = 0
     rows: int = 0
 
 
@@ -152,8 +134,9 @@ class FileSink:
     """Writes the chunks of one export table to `destination`, in parts of at most
     `max_file_size` bytes (compressed), named by `key_of(part)` (part None when not split).
 
-    A part ends only between chunks: a chunk is written whole, with its rows, and a new part
-    begins with `header` (the CSV header; empty for formats without one).
+    Chunks come compressed (`pack`, which any thread may call) or are compressed here. A part
+    ends only between chunks: a chunk is written whole, with its rows, and a new part begins
+    with `header` (the CSV header; empty for formats without one).
     """
 
     def __init__(
@@ -169,27 +152,35 @@ class FileSink:
         self.key_of = key_of
         self.compress = compress
         self.max_file_size = max_file_size
-        self.header = header
+        if compress not in CODECS:
+            raise ConfigError(f"compress {compress!r}: one of {', '.join(CODECS)}")
+        self.header = pack(compress, header) if header else b""
         self.files: list[WrittenFile] = []
         self._open: _Open | None = None
         self._part = 0
-        _Compressor(compress)  # the codec is checked now, not at the first chunk
+
+    def pack(self, chunk: bytes | memoryview) -> bytes | memoryview:
+        return pack(self.compress, chunk)
 
     def write(self, chunk: bytes | memoryview, rows: int) -> None:
         """Add an encoded chunk of `rows` rows."""
+        self.write_packed(self.pack(chunk), rows)
+
+    def write_packed(self, packed: bytes | memoryview, rows: int) -> None:
+        """Add a chunk of `rows` rows, compressed by `pack`."""
         current = self._open
         if (
             current is not None
             and self.max_file_size is not None
-            and current.raw > len(self.header)
-            and current.size + _estimate(chunk, current) > self.max_file_size
+            and current.size > len(self.header)
+            and current.size + len(packed) > self.max_file_size
         ):
             self._close()
             current = None
         if current is None:
             current = self._start()
             self._put(current, self.header)
-        self._put(current, chunk)
+        self._put(current, packed)
         current.rows += rows
 
     def finish(self) -> list[WrittenFile]:
@@ -212,12 +203,12 @@ class FileSink:
         self._part += 1
         split = self.max_file_size is not None
         key = self.key_of(self._part if split else None)
-        self._open = _Open(key, self.destination.open(key), _Compressor(self.compress))
+        self._open = _Open(key, self.destination.open(key))
         return self._open
 
-    def _put(self, current: _Open, data: bytes | memoryview) -> None:
-        current.raw += len(data)
-        packed = current.compressor.feed(data)
+    def _put(self, current: _Open, packed: bytes | memoryview) -> None:
+        if not len(packed):
+            return
         current.target.write(packed)
         current.digest.update(packed)
         current.size += len(packed)
@@ -225,10 +216,6 @@ class FileSink:
     def _close(self) -> None:
         current = self._open
         assert current is not None
-        tail = current.compressor.finish()
-        current.target.write(tail)
-        current.digest.update(tail)
-        current.size += len(tail)
         current.target.complete()
         self.files.append(
             WrittenFile(current.key, current.rows, current.size, current.digest.hexdigest())
@@ -236,44 +223,62 @@ class FileSink:
         self._open = None
 
 
-def _estimate(chunk: bytes | memoryview, current: _Open) -> int:
-    """How many bytes the chunk will add to the file, from the file's compression so far."""
-    if current.raw == 0:
-        return len(chunk)
-    return max(1, len(chunk) * max(current.size, 1) // current.raw)
-
-
-class _HashingFile:
-    """A target as a binary file (for Parquet's writer), hashing and counting what is written."""
+class _HashingFile(io.RawIOBase):
+    """A target as a binary file (for a Parquet writer), hashing and counting what is written.
+    An error of the target is kept in `error`: the writer that called may report it as its own.
+    """
 
     def __init__(self, target: Target) -> None:
+        super().__init__()
         self.target = target
         self.digest = hashlib.sha256()
         self.size = 0
-        self.closed = False
+        self.error: BaseException | None = None
 
-    def write(self, data: bytes) -> int:
-        view = memoryview(data)  # Parquet's writer hands over buffers: no copy of them
-        self.target.write(view)
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")  # the writer's buffer, not a copy of it
+        try:
+            self.target.write(view)
+        except BaseException as exc:
+            self.error = exc
+            raise
         self.digest.update(view)
         self.size += len(view)
         return len(view)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed = True
 
     def tell(self) -> int:
         return self.size
 
 
+class _Counter(io.RawIOBase):
+    """A file that only counts what is written to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        size = memoryview(data).nbytes
+        self.size += size
+        return size
+
+
 class ParquetSink:
-    """Writes record batches as Parquet files (zstd inside by default: `compression` is
-    Parquet's codec; the profile schema as it is), in
-    parts of about `max_file_size` bytes: a part ends after the row group that passes it. The
-    same guarantees as FileSink: a file appears under its name only when complete."""
+    """Writes record batches as Parquet files with Polars' streaming writer (its columns
+    encoded in parallel; zstd inside by default: `compression` is Parquet's codec), in parts of
+    about `max_file_size` bytes: each part holds as many rows as the parts before it took for
+    that size (at first, as the first batch alone took). The same guarantees as FileSink: a
+    file appears under its name only when complete.
+
+    Lists and maps are Parquet's own LIST and MAP, times TIMESTAMP in UTC: the profile schema
+    as it is (Polars notes its text as large_string in the file's Arrow schema).
+    """
 
     def __init__(
         self,
@@ -285,56 +290,107 @@ class ParquetSink:
         row_group_rows: int = 128 * 1024,
         compression: str = "zstd",
     ) -> None:
-        self.compression = compression
         self.destination = destination
         self.key_of = key_of
         self.schema = schema
         self.max_file_size = max_file_size
         self.row_group_rows = row_group_rows
+        self.compression = compression
         self.files: list[WrittenFile] = []
         self._part = 0
-        self._current: tuple[str, _HashingFile, Any] | None = None
-        self._rows = 0
+        self._open: _HashingFile | None = None
 
-    def write(self, batch: Any) -> None:
-        if self._current is None:
-            self._start()
-        assert self._current is not None
-        _, sink, writer = self._current
-        writer.write_batch(batch, row_group_size=self.row_group_rows)
-        self._rows += batch.num_rows
-        if self.max_file_size is not None and sink.size >= self.max_file_size:
-            self._close()
+    def write_all(self, batches: Iterable[Any]) -> int:
+        """Write every batch; the rows written."""
+        source = iter(batches)
+        total = 0
+        first = next(source, None)
+        while first is not None or not self.files:
+            budget = None if first is None else self._rows_per_part(first)
+            key, sink = self._start()
+            rows, first = self._write_part(sink, first, source, budget)
+            self._close(key, sink, rows)
+            total += rows
+        return total
+
+    def _rows_per_part(self, batch: Any) -> int | None:
+        """How many rows make a part of about `max_file_size`: from the parts written so far,
+        or at first from the batch written alone (which compresses less: parts come out
+        smaller than the limit rather than larger)."""
+        import polars as pl
+
+        if self.max_file_size is None:
+            return None
+        if self.files:
+            rows = sum(f.rows for f in self.files)
+            size = sum(f.bytes for f in self.files)
+        else:
+            probe = _Counter()
+            pl.DataFrame(batch).write_parquet(cast(Any, probe), compression=self._codec())
+            rows, size = batch.num_rows, probe.size
+        return max(1, int(self.max_file_size * rows / max(size, 1)))
+
+    def _write_part(
+        self, sink: _HashingFile, first: Any, source: Iterator[Any], budget: int | None
+    ) -> tuple[int, Any]:
+        """One part: batches from `first` on, `budget` rows at most; the rows written and
+        what is left for the next part (None at the end)."""
+        import polars as pl
+        from polars.io.plugins import register_io_source
+
+        state: dict[str, Any] = {"rows": 0, "next": None, "error": None}
+
+        def frames(*_: Any) -> Iterator[pl.DataFrame]:
+            batch = first
+            try:
+                while batch is not None:
+                    if budget is not None and state["rows"] + batch.num_rows > budget:
+                        room = budget - state["rows"]
+                        batch, state["next"] = batch.slice(0, room), batch.slice(room)
+                    state["rows"] += batch.num_rows
+                    if batch.num_rows:
+                        yield pl.DataFrame(batch)
+                    if state["next"] is not None:
+                        return
+                    batch = next(source, None)
+            except BaseException as exc:  # reported as itself below, not as Polars' error
+                state["error"] = exc
+                raise
+
+        empty = pl.DataFrame(pa.RecordBatch.from_pylist([], self.schema))
+        lazy = register_io_source(frames, schema=empty.schema)
+        try:
+            lazy.sink_parquet(
+                cast(Any, sink), compression=self._codec(), row_group_size=self.row_group_rows
+            )
+        except Exception as exc:
+            found = state["error"] or sink.error
+            if found is not None:
+                raise found from None
+            raise ConfigError(f"cannot write Parquet: {exc}") from exc
+        return state["rows"], state["next"]
+
+    def _codec(self) -> Any:
+        return {"none": "uncompressed"}.get(self.compression, self.compression)
 
     def finish(self) -> list[WrittenFile]:
-        if self._current is None and not self.files:
-            self._start()  # no rows: one file with the schema
-        if self._current is not None:
-            self._close()
         return self.files
 
     def abort(self) -> None:
-        if self._current is not None:
-            self._current[1].target.abort()
-            self._current = None
+        if self._open is not None:
+            self._open.target.abort()
+            self._open = None
         for done in self.files:
             self.destination.remove(done.key)
         self.files = []
 
-    def _start(self) -> None:
-        import pyarrow.parquet as pq
-
+    def _start(self) -> tuple[str, _HashingFile]:
         self._part += 1
         key = self.key_of(self._part if self.max_file_size is not None else None)
-        sink = _HashingFile(self.destination.open(key))
-        writer = pq.ParquetWriter(sink, self.schema, compression=self.compression)
-        self._current = (key, sink, writer)
-        self._rows = 0
+        self._open = _HashingFile(self.destination.open(key))
+        return key, self._open
 
-    def _close(self) -> None:
-        assert self._current is not None
-        key, sink, writer = self._current
-        writer.close()
+    def _close(self, key: str, sink: _HashingFile, rows: int) -> None:
         sink.target.complete()
-        self.files.append(WrittenFile(key, self._rows, sink.size, sink.digest.hexdigest()))
-        self._current = None
+        self._open = None
+        self.files.append(WrittenFile(key, rows, sink.size, sink.digest.hexdigest()))
