@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -173,7 +174,34 @@ def run_demo(folder: Path | None) -> None:
     )
     members = store.memberships().sort("_profile_id").collect()
     emit_table(members.to_dicts(), members.columns, title="store.memberships()")
-    click.echo(f"\nTry: lakeport --store {store.path} audience show big-spenders")
+
+    _say("8. An audience-export job writes the audience to the bucket, with a manifest")
+    export_file = root / "gb-export.toml"
+    export_file.write_text(
+        "\n".join(
+            [
+                'name = "demo-export"',
+                'type = "audience-export"',
+                'audience = "gb"',
+                f'bucket = "{bucket.as_posix()}"',
+                'directory = "audiences"',
+                'format = "csv"',
+                'compress = "gzip"',
+                'fields = ["user_id", "email", "country", "purchases", "spent"]',
+                "segments = true",
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    click.echo(f"lakeport run {export_file}")
+    export, _ = jobs.load_file(export_file)
+    record = jobs.run(store, export)
+    click.echo(record.summary())
+    if record.files:
+        data = bucket / record.files[0]
+        click.echo(f"\n{data.name}, unzipped:\n" + gzip.decompress(data.read_bytes()).decode())
+    click.echo(f"Try: lakeport --store {store.path} audience show big-spenders")
 
 
 def _write_csv(path: Path, rows: Sequence[tuple[str, ...]]) -> None:

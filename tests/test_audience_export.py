@@ -523,3 +523,28 @@ def test_a_parquet_upload_failure_is_reported_as_itself(
     assert record.failed
     assert record.error == "the disk is full"
     assert [p for p in bucket.rglob("*") if p.is_file()] == []
+
+
+def test_the_cli_runs_an_export_and_lists_it(sample: Store, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from pipelines.cli import cli
+
+    job_file = tmp_path / "export.toml"
+    job_file.write_text(job_toml(bucket=str(tmp_path / "out"), format="json", user_limit=5))
+    base = ["--store", str(sample.path)]
+    result = CliRunner().invoke(cli, [*base, "run", str(job_file), "-o", "json"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["users"] == 5
+    assert shown["files"][-1].endswith("_manifest.json")
+    assert "rows_read" not in shown
+    text = CliRunner().invoke(cli, [*base, "run", str(job_file)])
+    assert "5 users in 1 file and a manifest" in text.stdout
+    runs = CliRunner().invoke(cli, [*base, "runs", "-o", "json"])
+    assert [r["users"] for r in json.loads(runs.stdout)] == [5, 5]
+    job_file.write_text(job_toml(bucket=str(tmp_path / "out"), audience="nobody"))
+    failed = CliRunner().invoke(cli, [*base, "run", str(job_file)])
+    assert failed.exit_code == 1
+    assert "no audience named 'nobody'" in failed.output
+    assert "Traceback" not in failed.output

@@ -271,6 +271,13 @@ def test_demo_runs_and_says_what_it_did(tmp_path: Path) -> None:
     # Ada's purchase known only by her email joins her profile: 5 users, not 6.
     assert "built 5 profiles from 11 events" in result.stdout
     assert "big-spenders  2" in result.stdout
+    # It ends with the export: the GB audience to the bucket, gzipped, with its segments.
+    assert "job 'demo-export': succeeded" in result.stdout
+    assert "2 users in 1 file and a manifest" in result.stdout
+    assert '"u-1","ada@example.com","GB",2,52.5,"big-spenders&gb"' in result.stdout
+    exported = sorted(p.name for p in (tmp_path / "demo" / "bucket" / "audiences").iterdir())
+    assert [name.rsplit("-", 1)[0] for name in exported] == ["lakeport-gb"] * 2
+    assert exported[1].endswith("_manifest.json")
     assert "demo-secret-key-that-is-never-printed" not in result.output
     # Running it again in the same folder works too.
     again = CliRunner().invoke(cli, ["demo", "--dir", str(tmp_path / "demo")])

@@ -78,3 +78,37 @@ def test_json_reads_back(tmp_path: Path) -> None:
     assert rows[1]["tags"] == []
     assert rows[1]["attributes"] is None
     assert _count(f"read_json('{path}')") == 3
+
+
+def test_csv_is_written_exactly_as_the_readme_says() -> None:
+    from datetime import UTC, datetime
+
+    from engine.writers.encode import CsvEncoder
+
+    batch = pa.record_batch(
+        {
+            "user_id": pa.array(["u-1", "", None]),
+            "n": pa.array([42, None, -3], pa.int64()),
+            "x": pa.array([1.5, -3.0, None]),
+            "ok": pa.array([True, False, None]),
+            "at": pa.array(
+                [
+                    datetime(2026, 11, 1, 9, 30, tzinfo=UTC),
+                    datetime(2026, 11, 1, 9, 30, 0, 250000),
+                    None,
+                ],
+                pa.timestamp("us", tz="UTC"),
+            ),
+            "tags": pa.array([["vip", "a&b"], [], None], pa.list_(pa.string())),
+            "attrs": pa.array(
+                [[("k", "v=1")], None, [("q", 'say "hi"')]], pa.map_(pa.string(), pa.string())
+            ),
+        }
+    )
+    encoder = CsvEncoder(batch.schema)
+    assert encoder.header == b'"user_id","n","x","ok","at","tags","attrs"\n'
+    assert bytes(encoder.encode(batch)) == (
+        b'"u-1",42,1.5,true,"2026-11-01T09:30:00Z","vip&a%26b","k=v%3D1"\n'
+        b'"",,-3,false,"2026-11-01T09:30:00.250000Z","",\n'
+        b',-3,,,,,"q=say ""hi"""\n'
+    )

@@ -1,8 +1,9 @@
 """Encoders: rows of profiles in, bytes of a text format out, a batch at a time.
 
 - CSV: a header line (unless `headers` is off), then one line per user; fields as
-  engine.writers.cells writes them; RFC 4180 quoting (a cell with a comma, a quote or a line
-  break is quoted, quotes doubled); lines end with `\\n`.
+  engine.writers.cells writes them; RFC 4180 quoting by Arrow's writer: every text cell (and
+  header name) is quoted, quotes doubled; numbers, booleans and nulls are not; lines end with
+  `\\n`.
 - JSON: newline-delimited, one user per line; lists as arrays, maps as objects, times as
   ISO 8601 UTC text like the CSV cells, numbers and booleans as JSON numbers and booleans.
 
@@ -64,7 +65,7 @@ class CsvEncoder:
 
 
 def _csv(rows: pa.RecordBatch | pa.Table, *, header: bool) -> pa.Buffer:
-    """RFC 4180: a cell is quoted when it holds a comma, a quote or a line break."""
+    """RFC 4180, by Arrow's writer: text quoted (quotes doubled), numbers and nulls not."""
     import pyarrow.csv as pcsv
 
     out = pa.BufferOutputStream()
