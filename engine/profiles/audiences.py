@@ -123,6 +123,8 @@ _NODES = frozenset(
     )
 )
 _WHERE = "SELECT 1 FROM profiles WHERE ("
+BATCH_ROWS = 16 * 1024
+"""Rows a batch of members: DuckDB gathers each batch whole before handing it over."""
 
 
 def check(expression: str, columns: Mapping[str, pa.DataType]) -> str:
@@ -234,7 +236,7 @@ def members(
     query = f"SELECT {chosen} FROM profiles WHERE ({expression})"
     if limit is not None:
         query += f" LIMIT {int(limit)}"
-    return _closing(con.sql(query).to_arrow_reader(64 * 1024), con)
+    return _closing(con.sql(query).to_arrow_reader(BATCH_ROWS), con)
 
 
 def memberships(
@@ -272,7 +274,7 @@ def memberships(
         query += f" WHERE ({where})"
     if limit is not None:
         query += f" LIMIT {int(limit)}"
-    reader = con.sql(query).to_arrow_reader(64 * 1024)
+    reader = con.sql(query).to_arrow_reader(BATCH_ROWS)
     schema = pa.schema(
         [reader.schema.field(c) for c in chosen] + [pa.field(label, pa.list_(pa.string()))]
     )
