@@ -31,6 +31,7 @@ from engine.writers.names import (
     DEFAULT_TEMPLATE,
     DEFAULT_TIMESTAMP_FORMAT,
     FileNames,
+    check_directory,
     check_template,
     check_timestamp_format,
     format_timestamp,
@@ -165,7 +166,7 @@ class AudienceExportJob:
             raise SpecError(job.source, "headers", "is for CSV: Parquet files carry their schema")
         directory = job["directory"] or ""
         try:
-            FileNames(directory, job["filename"], "t", "a", job["name"], job["format"], compress)
+            check_directory(directory)
         except ConfigError as exc:
             raise SpecError(job.source, "directory", str(exc)) from None
         return cls(

@@ -548,3 +548,32 @@ def test_the_cli_runs_an_export_and_lists_it(sample: Store, tmp_path: Path) -> N
     assert failed.exit_code == 1
     assert "no audience named 'nobody'" in failed.output
     assert "Traceback" not in failed.output
+
+
+def test_taking_back_goes_on_past_a_file_it_cannot_remove(
+    sample: Store, tmp_path: Path, monkeypatch: Any
+) -> None:
+    from engine.errors import StorageError
+    from engine.writers import export
+    from engine.writers.sink import LocalFolder
+
+    def broken(*_: Any) -> None:
+        raise StorageError("the check failed")
+
+    real = LocalFolder.remove
+    refused: list[str] = []
+
+    def remove(self: LocalFolder, key: str) -> None:
+        if not refused:
+            refused.append(key)
+            raise OSError("permission denied")
+        real(self, key)
+
+    monkeypatch.setattr(export, "_confirm", broken)
+    monkeypatch.setattr(LocalFolder, "remove", remove)
+    bucket = tmp_path / "bucket"
+    job = jobs.load(job_toml(bucket=str(bucket), format="multi-csv"), "job.toml")
+    record = jobs.run(sample, job)
+    assert record.error == "the check failed"  # not the error met while taking files back
+    left = [p.relative_to(bucket).as_posix() for p in bucket.rglob("*") if p.is_file()]
+    assert left == refused  # every other file was removed

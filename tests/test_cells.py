@@ -19,8 +19,12 @@ AWKWARD = st.text(alphabet=st.sampled_from(list("a&=%,\"\n\r'é😀 -+@\t")), ma
 
 def written(frame: pl.DataFrame, *, formula_guard: bool = True) -> list[dict[str, str]]:
     """The frame as a CSV file (RFC 4180 quoting), read back by Python's csv."""
-    encoder = CsvEncoder(frame.to_arrow().schema, formula_guard=formula_guard)
-    text = encoder.header + bytes(encoder.encode(frame))
+    table = frame.to_arrow()
+    batch = pa.RecordBatch.from_arrays(
+        [column.combine_chunks() for column in table.columns], names=table.column_names
+    )
+    encoder = CsvEncoder(batch.schema, formula_guard=formula_guard)
+    text = encoder.header + bytes(encoder.encode(batch))
     return list(csv.DictReader(io.StringIO(text.decode(), newline="")))
 
 

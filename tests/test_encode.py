@@ -64,7 +64,7 @@ def test_csv_without_headers(tmp_path: Path) -> None:
 
 
 def test_json_reads_back(tmp_path: Path) -> None:
-    path = encoded(JsonEncoder(PROFILES.schema), tmp_path, "users.json")
+    path = encoded(JsonEncoder(), tmp_path, "users.json")
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert rows[0] == {
         "_profile_id": 1,

@@ -31,24 +31,6 @@ its first character is one)."""
 _NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 
 
-def text(value: pl.Expr, kind: Any) -> pl.Expr:
-    """A scalar field as text (null stays null)."""
-    if kind == pl.Boolean:
-        return pl.when(value).then(pl.lit("true")).when(~value).then(pl.lit("false"))
-    if isinstance(kind, pl.Datetime):
-        utc = (
-            value.dt.convert_time_zone("UTC")
-            if kind.time_zone
-            else value.dt.replace_time_zone("UTC")
-        )
-        return utc.dt.strftime("%Y-%m-%dT%H:%M:%S%.fZ")
-    if kind == pl.Date:
-        return value.dt.strftime("%Y-%m-%d")
-    if isinstance(kind, pl.Struct):
-        return value.struct.json_encode()
-    return value.cast(pl.String)
-
-
 class CsvCells:
     """Writes record batches as CSV cells: Arrow kernels over whole columns, no per-row work.
 
@@ -104,9 +86,11 @@ def iso(column: pa.Array) -> pa.Array:
 
 
 def _polars_text(column: pa.Array) -> pa.Array:
+    """Any other type as text: a struct as a JSON object, the rest as Polars casts it."""
     series = pl.Series("value", column)
-    written = pl.select(text(pl.lit(series), series.dtype)).to_series().to_arrow()
-    return written.cast(pa.string())
+    if isinstance(series.dtype, pl.Struct):
+        series = series.struct.json_encode()
+    return series.cast(pl.String).to_arrow().cast(pa.string())
 
 
 def _first_bytes(written: pa.Array) -> Any:

@@ -14,54 +14,31 @@ a view of the encoded bytes (no copy), valid until it is dropped.
 from __future__ import annotations
 
 import io
-from typing import Protocol, TypeAlias
+from typing import Protocol
 
 import polars as pl
 import pyarrow as pa
 
 from engine.writers.cells import CsvCells, iso
 
-Rows: TypeAlias = pa.RecordBatch | pl.DataFrame
-
 
 class Encoder(Protocol):
     header: bytes
     """What each file starts with (empty for formats without a header)."""
 
-    def encode(self, rows: Rows) -> memoryview:
+    def encode(self, rows: pa.RecordBatch) -> memoryview:
         """The rows, encoded."""
         ...
 
 
-def _frame(rows: Rows) -> pl.DataFrame:
-    return rows if isinstance(rows, pl.DataFrame) else pl.DataFrame(rows)
-
-
-def _batch(frame: pl.DataFrame) -> pa.RecordBatch:
-    table = frame.to_arrow()
-    return pa.RecordBatch.from_arrays(
-        [column.combine_chunks() for column in table.columns], names=table.column_names
-    )
-
-
-def _schema(schema: pa.Schema | pl.Schema) -> pl.Schema:
-    if isinstance(schema, pa.Schema):
-        return pl.DataFrame(schema.empty_table()).schema
-    return schema
-
-
 class CsvEncoder:
-    def __init__(
-        self, schema: pa.Schema | pl.Schema, *, headers: bool = True, formula_guard: bool = True
-    ):
+    def __init__(self, schema: pa.Schema, *, headers: bool = True, formula_guard: bool = True):
         self._cells = CsvCells(formula_guard=formula_guard)
-        names = list(_schema(schema))
-        empty = pa.table({name: pa.array([], pa.string()) for name in names})
+        empty = pa.table({name: pa.array([], pa.string()) for name in schema.names})
         self.header = _csv(empty, header=True).to_pybytes() if headers else b""
 
-    def encode(self, rows: Rows) -> memoryview:
-        batch = rows if isinstance(rows, pa.RecordBatch) else _batch(rows)
-        return memoryview(_csv(self._cells.batch(batch), header=False))
+    def encode(self, rows: pa.RecordBatch) -> memoryview:
+        return memoryview(_csv(self._cells.batch(rows), header=False))
 
 
 def _csv(rows: pa.RecordBatch | pa.Table, *, header: bool) -> pa.Buffer:
@@ -77,18 +54,14 @@ def _csv(rows: pa.RecordBatch | pa.Table, *, header: bool) -> pa.Buffer:
 class JsonEncoder:
     header = b""
 
-    def __init__(self, schema: pa.Schema | pl.Schema) -> None:
-        pass
-
-    def encode(self, rows: Rows) -> memoryview:
-        batch = rows if isinstance(rows, pa.RecordBatch) else _batch(rows)
+    def encode(self, rows: pa.RecordBatch) -> memoryview:
         timed = [
             iso(column)
             if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type)
             else column
-            for column in batch.columns
+            for column in rows.columns
         ]
         out = io.BytesIO()
-        frame = pl.DataFrame(pa.RecordBatch.from_arrays(timed, names=batch.schema.names))
+        frame = pl.DataFrame(pa.RecordBatch.from_arrays(timed, names=rows.schema.names))
         frame.write_ndjson(out)
         return out.getbuffer()

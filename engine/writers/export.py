@@ -12,6 +12,7 @@ file begun or finished is taken back: an export is whole or absent.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from engine.writers.names import FileNames
 from engine.writers.sink import Destination, FileSink, ParquetSink, WrittenFile
 
 FORMATS = ("csv", "multi-csv", "json", "parquet")
+logger = logging.getLogger("engine.writers")
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,7 @@ class _Writer:
                 self.sinks[table] = self._file_sink(table, self.encoders[table].header)
         else:
             self.encoders[None] = (
-                JsonEncoder(self.schema)
+                JsonEncoder()
                 if options.format == "json"
                 else CsvEncoder(
                     self.schema, headers=options.headers, formula_guard=options.formula_guard
@@ -217,9 +219,14 @@ class _Writer:
         return files
 
     def abort(self) -> None:
+        """Take back every file begun or finished, as far as the destination lets us: the error
+        that made the export fail is the one to report, not a second one met on the way back
+        (that one is logged)."""
         for sink in self.sinks.values():
-            sink.abort()
-        self.destination.remove(self.names.manifest())
+            try:
+                sink.abort()
+            except Exception as exc:  # the original error is being raised
+                logger.warning("could not take back all the files of a failed export: %s", exc)
 
     def details(self) -> dict[str, Any]:
         """What the manifest says of the format, beyond the rows' schema."""

@@ -77,6 +77,12 @@ def format_timestamp(moment: datetime, text: str) -> str:
     return _TOKEN.sub(lambda match: values[match.group(0)], text)
 
 
+def check_directory(directory: str) -> str:
+    """An export's directory in its bucket (empty for the top), or a ConfigError."""
+    _check_path(directory.strip("/") or ".", f"the directory {directory!r}")
+    return directory
+
+
 def _check_path(text: str, what: str) -> None:
     if _CONTROL.search(text) or "\\" in text:
         raise ConfigError(f"{what} holds a control character or a backslash: remove it")
@@ -106,7 +112,7 @@ class FileNames:
             raise ConfigError(f"format {self.format!r}: one of {', '.join(EXTENSIONS)}")
         if self.compress not in CODECS:
             raise ConfigError(f"compress {self.compress!r}: one of {', '.join(CODECS)}")
-        _check_path(self.directory.strip("/") or ".", f"the directory {self.directory!r}")
+        check_directory(self.directory)
 
     def stem(self, part: int | None = None) -> str:
         """The file name without its extension; with a part number when the export is split

@@ -10,6 +10,7 @@ under its name only once it is complete: a failed export leaves no file behind. 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -192,11 +193,8 @@ class FileSink:
 
     def abort(self) -> None:
         """Remove what is half-written, and the parts already finished."""
-        if self._open is not None:
-            self._open.target.abort()
-            self._open = None
-        for done in self.files:
-            self.destination.remove(done.key)
+        current, self._open = self._open, None
+        _take_back(self.destination, None if current is None else current.target, self.files)
         self.files = []
 
     def _start(self) -> _Open:
@@ -221,6 +219,21 @@ class FileSink:
             WrittenFile(current.key, current.rows, current.size, current.digest.hexdigest())
         )
         self._open = None
+
+
+def _take_back(destination: Destination, current: Target | None, files: list[WrittenFile]) -> None:
+    """Abort the file being written and remove the finished ones, trying every one of them;
+    the first failure is raised at the end."""
+    failure: Exception | None = None
+    steps: list[Callable[[], None]] = [] if current is None else [current.abort]
+    steps += [functools.partial(destination.remove, done.key) for done in files]
+    for step in steps:
+        try:
+            step()
+        except Exception as exc:  # the others are still tried
+            failure = failure or exc
+    if failure is not None:
+        raise failure
 
 
 class _HashingFile(io.RawIOBase):
@@ -377,11 +390,8 @@ class ParquetSink:
         return self.files
 
     def abort(self) -> None:
-        if self._open is not None:
-            self._open.target.abort()
-            self._open = None
-        for done in self.files:
-            self.destination.remove(done.key)
+        current, self._open = self._open, None
+        _take_back(self.destination, None if current is None else current.target, self.files)
         self.files = []
 
     def _start(self) -> tuple[str, _HashingFile]:
