@@ -463,6 +463,10 @@ def test_s3_gets_the_same_bytes_as_a_local_folder(
     for key in remote.files[:-1]:
         assert objects[key] == (tmp_path / "local" / key).read_bytes(), key
     assert "Uploads" not in s3.client().list_multipart_uploads(Bucket=bucket)
+    again = run(sample, bucket=bucket, auth="moto", directory="out", **common)
+    assert again.files == remote.files
+    retried = s3_objects(s3, bucket)
+    assert all(retried[key] == objects[key] for key in remote.files[:-1])  # the same files
 
 
 def test_an_upload_that_fails_leaves_no_object_and_no_open_upload(
