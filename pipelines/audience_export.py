@@ -213,6 +213,7 @@ def export_audience(store: Store, job: AudienceExportJob, record: RunRecord) -> 
     """The run's steps, in order; the record is filled in as they finish."""
     auth = store.authorization(job.auth) if job.auth else None
     destination = _destination(job.bucket, auth)
+    server = mail.load(store) if job.email_to else None  # before any file is written
     started = datetime.now(UTC)
     names = FileNames(
         job.directory,
@@ -226,7 +227,7 @@ def export_audience(store: Store, job: AudienceExportJob, record: RunRecord) -> 
     by = store.profiles_config().by if job.format == "multi-csv" else ()
     chosen = job.fields
     hidden = [] if chosen is None else [name for name in by if name not in chosen]
-    if job.segments and SEGMENTS in (chosen or store.profiles().collect_schema().names()):
+    if job.segments and SEGMENTS in store.profiles().collect_schema().names():
         raise ConfigError(
             f"job '{job.name}': the profiles have a field named '{SEGMENTS}', which the "
             "segments option would hide: leave segments off, or rename that field"
@@ -253,8 +254,8 @@ def export_audience(store: Store, job: AudienceExportJob, record: RunRecord) -> 
     record.bytes = result.bytes
     record.files = [f.key for f in result.files] + [result.manifest]
     record.object = _url(job.bucket, result.manifest)
-    if job.email_to:
-        _email(store, job, destination, result)
+    if server is not None and job.email_to:
+        _email(server, job, destination, result)
         record.note = f"emailed links to {', '.join(job.email_to)}"
     return result
 
@@ -273,10 +274,11 @@ def _url(bucket: str, key: str) -> str:
     return f"{bucket.rstrip('/')}/{key}"
 
 
-def _email(store: Store, job: AudienceExportJob, destination: Destination, result: Result) -> None:
+def _email(
+    server: mail.SmtpServer, job: AudienceExportJob, destination: Destination, result: Result
+) -> None:
     """Email a link to each file and to the manifest."""
     assert job.email_to is not None
-    server = mail.load(store)
     seconds = job.email_link_days * 86400
     keys = [f.key for f in result.files] + [result.manifest]
     links = "\n".join(f"{key}\n  {destination.link(key, seconds)}\n" for key in keys)

@@ -224,6 +224,7 @@ def test_no_smtp_server_is_a_clear_error(sample: Store, tmp_path: Path) -> None:
     record = jobs.run(sample, job)
     assert record.failed
     assert "no SMTP server is set for emails: set one with `lakeport smtp set" in str(record.error)
+    assert not (tmp_path / "out").exists()  # found out before anything was written
 
 
 def test_the_smtp_commands(store: Store, smtp_server: SmtpServer, tmp_path: Path) -> None:
