@@ -1,8 +1,9 @@
-"""How an export writes a profile field as one CSV cell: Polars expressions for scalars, Arrow
-kernels over the flat items for lists and maps; no per-row Python.
+"""How an export writes a profile field as one CSV cell: Arrow kernels over whole columns (and
+over the flat items of lists and maps); no per-row Python.
 
-- Text as it is; numbers in Polars' shortest form; booleans `true` / `false`; times ISO 8601 in
-  UTC (`2026-11-01T09:00:00Z`, fractions of a second only when there are some); null empty.
+- Text as it is; numbers as Arrow's CSV writer writes them (`1.5`, `-3`); booleans `true` /
+  `false`; times ISO 8601 in UTC (`2026-11-01T09:00:00Z`; a fraction of a second in the time's
+  unit when it is not zero); dates `2026-11-01`; a struct as a JSON object; null empty.
 - A list: its items, each written as above, percent-encoded, joined by `&`.
 - A map: `key=value` pairs, key and value percent-encoded, joined by `&`.
 - Percent-encoding turns `%` into `%25`, `&` into `%26` and `=` into `%3D`, so that `split_list`
@@ -76,13 +77,11 @@ def iso(column: pa.Array) -> pa.Array:
     unit = column.type.unit
     naive = column.cast(pa.timestamp(unit))  # the same instants, in UTC, without the zone
     written = pc.replace_substring(pc.cast(naive, pa.string()), " ", "T", max_replacements=1)
-    if unit != "s":
-        zero = "." + "0" * {"ms": 3, "us": 6, "ns": 9}[unit]
-        written = pc.replace_substring(
-            pc.binary_join_element_wise(written, pa.scalar("Z"), ""), zero + "Z", "Z"
-        )
+    written = pc.binary_join_element_wise(written, pa.scalar("Z"), "")
+    if unit == "s":
         return written
-    return pc.binary_join_element_wise(written, pa.scalar("Z"), "")
+    zero = "." + "0" * {"ms": 3, "us": 6, "ns": 9}[unit]
+    return pc.replace_substring(written, zero + "Z", "Z")
 
 
 def _polars_text(column: pa.Array) -> pa.Array:
