@@ -364,9 +364,7 @@ class Store:
         """The profiles in an audience, as a Polars LazyFrame."""
         from engine.profiles import audiences
 
-        condition = self.audiences().get(name)
-        if condition is None:
-            raise ConfigError(f"no audience named '{name}' ({self._audience_names()})")
+        condition = self._condition(name)
         profiles = self._profiles_or_fail()
         return audiences.lazy(
             lambda columns, limit: audiences.members(
@@ -405,9 +403,7 @@ class Store:
         of that name holding every audience each profile is in (from the same pass)."""
         from engine.profiles import audiences
 
-        condition = self.audiences().get(name)
-        if condition is None:
-            raise ConfigError(f"no audience named '{name}' ({self._audience_names()})")
+        condition = self._condition(name)
         profiles = self._profiles_or_fail()
         known = profiles.schema.names
         for column in columns or []:
@@ -452,6 +448,12 @@ class Store:
             f"there are no profiles in {self.tables.url} yet: build them with "
             "`lakeport profiles build PROFILES.toml` or `lakeport profiles load FILE --by ...`"
         )
+
+    def _condition(self, audience: str) -> str:
+        condition = self.audiences().get(audience)
+        if condition is None:
+            raise ConfigError(f"no audience named '{audience}' ({self._audience_names()})")
+        return condition
 
     def _audience_names(self) -> str:
         names = list(self.audiences())
