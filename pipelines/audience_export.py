@@ -200,17 +200,24 @@ def run(
     progress: Callable[[int, int], None] | None = None,
     restart: bool = False,
 ) -> RunRecord:
-    """One recorded run (see the module); a failed run is a record with the error. The
-    import options (`reset_diff`, `restart`) mean nothing to an export."""
+    """One recorded run (see the module); a failed run is a record with the error. `progress`
+    hears the bytes written; the import options (`reset_diff`, `restart`) mean nothing to an
+    export."""
 
     def work(record: RunRecord) -> None:
-        export_audience(store, job, record)
+        export_audience(store, job, record, progress)
 
     return recorded(store, job.name, work, kind="export")
 
 
-def export_audience(store: Store, job: AudienceExportJob, record: RunRecord) -> Result:
-    """The run's steps, in order; the record is filled in as they finish."""
+def export_audience(
+    store: Store,
+    job: AudienceExportJob,
+    record: RunRecord,
+    progress: Callable[[int, int], None] | None = None,
+) -> Result:
+    """The run's steps, in order; the record is filled in as they finish. `progress` hears
+    the bytes written so far."""
     auth = store.authorization(job.auth) if job.auth else None
     destination = _destination(job.bucket, auth)
     server = mail.load(store) if job.email_to else None  # before any file is written
@@ -248,7 +255,13 @@ def export_audience(store: Store, job: AudienceExportJob, record: RunRecord) -> 
         hidden=tuple(hidden),
     )
     result = export(
-        rows, destination, names, options, run_id=f"{job.name}-{record.run_id}", started=started
+        rows,
+        destination,
+        names,
+        options,
+        run_id=f"{job.name}-{record.run_id}",
+        started=started,
+        progress=progress,
     )
     record.users = result.users
     record.bytes = result.bytes

@@ -581,3 +581,18 @@ def test_taking_back_goes_on_past_a_file_it_cannot_remove(
     assert record.error == "the check failed"  # not the error met while taking files back
     left = [p.relative_to(bucket).as_posix() for p in bucket.rglob("*") if p.is_file()]
     assert left == refused  # every other file was removed
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_progress_hears_the_bytes_written(fmt: str, tmp_path: Path) -> None:
+    rows = [{"name": hashlib.sha256(b"%d" % i).hexdigest()} for i in range(40_000)]
+    store = profiled(tmp_path, profiles_table(rows))
+    heard: list[tuple[int, int]] = []
+    job = jobs.load(job_toml(bucket=str(tmp_path / "out"), format=fmt), "job.toml")
+    record = jobs.run(store, job, progress=lambda done, total: heard.append((done, total)))
+    assert not record.failed, record.error
+    sizes = [done for done, _ in heard]
+    assert len(sizes) >= 2  # 40,000 users come in batches of 16K
+    assert sizes == sorted(sizes)
+    assert 0 < sizes[-1] <= record.bytes
+    assert {total for _, total in heard} == {0}  # the total is not known ahead

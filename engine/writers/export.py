@@ -13,7 +13,7 @@ file begun or finished is taken back: an export is whole or absent.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -72,10 +72,12 @@ def export(
     *,
     run_id: str,
     started: datetime | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Result:
-    """Write `batches` as the files of one export (see the module)."""
+    """Write `batches` as the files of one export (see the module); `progress(bytes, 0)` is
+    called as chunks are written (the total is not known ahead)."""
     started = started or datetime.now(UTC)
-    writer = _Writer(batches.schema, destination, names, options)
+    writer = _Writer(batches.schema, destination, names, options, progress)
     try:
         users = writer.write(batches)
         files = writer.finish()
@@ -115,8 +117,14 @@ class _Writer:
     """The sinks of one export, by table (`None`: the only one), and how batches reach them."""
 
     def __init__(
-        self, schema: pa.Schema, destination: Destination, names: FileNames, options: Options
+        self,
+        schema: pa.Schema,
+        destination: Destination,
+        names: FileNames,
+        options: Options,
+        progress: Callable[[int, int], None] | None = None,
     ) -> None:
+        self.progress = progress
         self.options = options
         self.destination = destination
         self.names = names
@@ -163,14 +171,27 @@ class _Writer:
         """Write every batch; the users written."""
         users = 0
         if self.options.format == "parquet":
+            sink: ParquetSink = self.sinks[None]
             hidden = list(self.options.hidden)
-            kept = (b.drop_columns(hidden) if hidden else b for b in batches)
-            written: int = self.sinks[None].write_all(prefetch(kept, depth=2))
-            return written
+
+            def kept() -> Iterator[pa.RecordBatch]:
+                for batch in batches:
+                    yield batch.drop_columns(hidden) if hidden else batch
+                    if self.progress is not None:
+                        self.progress(sink.bytes_written, 0)
+
+            rows: int = sink.write_all(prefetch(kept(), depth=2))
+            if self.progress is not None:
+                self.progress(sink.bytes_written, 0)
+            return rows
+        written = 0
         for pieces in self._encoded(prefetch(iter(batches), depth=2)):
             for table, packed, rows in pieces:
                 self.sinks[table].write_packed(packed, rows)
+                written += len(packed)
             users += pieces[0][2]
+            if self.progress is not None:
+                self.progress(written, 0)
         return users
 
     def _encoded(

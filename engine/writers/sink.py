@@ -383,6 +383,12 @@ class ParquetSink:
             raise ConfigError(f"cannot write Parquet: {exc}") from exc
         return state["rows"], state["next"]
 
+    @property
+    def bytes_written(self) -> int:
+        """The bytes of the finished parts and of the one being written."""
+        current = 0 if self._open is None else self._open.size
+        return current + sum(f.bytes for f in self.files)
+
     def _codec(self) -> Any:
         return {"none": "uncompressed"}.get(self.compression, self.compression)
 
