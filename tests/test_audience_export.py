@@ -596,3 +596,24 @@ def test_progress_hears_the_bytes_written(fmt: str, tmp_path: Path) -> None:
     assert sizes == sorted(sizes)
     assert 0 < sizes[-1] <= record.bytes
     assert {total for _, total in heard} == {0}  # the total is not known ahead
+
+
+def test_an_export_from_tables_in_s3_to_s3(tmp_path: Path, s3: S3Server) -> None:
+    # Profiles in S3 reach DuckDB through Arrow, not from local Parquet files.
+    Store(tmp_path / "store").add_authorization(s3.authorization())
+    store = Store(tmp_path / "store", tables=f"s3://{s3.new_bucket()}/lake", tables_auth="moto")
+    table = profiles_table([{"name": f"n{i}", "tags": ["a"] * (i % 3)} for i in range(5000)])
+    config = ProfilesConfig(by=("user_id",), fields=()).to_json()
+    store.replace_profiles(
+        pa.RecordBatchReader.from_batches(table.schema, table.to_batches()), config
+    )
+    store.create_audience("everyone", "_profile_id IS NOT NULL")
+    bucket = s3.new_bucket()
+    record = run(store, bucket=bucket, auth="moto", format="multi-csv", user_limit=4000)
+    assert record.users == 4000
+    assert record.files is not None
+    objects = s3_objects(s3, bucket)
+    users = csv_rows(objects[record.files[0]])
+    assert [u["user_id"] for u in users] == [f"u{i + 1}" for i in range(4000)]  # table order
+    tags = csv_rows(objects[record.files[1]])
+    assert len(tags) == sum(i % 3 for i in range(4000))
