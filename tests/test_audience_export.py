@@ -617,3 +617,24 @@ def test_an_export_from_tables_in_s3_to_s3(tmp_path: Path, s3: S3Server) -> None
     assert [u["user_id"] for u in users] == [f"u{i + 1}" for i in range(4000)]  # table order
     tags = csv_rows(objects[record.files[1]])
     assert len(tags) == sum(i % 3 for i in range(4000))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "multi-csv", "json", "parquet"])
+def test_an_empty_audience_writes_files_with_their_headers(
+    fmt: str, sample: Store, tmp_path: Path
+) -> None:
+    sample.create_audience("nobody", "visits < 0")
+    bucket = tmp_path / "bucket"
+    record = run(sample, bucket=str(bucket), audience="nobody", format=fmt, compress="gzip")
+    assert record.users == 0
+    assert record.files is not None
+    document = manifest(bucket, record)
+    assert [f["rows"] for f in document["files"]] == [0] * (len(record.files) - 1)
+    first = bucket / record.files[0]
+    if fmt == "parquet":
+        assert pq.read_table(first).num_rows == 0
+    elif fmt == "json":
+        assert plain(first) == b""
+    else:
+        assert plain(first).startswith(b'"')  # the header line, and nothing else
+        assert plain(first).count(b"\n") == 1
