@@ -18,14 +18,22 @@ import argparse
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from benchmarks.common import DATA, Measured, measure, measured_on, median, write_section
+from benchmarks.common import (
+    DATA,
+    Measured,
+    measure,
+    measured_on,
+    median,
+    write_parquet,
+    write_section,
+)
 
 CHUNK = 1_000_000
 LOAD = """
@@ -99,7 +107,6 @@ def generate_profiles(rows: int) -> Path:
     path = DATA / f"export_profiles_{rows}.parquet"
     if path.exists():
         return path
-    DATA.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(7)
     names = np.array(["Ada", "Alan", "Grace", "Katherine", "Mary", "Linus", "Barbara", "Edsger"])
     tags = np.array(["vip", "new", "churn-risk", "newsletter", "beta", "mobile"])
@@ -111,8 +118,7 @@ def generate_profiles(rows: int) -> Path:
         np.cumsum(counts, out=offsets[1:])
         return pa.ListArray.from_arrays(pa.array(offsets), items)
 
-    with tempfile.NamedTemporaryFile(dir=DATA, suffix=".part", delete=False) as part:
-        writer = None
+    def tables() -> Iterator[pa.Table]:
         for start in range(0, rows, CHUNK):
             n = min(CHUNK, rows - start)
             at = np.arange(start, start + n)
@@ -156,13 +162,9 @@ def generate_profiles(rows: int) -> Path:
                     ),
                 }
             )
-            if writer is None:
-                writer = pq.ParquetWriter(part.name, table.schema)
-            writer.write_table(table)
-        assert writer is not None
-        writer.close()
-    Path(part.name).replace(path)
-    return path
+            yield table
+
+    return write_parquet(path, tables())
 
 
 class Moto:

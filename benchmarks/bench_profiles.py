@@ -18,14 +18,22 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from benchmarks.common import DATA, Measured, measure, measured_on, median, write_section
+from benchmarks.common import (
+    DATA,
+    Measured,
+    measure,
+    measured_on,
+    median,
+    write_parquet,
+    write_section,
+)
 
 CHUNK = 1_000_000
 RULES = """
@@ -115,11 +123,9 @@ def generate_events(rows: int) -> Path:
     path = DATA / f"profile_events_{rows}.parquet"
     if path.exists():
         return path
-    DATA.mkdir(parents=True, exist_ok=True)
     users = max(rows // 5, 1)
-    schema = None
-    with tempfile.NamedTemporaryFile(dir=DATA, suffix=".part", delete=False) as part:
-        writer = None
+
+    def tables() -> Iterator[pa.Table]:
         for start in range(0, rows, CHUNK):
             n = min(CHUNK, rows - start)
             at = pa.array(range(start, start + n), pa.int64())
@@ -157,24 +163,18 @@ def generate_events(rows: int) -> Path:
                     ),
                 }
             )
-            if writer is None:
-                schema = table.schema
-                writer = pq.ParquetWriter(part.name, schema)
-            writer.write_table(table)
-        assert writer is not None
-        writer.close()
-    Path(part.name).replace(path)
-    return path
+            yield table
+
+    return write_parquet(path, tables())
 
 
 def generate_profiles(rows: int) -> Path:
     path = DATA / f"ready_profiles_{rows}.parquet"
     if path.exists():
         return path
-    DATA.mkdir(parents=True, exist_ok=True)
     names = pa.array(["Ada", "Alan", "Grace", "Katherine", "Mary", "Linus", "Barbara", "Edsger"])
-    with tempfile.NamedTemporaryFile(dir=DATA, suffix=".part", delete=False) as part:
-        writer = None
+
+    def tables() -> Iterator[pa.Table]:
         for start in range(0, rows, CHUNK):
             n = min(CHUNK, rows - start)
             at = pa.array(range(start, start + n), pa.int64())
@@ -236,13 +236,9 @@ def generate_profiles(rows: int) -> Path:
                     "attributes": attributes,
                 }
             )
-            if writer is None:
-                writer = pq.ParquetWriter(part.name, table.schema)
-            writer.write_table(table)
-        assert writer is not None
-        writer.close()
-    Path(part.name).replace(path)
-    return path
+            yield table
+
+    return write_parquet(path, tables())
 
 
 def row(rows: int, what: str, m: Measured) -> str:

@@ -7,10 +7,13 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).parent
 DATA = HERE / "data"
@@ -35,6 +38,24 @@ def measure(code: str, *args: str) -> Measured:
     if status != 0:
         raise SystemExit(f"a benchmark run failed (status {status}): {output}")
     return Measured(seconds, usage.ru_maxrss / 1024, output)
+
+
+def write_parquet(path: Path, tables: Iterable[Any]) -> Path:
+    """The tables (pyarrow, one schema) as one Parquet file, under a temporary name until it
+    is complete: generated data is never found half-written."""
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".part", delete=False) as part:
+        writer = None
+        for table in tables:
+            if writer is None:
+                writer = pq.ParquetWriter(part.name, table.schema)
+            writer.write_table(table)
+        assert writer is not None, "no tables to write"
+        writer.close()
+    Path(part.name).replace(path)
+    return path
 
 
 def median(runs: list[Measured]) -> Measured:
