@@ -96,25 +96,19 @@ def run_demo(folder: Path | None) -> None:
     )
 
     _say("3. A csv-import job takes the file into the stream 'events', exactly once")
-    job_file = root / "events-import.toml"
-    job_file.write_text(
-        "\n".join(
-            [
-                'name = "demo-events"',
-                'type = "csv-import"',
-                f'bucket = "{bucket.as_posix()}"',
-                'directory = "exports"',
-                'prefix = "events_"',
-                'stream = "events"',
-                'timestamp = "timestamp"',
-                "diff = true",
-            ]
-        )
-        + "\n",
-        encoding="utf-8",
+    job = _job_file(
+        root / "events-import.toml",
+        [
+            'name = "demo-events"',
+            'type = "csv-import"',
+            f'bucket = "{bucket.as_posix()}"',
+            'directory = "exports"',
+            'prefix = "events_"',
+            'stream = "events"',
+            'timestamp = "timestamp"',
+            "diff = true",
+        ],
     )
-    click.echo(f"lakeport run {job_file}")
-    job, _ = jobs.load_file(job_file)
     click.echo(jobs.run(store, job).summary())
 
     _say("4. The next day's export arrives: one row changed, two added; the diff imports three")
@@ -176,32 +170,34 @@ def run_demo(folder: Path | None) -> None:
     emit_table(members.to_dicts(), members.columns, title="store.memberships()")
 
     _say("8. An audience-export job writes the audience to the bucket, with a manifest")
-    export_file = root / "gb-export.toml"
-    export_file.write_text(
-        "\n".join(
-            [
-                'name = "demo-export"',
-                'type = "audience-export"',
-                'audience = "gb"',
-                f'bucket = "{bucket.as_posix()}"',
-                'directory = "audiences"',
-                'format = "csv"',
-                'compress = "gzip"',
-                'fields = ["user_id", "email", "country", "purchases", "spent"]',
-                "segments = true",
-            ]
-        )
-        + "\n",
-        encoding="utf-8",
+    export = _job_file(
+        root / "gb-export.toml",
+        [
+            'name = "demo-export"',
+            'type = "audience-export"',
+            'audience = "gb"',
+            f'bucket = "{bucket.as_posix()}"',
+            'directory = "audiences"',
+            'format = "csv"',
+            'compress = "gzip"',
+            'fields = ["user_id", "email", "country", "purchases", "spent"]',
+            "segments = true",
+        ],
     )
-    click.echo(f"lakeport run {export_file}")
-    export, _ = jobs.load_file(export_file)
     record = jobs.run(store, export)
     click.echo(record.summary())
     if record.files:
         data = bucket / record.files[0]
         click.echo(f"\n{data.name}, unzipped:\n" + gzip.decompress(data.read_bytes()).decode())
     click.echo(f"Try: lakeport --store {store.path} audience show big-spenders")
+
+
+def _job_file(path: Path, lines: Sequence[str]) -> jobs.Job:
+    """Write a job file, say the command that runs it, and load it."""
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    click.echo(f"lakeport run {path}")
+    job, _ = jobs.load_file(path)
+    return job
 
 
 def _write_csv(path: Path, rows: Sequence[tuple[str, ...]]) -> None:
