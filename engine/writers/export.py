@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,10 +58,10 @@ class Result:
     """Rows of the main table (users), whatever the other tables hold."""
     started: datetime
     finished: datetime
-    bytes: int = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.bytes = sum(f.bytes for f in self.files)
+    @property
+    def bytes(self) -> int:
+        return sum(f.bytes for f in self.files)
 
 
 def export(

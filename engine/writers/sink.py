@@ -266,22 +266,6 @@ class _HashingFile(io.RawIOBase):
         return self.size
 
 
-class _Counter(io.RawIOBase):
-    """A file that only counts what is written to it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.size = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        size = memoryview(data).nbytes
-        self.size += size
-        return size
-
-
 class ParquetSink:
     """Writes record batches as Parquet files with Polars' streaming writer (its columns
     encoded in parallel; zstd inside by default: `compression` is Parquet's codec), in parts of
@@ -338,9 +322,9 @@ class ParquetSink:
             rows = sum(f.rows for f in self.files)
             size = sum(f.bytes for f in self.files)
         else:
-            probe = _Counter()
-            pl.DataFrame(batch).write_parquet(cast(Any, probe), compression=self._codec())
-            rows, size = batch.num_rows, probe.size
+            probe = io.BytesIO()  # one batch's Parquet: small
+            pl.DataFrame(batch).write_parquet(probe, compression=self._codec())
+            rows, size = batch.num_rows, probe.getbuffer().nbytes
         return max(1, int(self.max_file_size * rows / max(size, 1)))
 
     def _write_part(
