@@ -74,3 +74,19 @@ class BadInput(TerminalError):
 
 class LimitExceeded(TerminalError):
     """An object passes a limit that protects the machine (size, ratio, line length)."""
+
+
+class SourceChanged(TransientError):
+    """The object changed (or its bytes came cut short or altered) while it was read."""
+
+
+class Interrupted(BaseException):
+    """The process was asked to stop (SIGTERM), raised like KeyboardInterrupt is for SIGINT.
+
+    Not a LakeportError: like KeyboardInterrupt it goes through every `except Exception`, and a
+    run that meets it is recorded `interrupted`.
+    """
+
+    def __init__(self, signal_name: str) -> None:
+        self.signal_name = signal_name
+        super().__init__(signal_name)

@@ -8,11 +8,13 @@ them (see `engine.secrets`).
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -74,11 +76,70 @@ MIGRATIONS: tuple[str, ...] = (
         created_at TEXT NOT NULL
     );
     """,
+    """
+    CREATE TABLE leases (
+        name         TEXT PRIMARY KEY,  -- job:NAME, or append:STREAM:ID for a stream writer
+        pid          INTEGER NOT NULL,
+        host         TEXT NOT NULL,
+        run_id       INTEGER,
+        started_at   TEXT NOT NULL,
+        heartbeat_at TEXT NOT NULL
+    );
+    CREATE TABLE journal (
+        job        TEXT NOT NULL,
+        entry      TEXT NOT NULL,  -- what a run has begun and not yet finished (JSON value)
+        value      TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (job, entry)
+    );
+    ALTER TABLE runs ADD COLUMN pid INTEGER;
+    ALTER TABLE runs ADD COLUMN host TEXT;
+    """,
 )
+
+
+LEASE_SECONDS = 60.0
+"""A lease whose holder has not beaten its heart for this long is free, wherever it ran."""
+RUNNING = "running"
+DIED = "died"
 
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def this_host() -> str:
+    return socket.gethostname()
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lease: a process on a host, since when, for which run."""
+
+    name: str
+    pid: int
+    host: str
+    run_id: int | None
+    started_at: str
+    heartbeat_at: str
+
+    def alive(self, ttl: float = LEASE_SECONDS) -> bool:
+        """Whether the holder may still be at work: on this host, its process exists and has
+        beaten its heart lately; elsewhere, its heart has beaten within `ttl`."""
+        if self.host == this_host() and not _process_exists(self.pid):
+            return False
+        beat = datetime.fromisoformat(self.heartbeat_at)
+        return now() - beat < timedelta(seconds=ttl)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
 
 
 @dataclass(frozen=True)
@@ -279,15 +340,94 @@ class StateDB:
                 (job, key, value, now().isoformat()),
             )
 
+    # Leases: one holder at a time, lost when the holder dies
+
+    def take_lease(self, name: str, *, ttl: float = LEASE_SECONDS) -> Holder | None:
+        """Take the lease `name` for this process; None when it is taken, else the holder
+        that is in the way (alive). A dead holder's lease is taken over."""
+        stamp = now().isoformat()
+        with self._connect() as conn:
+            held = _holder(conn, name)
+            if held is not None and held.alive(ttl):
+                return held
+            conn.execute(
+                "INSERT INTO leases (name, pid, host, run_id, started_at, heartbeat_at) "
+                "VALUES (?, ?, ?, NULL, ?, ?) ON CONFLICT (name) DO UPDATE SET pid = excluded.pid, "
+                "host = excluded.host, run_id = NULL, started_at = excluded.started_at, "
+                "heartbeat_at = excluded.heartbeat_at",
+                (name, os.getpid(), this_host(), stamp, stamp),
+            )
+        return None
+
+    def beat_lease(self, name: str) -> bool:
+        """Renew this process's lease; False when it is no longer this process's."""
+        with self._connect() as conn:
+            return (
+                conn.execute(
+                    "UPDATE leases SET heartbeat_at = ? WHERE name = ? AND pid = ? AND host = ?",
+                    (now().isoformat(), name, os.getpid(), this_host()),
+                ).rowcount
+                > 0
+            )
+
+    def release_lease(self, name: str) -> None:
+        with self._connect() as conn:
+            conn.execute(
+                "DELETE FROM leases WHERE name = ? AND pid = ? AND host = ?",
+                (name, os.getpid(), this_host()),
+            )
+
+    def leases(self, prefix: str = "") -> list[Holder]:
+        """The leases whose name starts with `prefix`, alive or not."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT name, pid, host, run_id, started_at, heartbeat_at FROM leases "
+                "WHERE substr(name, 1, ?) = ? ORDER BY started_at",
+                (len(prefix), prefix),
+            ).fetchall()
+        return [Holder(*row) for row in rows]
+
+    # The journal: what a run has begun and must be finished or undone by the next one
+
+    def put_journal(self, job: str, entry: str, value: dict[str, Any]) -> None:
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT INTO journal (job, entry, value, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (job, entry) DO UPDATE SET value = excluded.value",
+                (job, entry, json.dumps(value), now().isoformat()),
+            )
+
+    def get_journal(self, job: str, entry: str) -> dict[str, Any] | None:
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT value FROM journal WHERE job = ? AND entry = ?", (job, entry)
+            ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def delete_journal(self, job: str, entry: str) -> None:
+        with self._connect() as conn:
+            conn.execute("DELETE FROM journal WHERE job = ? AND entry = ?", (job, entry))
+
     # Runs
 
-    def start_run(self, job: str, object_key: str | None = None) -> int:
+    def start_run(
+        self, job: str, object_key: str | None = None, *, lease: str | None = None
+    ) -> int:
+        """A new run, `running`; with `lease` (held by this process), the lease names it, so
+        that the run shows `died` once the lease is lost without the run finishing."""
         with self._connect() as conn:
             cursor = conn.execute(
-                "INSERT INTO runs (job, status, started_at, object) VALUES (?, 'running', ?, ?)",
-                (job, now().isoformat(), object_key),
+                "INSERT INTO runs (job, status, started_at, object, pid, host) "
+                "VALUES (?, 'running', ?, ?, ?, ?)",
+                (job, now().isoformat(), object_key, os.getpid(), this_host()),
             )
-            return int(cursor.lastrowid or 0)
+            run_id = int(cursor.lastrowid or 0)
+            if lease is not None:
+                conn.execute(
+                    "UPDATE leases SET run_id = ? WHERE name = ? AND pid = ? AND host = ?",
+                    (run_id, lease, os.getpid(), this_host()),
+                )
+            return run_id
 
     def finish_run(
         self,
@@ -306,6 +446,8 @@ class StateDB:
             )
 
     def runs(self, job: str | None = None, limit: int = 20) -> list[Run]:
+        """The latest runs, newest first. A run still `running` whose process has lost its
+        job's lease (it died: killed, or its machine stopped) is marked `died` here."""
         query = "SELECT id, job, status, started_at, finished_at, object, stats, error FROM runs"
         params: tuple[Any, ...] = ()
         if job is not None:
@@ -313,7 +455,8 @@ class StateDB:
             params = (job,)
         with self._connect() as conn:
             rows = conn.execute(query + " ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
-        return [Run(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7]) for r in rows]
+            found = [Run(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7]) for r in rows]
+            return [_died(conn, run) if run.status == RUNNING else run for run in found]
 
     # Appends (the state's copy of what the Delta log already guarantees)
 
@@ -339,6 +482,32 @@ class StateDB:
         with self._connect() as conn:
             row = conn.execute("SELECT 1 FROM appends WHERE app_id = ?", (app_id,)).fetchone()
         return row is not None
+
+
+def _holder(conn: sqlite3.Connection, name: str) -> Holder | None:
+    row = conn.execute(
+        "SELECT name, pid, host, run_id, started_at, heartbeat_at FROM leases WHERE name = ?",
+        (name,),
+    ).fetchone()
+    return None if row is None else Holder(*row)
+
+
+def _died(conn: sqlite3.Connection, run: Run) -> Run:
+    """`run` as it is, or marked `died` when no live holder of its job's lease runs it."""
+    held = _holder(conn, f"job:{run.job}")
+    if held is not None and held.run_id == run.id and held.alive():
+        return run
+    pid, host = conn.execute("SELECT pid, host FROM runs WHERE id = ?", (run.id,)).fetchone()
+    where = f" (pid {pid} on {host})" if pid is not None else ""
+    error = (
+        f"the process{where} stopped without finishing the run (killed, or its machine "
+        "stopped): run the job again; it finishes or undoes what this run left"
+    )
+    conn.execute(
+        "UPDATE runs SET status = ?, error = ? WHERE id = ? AND status = ?",
+        (DIED, error, run.id, RUNNING),
+    )
+    return Run(run.id, run.job, DIED, run.started_at, run.finished_at, run.object, run.stats, error)
 
 
 def _authorization(row: tuple[Any, ...]) -> StoredAuthorization:

@@ -24,6 +24,7 @@ import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ from engine import storage
 from engine.auth import Authorization, check_name, from_stored
 from engine.duck import TableScan
 from engine.errors import ConfigError, LakeportError, StoreError
+from engine.lease import Lease
 from engine.secrets import Secret, SecretsFile
 from engine.state import StateDB
 from engine.store_rows import (
@@ -471,9 +473,25 @@ class Store:
         source: Source,
         job: str,
     ) -> AppendResult:
+        app_id = append_id(job, source)
+        # The Delta writer retries a commit that meets another one without looking at their
+        # application transactions: two appends of one source at once would both land. The
+        # lease makes the second wait for the first, then find the source committed.
+        with Lease(self.state, f"{_WRITER}{uri}|{app_id}", wait=None):
+            return self._append_alone(uri, app_id, stream, batches, source=source, job=job)
+
+    def _append_alone(
+        self,
+        uri: str,
+        app_id: str,
+        stream: str,
+        batches: pa.RecordBatchReader | Iterable[pa.RecordBatch],
+        *,
+        source: Source,
+        job: str,
+    ) -> AppendResult:
         from deltalake import CommitProperties, Transaction, write_deltalake
 
-        app_id = append_id(job, source)
         table = self._table(uri)
         if table is not None and table.transaction_version(app_id) is not None:
             return self._already_committed(table, app_id, stream, job, source)
@@ -538,6 +556,49 @@ class Store:
             rows=rows,
             table_version=version,
         )
+
+    def remove_unreferenced(self, stream: str) -> list[str]:
+        """Delete the stream's data files (and its rejected rows') that no Delta commit
+        references: what an append that died before its commit wrote. Files of appends under
+        way now are kept. The URLs removed."""
+        removed = []
+        for uri in (self.stream_url(stream), self.rejected_url(stream)):
+            removed += self._remove_unreferenced(uri)
+        if removed:
+            logger.info("removed %d unreferenced files of stream %s", len(removed), stream)
+        return removed
+
+    def _remove_unreferenced(self, uri: str) -> list[str]:
+        auth = self._auth()
+        files = [
+            f
+            for f in storage.walk_files(uri, auth)
+            if "/_delta_log/" not in f.url and not f.name.startswith(("_", "."))
+        ]
+        if not files:
+            return []
+        table = self._table(uri)
+        referenced: set[str] = set()
+        if table is not None:
+            with self._delta_errors(f"cannot read the table at {uri}"):
+                # Tombstones (files an OPTIMIZE took out) are still referenced by the log.
+                removed = table.vacuum(0, True, False, full=False)
+                kept = {*table.file_uris(), *(f"{uri.rstrip('/')}/{path}" for path in removed)}
+            referenced = {_plain(u) for u in kept}
+        # An append under way has written files that no commit references yet: keep every
+        # file that is not older than the oldest live writer of the table.
+        writers = [h for h in self.state.leases(f"{_WRITER}{uri}|") if h.alive()]
+        cutoff = min((datetime.fromisoformat(h.started_at) for h in writers), default=None)
+        if cutoff is not None:
+            cutoff -= _CLOCK_MARGIN
+        unreferenced = [
+            f.url
+            for f in files
+            if _plain(f.url) not in referenced
+            and (cutoff is None or (f.last_modified is not None and f.last_modified < cutoff))
+        ]
+        storage.remove_files(unreferenced, auth)
+        return unreferenced
 
     def is_committed(self, stream: str, job: str, source: Source) -> bool:
         """Whether this (job, source, ETag) is already in the stream."""
@@ -636,6 +697,19 @@ class Store:
             raise
         except (DeltaError, OSError) as exc:
             raise StoreError(f"{what}: {first_line(exc)}") from exc
+
+
+_WRITER = "append:"
+"""The lease name of an append in progress: `append:TABLE_URI|APP_ID`."""
+_CLOCK_MARGIN = timedelta(minutes=2)
+"""How far an object store's clock may be from this machine's."""
+
+
+def _plain(url: str) -> str:
+    """A file's URL or path in one spelling, to compare the log's with a listing's."""
+    from urllib.parse import unquote
+
+    return unquote(url.removeprefix("file://")).removeprefix("s3://")
 
 
 def _select(reader: pa.RecordBatchReader, columns: list[str]) -> pa.RecordBatchReader:

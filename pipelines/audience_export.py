@@ -199,6 +199,7 @@ def run(
     reset_diff: bool = False,
     progress: Callable[[int, int], None] | None = None,
     restart: bool = False,
+    wait: float | None = 0.0,
 ) -> RunRecord:
     """One recorded run (see the module); a failed run is a record with the error. `progress`
     hears the bytes written; the import options (`reset_diff`, `restart`) mean nothing to an
@@ -207,7 +208,7 @@ def run(
     def work(record: RunRecord) -> None:
         export_audience(store, job, record, progress)
 
-    return recorded(store, job.name, work, kind="export")
+    return recorded(store, job.name, work, kind="export", wait=wait)
 
 
 def export_audience(

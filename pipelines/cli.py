@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import traceback
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from engine.errors import LakeportError
+from engine.errors import Interrupted, LakeportError
 from engine.secrets import redact
 from pipelines.output import (
     OUTPUT_OPTION,
@@ -91,6 +92,11 @@ class LakeportGroup(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except (KeyboardInterrupt, Interrupted) as exc:
+            from pipelines.runs import interruption
+
+            click.echo(f"lakeport: {interruption(exc)}", err=True)
+            ctx.exit(143 if isinstance(exc, Interrupted) else 130)
         except LakeportError as exc:
             click.echo(f"lakeport: error: {redact(str(exc))}", err=True)
             ctx.exit(1)
@@ -127,8 +133,14 @@ def cli(ctx: click.Context, store_path: Path | None, verbose: int) -> None:
     ctx.obj = Context(store_path)
 
 
+def _raise_on_sigterm(signum: int, frame: Any) -> None:
+    raise Interrupted("SIGTERM")
+
+
 def main() -> None:
-    """Entry point of the `lakeport` console script."""
+    """Entry point of the `lakeport` console script. SIGTERM (a service manager stopping
+    lakeport) ends a run as Ctrl-C does: recorded `interrupted`, nothing half-written."""
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
     cli.main(prog_name="lakeport")
 
 

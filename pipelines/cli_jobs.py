@@ -75,15 +75,27 @@ RESTART_OPTION = click.option(
     is_flag=True,
     help="Start a continuous JSON import again after it stopped for want of a next file.",
 )
+WAIT_OPTION = click.option(
+    "--wait",
+    is_flag=True,
+    help="If a run of the job is under way, wait for it to end, then run (default: fail).",
+)
 
 
 def _run_and_report(
-    store: Store, job: Any, reset_diff: bool, restart: bool, output: Output
+    store: Store, job: Any, reset_diff: bool, restart: bool, output: Output, wait: bool
 ) -> None:
     from pipelines import jobs
 
     with bytes_progress(f"{job.name}") as progress:
-        record = jobs.run(store, job, reset_diff=reset_diff, progress=progress, restart=restart)
+        record = jobs.run(
+            store,
+            job,
+            reset_diff=reset_diff,
+            progress=progress,
+            restart=restart,
+            wait=None if wait else 0.0,
+        )
     if output == "json":
         emit_json(record.as_json())
     else:
@@ -96,14 +108,17 @@ def _run_and_report(
 @click.argument("job_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--reset-diff", is_flag=True, help="Forget the diff snapshot: import the whole file.")
 @RESTART_OPTION
+@WAIT_OPTION
 @OUTPUT_OPTION
 @click.pass_obj
-def run_file(obj: Context, job_file: Path, reset_diff: bool, restart: bool, output: Output) -> None:
+def run_file(
+    obj: Context, job_file: Path, reset_diff: bool, restart: bool, wait: bool, output: Output
+) -> None:
     """Run the job in JOB_FILE once; its state is kept under its name."""
     from pipelines import jobs
 
     job, _ = jobs.load_file(job_file)
-    _run_and_report(obj.store(), job, reset_diff, restart, output)
+    _run_and_report(obj.store(), job, reset_diff, restart, output, wait)
 
 
 @cli.group("jobs")
@@ -159,14 +174,17 @@ def jobs_show(obj: Context, name: str) -> None:
 @click.argument("name")
 @click.option("--reset-diff", is_flag=True, help="Forget the diff snapshot: import the whole file.")
 @RESTART_OPTION
+@WAIT_OPTION
 @OUTPUT_OPTION
 @click.pass_obj
-def jobs_run(obj: Context, name: str, reset_diff: bool, restart: bool, output: Output) -> None:
+def jobs_run(
+    obj: Context, name: str, reset_diff: bool, restart: bool, wait: bool, output: Output
+) -> None:
     """Run the registered job NAME once."""
     from pipelines import jobs
 
     store = obj.store()
-    _run_and_report(store, jobs.registered(store, name), reset_diff, restart, output)
+    _run_and_report(store, jobs.registered(store, name), reset_diff, restart, output, wait)
 
 
 @jobs_group.command("remove")

@@ -62,6 +62,7 @@ def run(
     reset_diff: bool = False,
     progress: Callable[[int, int], None] | None = None,
     restart: bool = False,
+    wait: float | None = 0.0,
 ) -> RunRecord:
     """One run of the job; see the module docstring. (`restart` is for continuous JSON
     imports; a CSV import never stops itself.)"""
@@ -83,5 +84,11 @@ def run(
         )
 
     return importing.run_job(
-        store, job, open_reader, reset_diff=reset_diff, progress=progress, restart=restart
+        store,
+        job,
+        open_reader,
+        reset_diff=reset_diff,
+        progress=progress,
+        restart=restart,
+        wait=wait,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +19,7 @@ import pyarrow.parquet as pq
 
 from engine import sequence, storage
 from engine.auth import Authorization
+from engine.crash import crash_point
 from engine.diff import Snapshots
 from engine.errors import ConfigError, LimitExceeded
 from engine.executor import prefetch
@@ -43,6 +45,7 @@ from pipelines.spec import timezone as timezone_check
 LAST_FILE = "last_file"
 EMPTY_RUNS = "empty_runs"
 """Runs in a row that found no next file (a continuous JSON import stops after some)."""
+logger = logging.getLogger(__name__)
 REJECTED_SCHEMA = pa.schema([(LINE, pa.int64()), ("reason", pa.string()), ("text", pa.string())])
 
 
@@ -114,9 +117,11 @@ def run_job(
     reset_diff: bool,
     progress: Callable[[int, int], None] | None,
     restart: bool,
+    wait: float | None = 0.0,
 ) -> RunRecord:
-    """One recorded run of an import job (see `run_import`). Never raises a LakeportError: a
-    failed run is a record with status `failed` and the error."""
+    """One recorded run of an import job (see `run_import`), under the job's lease. A failed
+    run is a record with status `failed` and the error; the one LakeportError raised is
+    `JobRunning`, when another run of the job is under way (and `wait` runs out)."""
     return recorded(
         store,
         job.name,
@@ -129,6 +134,7 @@ def run_job(
             progress=progress,
             restart=restart,
         ),
+        wait=wait,
     )
 
 
@@ -273,6 +279,109 @@ class Rejections:
         pq.write_table(pa.Table.from_batches([batch]), path)
 
 
+JOURNAL = "import"
+"""The journal entry of an import whose commit is under way."""
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One object's commit to a stream, with what moves with it: the rejected rows, the diff
+    snapshot and the job's place in its file sequence. Kept in the journal from `begin` to the
+    end of `finish`, so that a run that stops anywhere in between is finished (the Delta log
+    has the commit) or undone (it has not) by `settle`."""
+
+    job: str
+    stream: str
+    source: Source
+    picked: Picked
+
+    @property
+    def id(self) -> str:
+        return append_id(self.job, self.source)
+
+    def snapshots(self, store: Store) -> Snapshots:
+        return Snapshots(store.snapshots_path(self.job), spill=store.path / "tmp")
+
+    def staged_rejects(self, store: Store) -> Path:
+        return self.snapshots(store).pending(self.id)[0]
+
+    def begin(self, store: Store) -> None:
+        store.state.put_journal(self.job, JOURNAL, self.as_json())
+
+    def finish(self, store: Store) -> None:
+        """After the stream commit: the rest moves on; each step may be done again."""
+        commit_rejected(store, self.stream, self.job, self.source, self.staged_rejects(store))
+        crash_point("rejected")
+        self.snapshots(store).promote(self.id)
+        crash_point("snapshot")
+        remember_file(store, self.job, self.picked)
+        store.state.delete_journal(self.job, JOURNAL)
+
+    def undo_files(self, store: Store) -> None:
+        """What a run that did not commit wrote beside the stream: its pending snapshot and
+        rejected rows, and the stream's data files no commit references."""
+        self.snapshots(store).discard(self.id)
+        self.staged_rejects(store).unlink(missing_ok=True)
+        store.remove_unreferenced(self.stream)
+
+    def as_json(self) -> dict[str, Any]:
+        picked = self.picked
+        return {
+            "stream": self.stream,
+            "key": self.source.key,
+            "etag": self.source.etag,
+            "file": {
+                "url": picked.file.url,
+                "name": picked.file.name,
+                "size": picked.file.size,
+                "etag": picked.file.etag,
+            },
+            "time": picked.time.isoformat() if picked.time else None,
+        }
+
+    @classmethod
+    def from_json(cls, job: str, value: dict[str, Any]) -> Commit:
+        file = value["file"]
+        info = FileInfo(
+            url=file["url"],
+            name=file["name"],
+            size=int(file["size"]),
+            last_modified=None,
+            etag=file["etag"],
+        )
+        time = datetime.fromisoformat(value["time"]) if value.get("time") else None
+        return cls(job, value["stream"], Source(value["key"], value["etag"]), Picked(info, time))
+
+
+def settle(store: Store, job: str, *, raising: bool = False) -> str | None:
+    """Finish or undo the commit a run of `job` left in the journal, as the Delta log says;
+    what was done, or None when nothing was left. A failure is raised with `raising`, else
+    left for the next run (it is settled then)."""
+    entry = store.state.get_journal(job, JOURNAL)
+    if entry is None:
+        return None
+    commit = Commit.from_json(job, entry)
+    try:
+        if store.is_committed(commit.stream, job, commit.source):
+            commit.finish(store)
+            return f"finished the commit of {commit.source.key} that an earlier run began"
+        commit.undo_files(store)
+        store.state.delete_journal(job, JOURNAL)
+        return f"undid the unfinished import of {commit.source.key} that an earlier run began"
+    except Exception:
+        if raising:
+            raise
+        logger.warning("the import of %s is left for the next run to settle", commit.source.key)
+        return None
+
+
+def crashing(batches: Iterator[pa.RecordBatch], stage: str) -> Iterator[pa.RecordBatch]:
+    """The batches, with the crash point `stage` after the first."""
+    for batch in batches:
+        yield batch
+        crash_point(stage)
+
+
 def commit_rejected(store: Store, stream: str, job: str, source: Source, staged: Path) -> None:
     """After the stream commit: the staged rejected rows go to the stream's rejected table.
 
@@ -410,6 +519,10 @@ def run_import(
     A job with `empty_periods` (a continuous JSON import) waits while no next file has come,
     and stops itself after that many runs in a row found none; `restart` starts it again.
     """
+    # 0. Finish or undo what the last run of the job left (it was killed, or stopped).
+    settled = settle(store, job.name, raising=True)
+    if settled is not None:
+        record.note = settled
     auth = store.authorization(job.auth) if job.auth else None
     empty_periods = job.empty_periods
     if empty_periods is not None and restart:
@@ -438,14 +551,13 @@ def run_import(
     target = picked.file
     source = Source(target.url, target.etag)
     record.object = target.url
-    snapshots = Snapshots(store.snapshots_path(job.name), spill=store.path / "tmp")
-    run_id = append_id(job.name, source)
-    staged_rejects = snapshots.pending(run_id)[0]
+    crash_point("listed")
+    commit = Commit(job.name, job.stream, source, picked)
+    snapshots = commit.snapshots(store)
+    staged_rejects = commit.staged_rejects(store)
     if store.is_committed(job.stream, job.name, source):
         # Committed by an earlier run that stopped before moving the job's state on.
-        commit_rejected(store, job.stream, job.name, source, staged_rejects)
-        snapshots.promote(run_id)
-        remember_file(store, job.name, picked)
+        commit.finish(store)
         record.status = ALREADY_IMPORTED
         return
 
@@ -480,39 +592,47 @@ def run_import(
         def before_commit() -> None:
             rejections.check(reader.rows_read + reader.rows_bad)
             rejections.stage(staged_rejects)
+            crash_point("before-commit")
 
         read_all = pa.RecordBatchReader.from_batches(
-            rows.schema, after_all(progress_every(iter(rows), report), before_commit)
+            rows.schema,
+            after_all(progress_every(crashing(iter(rows), "read"), report), before_commit),
         )
-        try:
-            batches = read_all
-            if job.diff:
-                # With --reset-diff the current snapshot is ignored, and replaced once this
-                # file is committed.
-                first = reset_diff or not has_imported(store, job.name)
-                # `_ts` is left out when its column is imported: the column says the same,
-                # and as text it costs less to fingerprint.
-                derived = {LINE, TS} if keep_ts_column else {LINE}
-                fingerprinted = [f.name for f in rows.schema if f.name not in derived]
-                batches = snapshots.diff(read_all, fingerprinted, run_id, first=first)
+        batches = read_all
+        if job.diff:
+            # With --reset-diff the current snapshot is ignored, and replaced once this
+            # file is committed.
+            first = reset_diff or not has_imported(store, job.name)
+            # `_ts` is left out when its column is imported: the column says the same,
+            # and as text it costs less to fingerprint.
+            derived = {LINE, TS} if keep_ts_column else {LINE}
+            fingerprinted = [f.name for f in rows.schema if f.name not in derived]
+            diffed = snapshots.diff(read_all, fingerprinted, commit.id, first=first)
+            batches = pa.RecordBatchReader.from_batches(
+                diffed.schema, crashing(iter(diffed), "diffed")
+            )
 
-            # 5. Append exactly once, then move the job's state on.
-            result = store.append(job.stream, batches, source=source, job=job.name)
-        except BaseException:
-            snapshots.discard(run_id)
-            staged_rejects.unlink(missing_ok=True)
-            raise
+        # 5. Append exactly once, then move the job's state on.
+        result = store.append(job.stream, batches, source=source, job=job.name)
+        crash_point("committed")
         return reader, rejections, result
 
+    # From here until `finish`, the journal holds what this run began: however the run ends,
+    # it (or the next run of the job) finishes it if the Delta log has the commit, or
+    # undoes it if it has not.
+    commit.begin(store)
     try:
-        reader, rejections, result = attempt(again=False)
-    except ReadAgain:
-        # A streaming reader met a field it had not announced, before anything was
-        # committed: read the object again, all of it before the first row.
-        reader, rejections, result = attempt(again=True)
-    commit_rejected(store, job.stream, job.name, source, staged_rejects)
-    snapshots.promote(run_id)
-    remember_file(store, job.name, picked)
+        try:
+            reader, rejections, result = attempt(again=False)
+        except ReadAgain:
+            # A streaming reader met a field it had not announced, before anything was
+            # committed: read the object again, all of it before the first row.
+            commit.undo_files(store)
+            reader, rejections, result = attempt(again=True)
+    except BaseException:
+        settle(store, job.name)
+        raise
+    commit.finish(store)
 
     record.rows_read = reader.rows_read + reader.rows_bad
     record.rows_imported = result.rows

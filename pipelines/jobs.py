@@ -73,10 +73,12 @@ def run(
     reset_diff: bool = False,
     progress: Callable[[int, int], None] | None = None,
     restart: bool = False,
+    wait: float | None = 0.0,
 ) -> RunRecord:
-    """One run of a job, whatever its type."""
+    """One run of a job, whatever its type; `wait` is how long to wait for a run of the job
+    that is under way (None: as long as it takes)."""
     runner: Any = _TYPES[job.type][2]
     record: RunRecord = runner(
-        store, job, reset_diff=reset_diff, progress=progress, restart=restart
+        store, job, reset_diff=reset_diff, progress=progress, restart=restart, wait=wait
     )
     return record

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from engine.errors import LakeportError
+from engine.errors import Interrupted, LakeportError
+from engine.lease import Lease
 from engine.secrets import redact
 from engine.store import Store
 from pipelines.output import human_bytes
@@ -18,6 +19,7 @@ NO_NEW_FILE = "no new file"
 ALREADY_IMPORTED = "already imported"
 WAITING = "waiting for next file"
 STOPPED = "stopped: no next file"
+INTERRUPTED = "interrupted"
 
 
 @dataclass
@@ -101,10 +103,40 @@ _EXPORT_ONLY = {"users", "files"}
 
 
 def recorded(
-    store: Store, job: str, work: Callable[[RunRecord], None], kind: str = "import"
+    store: Store,
+    job: str,
+    work: Callable[[RunRecord], None],
+    kind: str = "import",
+    *,
+    wait: float | None = 0.0,
 ) -> RunRecord:
-    """Run `work`, keeping its record in state.db; a lakeport error makes a failed run."""
-    run_id = store.state.start_run(job)
+    """Run `work` under the job's lease (one run of a job at a time), keeping its record in
+    state.db: a lakeport error makes a failed run; an interruption (Ctrl-C, SIGTERM) an
+    `interrupted` one, and goes on up. A run whose process dies shows `died` when the runs
+    are next read.
+
+    Args:
+        wait: Seconds to wait while another run of the job holds the lease (None: as long as
+            it takes); past that, `JobRunning` is raised and no run is recorded.
+    """
+    lease = f"job:{job}"
+    with Lease(store.state, lease, wait=wait):
+        return _recorded(store, job, work, kind, lease)
+
+
+def interruption(exc: BaseException) -> str:
+    """What an interrupted run's record says."""
+    how = exc.signal_name if isinstance(exc, Interrupted) else "SIGINT (Ctrl-C)"
+    return (
+        f"interrupted by {how}: nothing that was not committed is kept; run the job again, "
+        "it finishes or undoes what this run left"
+    )
+
+
+def _recorded(
+    store: Store, job: str, work: Callable[[RunRecord], None], kind: str, lease: str
+) -> RunRecord:
+    run_id = store.state.start_run(job, lease=lease)
     record = RunRecord(job, kind=kind, run_id=run_id)
     started = time.perf_counter()
     try:
@@ -114,6 +146,10 @@ def recorded(
     except LakeportError as exc:
         record.status = FAILED
         record.error = redact(str(exc))
+    except (KeyboardInterrupt, Interrupted) as exc:
+        record.status = INTERRUPTED
+        record.error = interruption(exc)
+        raise
     finally:
         record.seconds = time.perf_counter() - started
         stats = {

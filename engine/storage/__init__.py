@@ -47,8 +47,10 @@ __all__ = [
     "open_input",
     "parse_url",
     "quiet_client_loggers",
+    "remove_files",
     "stat",
     "table_options",
+    "walk_files",
 ]
 
 # botocore logs signed request headers (session tokens included) at DEBUG: keep the AWS client
@@ -146,6 +148,40 @@ def list_directory(url: str, auth: Authorization | None = None) -> Listing:
         key=lambda info: info.name,
     )
     return Listing(location.url, directories, files)
+
+
+def walk_files(url: str, auth: Authorization | None = None) -> list[FileInfo]:
+    """Every file under `url`, at any depth (none when it does not exist)."""
+    location = parse_url(url)
+    if location.scheme == "s3":
+        _require_bucket(location, auth)
+    fs = filesystem(location, auth)
+    with _translating(auth, "list", location=location):
+        if not fs.exists(location.fs_path):
+            return []
+        found = fs.find(location.fs_path, detail=True)
+    if location.scheme == "s3":
+        return [
+            FileInfo(
+                url=f"s3://{entry['name']}",
+                name=_basename(entry["name"]),
+                size=int(entry.get("size") or 0),
+                last_modified=_utc(entry.get("LastModified")),
+                etag=str(entry.get("ETag", "")).strip('"') or None,
+            )
+            for entry in found.values()
+        ]
+    return [_local_info(location.scheme, entry) for entry in found.values()]
+
+
+def remove_files(urls: list[str], auth: Authorization | None = None) -> None:
+    """Delete these files or objects (one request per thousand in S3)."""
+    if not urls:
+        return
+    location = parse_url(urls[0])
+    fs = filesystem(location, auth)
+    with _translating(auth, "delete", location=location):
+        fs.rm([parse_url(url).fs_path for url in urls])
 
 
 def _require_bucket(location: Location, auth: Authorization | None) -> Authorization:
