@@ -75,7 +75,7 @@ def run(
         again: bool,
     ) -> CsvReader:
         return CsvReader(
-            lambda: storage.open_input(target.url, auth),
+            lambda: storage.open_input(target.url, auth, expected=target),
             name=target.url,
             dialect=job.dialect,
             fields=fields,

@@ -97,7 +97,7 @@ def run(
         again: bool,
     ) -> JsonReader:
         return JsonReader(
-            lambda: storage.open_input(target.url, auth),
+            lambda: storage.open_input(target.url, auth, expected=target),
             name=target.url,
             spill=store.path / "tmp",
             fields=fields,

@@ -7,6 +7,7 @@ schedule, limits) is declared once here and reused by every job type.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -87,8 +88,9 @@ def encoding(value: str) -> str:
 
 
 def positive(value: int | float) -> int | float:
-    if isinstance(value, bool) or value <= 0:
-        raise ValueError("must be a positive number")
+    # NaN compares false with everything: `not value > 0` refuses it, and inf is no limit.
+    if isinstance(value, bool) or not value > 0 or not math.isfinite(value):
+        raise ValueError("must be a positive, finite number")
     return value
 
 

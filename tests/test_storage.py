@@ -311,7 +311,14 @@ class _FakeS3:
         self.requests.append(request)
         start = int(request["Range"][6:-1]) if "Range" in request else 0
         body = _BrokenOnceBody(self.data[start:], 1000 if start == 0 else None)
-        return {"Body": body, "ETag": '"abc"', "ContentLength": len(self.data) - start}
+        answer: dict[str, object] = {
+            "Body": body,
+            "ETag": '"abc"',
+            "ContentLength": len(self.data) - start,
+        }
+        if "Range" in request:
+            answer["ContentRange"] = f"bytes {start}-{len(self.data) - 1}/{len(self.data)}"
+        return answer
 
 
 def test_an_s3_read_resumes_where_the_connection_broke() -> None:

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import codecs
 import io
+import math
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
-from engine.errors import BadInput, LimitExceeded
+from engine.errors import BadInput, ConfigError, LimitExceeded
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -73,6 +73,13 @@ class Limits:
     max_field_bytes: int = 1 << 20
     """The longest single field a reader accepts."""
 
+    def __post_init__(self) -> None:
+        for name in ("max_bytes", "max_ratio", "ratio_after", "max_line_bytes", "max_field_bytes"):
+            value = getattr(self, name)
+            # NaN compares false with everything, so `not value > 0` refuses it too.
+            if isinstance(value, bool) or not value > 0 or not math.isfinite(value):
+                raise ConfigError(f"limit {name} must be a positive, finite number, not {value!r}")
+
 
 def check_encoding(name: str) -> str:
     """The canonical codec name for a job's `encoding` setting."""
@@ -96,38 +103,107 @@ def compression_of(name: str, head: bytes) -> str | None:
     return None
 
 
+RAW_PIECE = 256 << 10
+"""Compressed bytes read from the object at a time."""
+
+
+class _Raw(io.RawIOBase):
+    """The object's bytes as stored, the first chunk (already read, to sniff) first; counts
+    what it hands on."""
+
+    def __init__(self, handle: IO[bytes], head: bytes) -> None:
+        super().__init__()
+        self._handle = handle
+        self._head = head
+        self.bytes = 0
+        """Bytes handed on so far."""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            data, self._head = self._head[:size], self._head[size:]
+        else:
+            data = bytes(self._handle.read(size))
+        self.bytes += len(data)
+        return data
+
+
 class _Decompressor:
-    """gzip or zstd, member after member / frame after frame; knows when a stream is cut."""
+    """gzip or zstd, member after member / frame after frame, pulled from the raw bytes at
+    most `size` bytes of output at a time, so a bomb is stopped before it is in memory; knows
+    when a stream is cut.
 
-    def __init__(self, kind: str) -> None:
+    gzip is zlib's, told the most it may give each call. zstd is Arrow's streaming decoder
+    (zstandard's decompressobj gives a call's whole output, however large, and its stream
+    reader does not notice a cut stream)."""
+
+    def __init__(self, kind: str, raw: _Raw, name: str) -> None:
         self.kind = kind
-        self._new: Callable[[], Any] = (
-            (lambda: zlib.decompressobj(wbits=31)) if kind == "gzip" else _zstd_object
-        )
-        self._obj = self._new()
-        self._started = False
+        self.name = name
+        self._raw = raw
+        self._obj: Any = zlib.decompressobj(wbits=31)
+        self._zstd: Any = None
+        if kind == "zstd":
+            import pyarrow as pa
 
-    def feed(self, data: bytes) -> bytes:
-        out = []
-        while data:
+            self._zstd = pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), "zstd")
+        self._started = False
+        self._pending = b""
+        self._raw_eof = False
+
+    @property
+    def consumed(self) -> int:
+        """Compressed bytes taken so far."""
+        return self._raw.bytes - len(self._pending)
+
+    def read(self, size: int) -> bytes:
+        """Up to `size` decompressed bytes (fewer only at the end); empty at the end."""
+        if self._zstd is not None:
+            return self._read_zstd(size)
+        out: list[bytes] = []
+        got = 0
+        while got < size:
+            if not self._pending:
+                if self._raw_eof:
+                    break
+                self._pending = self._raw.read(RAW_PIECE)
+                if not self._pending:
+                    self._raw_eof = True
+                    break
             self._started = True
-            out.append(self._obj.decompress(data))
-            if not self._obj.eof:
-                break
-            data = self._obj.unused_data
-            self._obj = self._new()
-            self._started = False
+            piece: bytes = self._obj.decompress(self._pending, size - got)
+            self._pending = self._obj.unconsumed_tail
+            if self._obj.eof:  # the member ends: another may follow
+                self._pending = self._obj.unused_data + self._pending
+                self._obj = zlib.decompressobj(wbits=31)
+                self._started = False
+            out.append(piece)
+            got += len(piece)
+        if not got and self._raw_eof and self._started:
+            raise self._truncated()
         return b"".join(out)
 
-    def finish(self, name: str) -> None:
-        if self._started and not self._obj.eof:
-            raise BadInput(name, None, f"the {self.kind} stream is truncated (it ends mid-stream)")
+    def _read_zstd(self, size: int) -> bytes:
+        import pyarrow as pa
 
+        out: list[bytes] = []
+        got = 0
+        try:
+            while got < size and (piece := self._zstd.read(size - got)):
+                out.append(piece)
+                got += len(piece)
+        except (pa.ArrowInvalid, OSError) as exc:
+            if "runcated" in str(exc):
+                raise self._truncated() from None
+            raise BadInput(self.name, None, f"is not a valid zstd stream ({exc})") from None
+        return b"".join(out)
 
-def _zstd_object() -> Any:
-    import zstandard
-
-    return zstandard.ZstdDecompressor().decompressobj()
+    def _truncated(self) -> BadInput:
+        return BadInput(
+            self.name, None, f"the {self.kind} stream is truncated (it ends mid-stream)"
+        )
 
 
 def peek_decompressed(handle: IO[bytes], *, name: str, size: int) -> tuple[bytes, str | None]:
@@ -136,11 +212,7 @@ def peek_decompressed(handle: IO[bytes], *, name: str, size: int) -> tuple[bytes
     compression = compression_of(name, head)
     if compression is None:
         return head[:size], None
-    decompressor = _Decompressor(compression)
-    out = decompressor.feed(head)
-    while len(out) < size and (more := handle.read(CHUNK)):
-        out += decompressor.feed(more)
-    return out[:size], compression
+    return _Decompressor(compression, _Raw(handle, head), name).read(size), compression
 
 
 class TextSource(io.RawIOBase):
@@ -171,25 +243,27 @@ class TextSource(io.RawIOBase):
         self._validate = validate_utf8 or self._codec != "utf-8"
         self._count_lines = count_lines or self._validate
         self._decoder = codecs.getincrementaldecoder(self._codec)(errors="strict")
-        self._decompressor: _Decompressor | None = None
         self._view = memoryview(b"")
         self._position = 0
         self._eof = False
         self._first = True
-        self.bytes_in = 0
-        """Bytes read from the object (compressed, when it is)."""
         self.bytes_out = 0
         """UTF-8 bytes produced so far (handed out, or held for the next read)."""
         self._lines_in_chunks = 0
         self._watch_byte = watch_byte
         self.saw_watched = False
         """Whether `watch_byte` (a CSV reader watches for quotes) occurs in any chunk so far."""
-        head = handle.read(CHUNK)
-        self.bytes_in += len(head)
+        head = bytes(handle.read(CHUNK))
         self.compression = compression_of(name, head)
-        if self.compression is not None:
-            self._decompressor = _Decompressor(self.compression)
-        self._raw_head = head
+        self._raw = _Raw(handle, head)
+        self._decompressor = (
+            None if self.compression is None else _Decompressor(self.compression, self._raw, name)
+        )
+
+    @property
+    def bytes_in(self) -> int:
+        """Bytes read from the object (compressed, when it is)."""
+        return self._raw.bytes
 
     # io.RawIOBase
 
@@ -203,7 +277,12 @@ class TextSource(io.RawIOBase):
         return len(data)
 
     def read(self, size: int = -1) -> Any:
-        """Up to `size` bytes (fewer at a chunk's end), as a view; empty at the end."""
+        """`size` bytes (fewer only at the end), however the object's bytes arrived; empty at
+        the end. A view of the chunk held when it holds them all, so most reads copy nothing.
+
+        A parser may take a short read for the end of a block: pyarrow's CSV reader then
+        makes a block of it, and a record longer than two such blocks fails as too long.
+        """
         if size is None or size < 0:
             parts = []
             while chunk := self.read(CHUNK):
@@ -213,9 +292,22 @@ class TextSource(io.RawIOBase):
             if self._eof:
                 return b""
             self._hold(self._next_chunk())
-        data = self._view[self._position : self._position + size]
-        self._position += len(data)
-        return data
+        if len(self._view) - self._position >= size:
+            data = self._view[self._position : self._position + size]
+            self._position += len(data)
+            return data
+        parts = [bytes(self._view[self._position :])]
+        got = len(parts[0])
+        self._hold(b"")
+        while got < size and not self._eof:
+            chunk = self._next_chunk()
+            take = chunk[: size - got]
+            parts.append(take)
+            got += len(take)
+            if len(take) < len(chunk):
+                self._hold(chunk)
+                self._position = len(take)
+        return b"".join(parts)
 
     def peek(self, size: int) -> bytes:
         """Up to `size` bytes that the next `read` will return, without consuming them."""
@@ -241,18 +333,16 @@ class TextSource(io.RawIOBase):
     # The pipeline: raw → decompressed → UTF-8 → checked
 
     def _next_chunk(self) -> bytes:
-        if self._raw_head:
-            raw, self._raw_head = self._raw_head, b""
+        if self._decompressor is not None:
+            data = self._decompressor.read(CHUNK)
         else:
-            raw = self._handle.read(CHUNK)
-            self.bytes_in += len(raw)
-        if not raw:
+            data = self._raw.read(CHUNK)
+            while data and len(data) < CHUNK and (more := self._raw.read(CHUNK - len(data))):
+                data += more  # a network read may be short: chunks are whole but for the last
+        if not data:
             self._eof = True
-            if self._decompressor is not None:
-                self._decompressor.finish(self.name)
             tail = self._decoder.decode(b"", final=True) if self._validate else ""
             return self._produce(tail.encode("utf-8")) if tail else b""
-        data = self._decompressor.feed(raw) if self._decompressor is not None else raw
         self._check_limits(len(data))
         if self._first and data:
             self._first = False
@@ -296,7 +386,7 @@ class TextSource(io.RawIOBase):
         if (
             self._decompressor is not None
             and produced > self.limits.ratio_after
-            and produced > self.limits.max_ratio * max(self.bytes_in, 1)
+            and produced > self.limits.max_ratio * max(self._decompressor.consumed, 1)
         ):
             raise LimitExceeded(
                 f"{self.name} decompresses more than {self.limits.max_ratio:g} times its "

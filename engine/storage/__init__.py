@@ -9,6 +9,7 @@ names the bucket, key or authorization, with the original kept as `__cause__`.
 
 from __future__ import annotations
 
+import io
 import logging
 from datetime import UTC, datetime
 from typing import IO, Any, cast
@@ -17,7 +18,7 @@ import fsspec
 from fsspec.spec import AbstractFileSystem
 
 from engine.auth import Authorization
-from engine.errors import ConfigError, NoSuchKey
+from engine.errors import ConfigError, NoSuchKey, SourceChanged
 from engine.storage.errors import _translate, _translating
 from engine.storage.locations import (
     BucketInfo,
@@ -244,24 +245,80 @@ def stat(url: str, auth: Authorization | None = None) -> FileInfo:
 
 
 def open_input(
-    url: str, auth: Authorization | None = None, *, block_size: int = 8 << 20
+    url: str,
+    auth: Authorization | None = None,
+    *,
+    block_size: int = 8 << 20,
+    expected: FileInfo | None = None,
 ) -> IO[bytes]:
     """Open an object or file for streaming reads.
 
     An S3 object is read as one streaming GET (several times faster than the ranged block reads
     of `s3fs.open`), resumed from where it broke if the connection drops, and pinned to the
     ETag it started with so that a changing object is not read half old, half new.
+
+    With `expected` (what a listing said of it), the read is pinned to that version: an S3 GET
+    asks for its ETag, and for S3 and local files alike the bytes must be exactly its size
+    (and match its MD5 where the ETag is one); otherwise `SourceChanged` is raised.
     """
     location = parse_url(url)
     if location.scheme == "s3":
         fs = _s3_filesystem(_require_bucket(location, auth))
-        stream = _S3Stream(fs, location, auth)
+        stream = _S3Stream(fs, location, auth, expected)
         stream.start()
         return cast(IO[bytes], stream)
     fs = filesystem(location, auth)
     with _translating(auth, "read", location=location):
+        if expected is not None and _local_info(
+            location.scheme, fs.info(location.fs_path)
+        ).etag != (expected.etag):
+            raise _changed(location, "its size or modification time is not what was listed")
         handle: IO[bytes] = fs.open(location.fs_path, "rb", block_size=block_size)
-    return handle
+    if expected is None:
+        return handle
+    return cast(IO[bytes], _SizedFile(handle, location, expected.size))
+
+
+def _changed(location: Location, what: str) -> SourceChanged:
+    return SourceChanged(
+        f"{location.url} changed while it was read ({what}): nothing of it was kept; run the "
+        "job again"
+    )
+
+
+class _SizedFile(io.RawIOBase):
+    """A local file whose bytes must be exactly the size that was listed."""
+
+    def __init__(self, handle: IO[bytes], location: Location, size: int) -> None:
+        super().__init__()
+        self._handle = handle
+        self._location = location
+        self._size = size
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(memoryview(buffer)))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self._handle.read(size)
+        self._position += len(data)
+        if self._position > self._size or (not data and size != 0 and self._position < self._size):
+            raise _changed(
+                self._location,
+                f"{self._position:,} bytes read of the {self._size:,} that were listed",
+            )
+        return data
+
+    def close(self) -> None:
+        try:
+            self._handle.close()
+        finally:
+            super().close()
 
 
 def _s3_info(bucket: str, obj: dict[str, Any]) -> FileInfo:

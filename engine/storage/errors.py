@@ -15,6 +15,7 @@ from engine.errors import (
     LakeportError,
     NoSuchBucket,
     NoSuchKey,
+    SourceChanged,
     StorageError,
 )
 from engine.storage.locations import Location
@@ -78,6 +79,11 @@ def _translate(
         return EndpointUnreachable(
             f"cannot reach {endpoint} to {action} {what} ({failure}): check the endpoint URL "
             f"of {who} and the network, then retry"
+        )
+    if code in ("PreconditionFailed", "412"):
+        return SourceChanged(
+            f"{what} changed while it was read (it is no longer the version that was listed): "
+            "run the job again"
         )
     if code in _INVALID_KEYS:
         reason = (

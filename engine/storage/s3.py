@@ -3,6 +3,7 @@ objects read as one streaming GET."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 from datetime import UTC, datetime, timedelta
@@ -11,9 +12,9 @@ from typing import Any
 from fsspec.spec import AbstractFileSystem
 
 from engine.auth import Authorization, AwsKeys, DefaultChain, DelegatedRole
-from engine.errors import ConfigError, LakeportError
-from engine.storage.errors import _translate, _translating
-from engine.storage.locations import Location, _utc
+from engine.errors import ConfigError, LakeportError, SourceChanged
+from engine.storage.errors import _translating
+from engine.storage.locations import FileInfo, Location, _utc
 
 logger = logging.getLogger("engine.storage")
 
@@ -109,35 +110,79 @@ def _assume_role(auth: DelegatedRole) -> dict[str, Any]:
 
 
 class _S3Stream(io.RawIOBase):
-    """One GET of an S3 object, read in chunks as the caller asks for them."""
+    """One GET of an S3 object, read in chunks as the caller asks for them, pinned to the
+    object that was listed.
+
+    With `expected` (the listing's size and ETag), the GET asks for that ETag (If-Match: an
+    object replaced since is refused), the answer must have the listed size, the bytes that
+    come must be exactly that many, and an ETag that is an MD5 (a single-part upload without
+    KMS or customer keys) is checked against the bytes. A read that breaks is resumed with a
+    Range request, which must be answered by that range (206 with its Content-Range): a
+    whole body spliced in would duplicate rows. Any of these failing is a `SourceChanged`.
+    """
 
     RESUMES = 3
 
-    def __init__(self, fs: Any, location: Location, auth: Authorization | None) -> None:
+    def __init__(
+        self,
+        fs: Any,
+        location: Location,
+        auth: Authorization | None,
+        expected: FileInfo | None = None,
+    ) -> None:
         super().__init__()
         self._fs = fs
         self._location = location
         self._auth = auth
+        self._expected = expected
         self._body: Any = None
-        self._etag: str | None = None
+        self._etag: str | None = expected.etag if expected else None
         self._position = 0
         self._size = 0
+        self._md5: Any = None
 
     def start(self) -> None:
         self._body = self._get(None)
 
     def _get(self, start: int | None) -> Any:
         request: dict[str, Any] = {"Bucket": self._location.bucket, "Key": self._location.key}
+        if self._etag:
+            request["IfMatch"] = f'"{self._etag}"'
         if start is not None:
             request["Range"] = f"bytes={start}-"
-            if self._etag:
-                request["IfMatch"] = f'"{self._etag}"'
         with _translating(self._auth, "read", location=self._location):
             answer = self._fs.call_s3("get_object", **request)
         if start is None:
             self._etag = str(answer.get("ETag", "")).strip('"') or None
             self._size = int(answer.get("ContentLength", 0))
+            if self._expected is not None and self._size != self._expected.size:
+                answer["Body"].close()
+                raise self._changed(
+                    f"S3 answered with {self._size:,} bytes for the {self._expected.size:,} "
+                    "that were listed"
+                )
+            if _is_md5(self._etag) and not (
+                answer.get("ServerSideEncryption") == "aws:kms"
+                or answer.get("SSECustomerAlgorithm")
+            ):
+                self._md5 = hashlib.md5(usedforsecurity=False)
+        else:
+            expected_range = f"bytes {start}-{self._size - 1}/{self._size}"
+            got = answer.get("ContentRange")
+            if got != expected_range:
+                answer["Body"].close()
+                raise self._changed(
+                    f"a read resumed at byte {start:,} was answered with "
+                    + (f"the range {got!r}" if got else "the whole object (no Content-Range)")
+                    + f", not {expected_range!r}"
+                )
         return answer["Body"]
+
+    def _changed(self, what: str) -> SourceChanged:
+        return SourceChanged(
+            f"{self._location.url} changed while it was read, or its bytes were cut short on "
+            f"the way ({what}): nothing of it was kept; run the job again"
+        )
 
     def readable(self) -> bool:
         return True
@@ -148,36 +193,69 @@ class _S3Stream(io.RawIOBase):
         return len(data)
 
     def read(self, size: int = -1) -> bytes:
-        from fsspec.asyn import sync
-
         if size is None or size < 0:
             parts = []
             while chunk := self.read(8 << 20):
                 parts.append(chunk)
             return b"".join(parts)
+        if self._position >= self._size:
+            self._check_end()
+            return b""
+        data = self._read_resuming(min(size, self._size - self._position))
+        self._position += len(data)
+        if self._md5 is not None:
+            self._md5.update(data)
+        if self._position >= self._size:
+            self._check_end()
+        return data
+
+    def _read_resuming(self, size: int) -> bytes:
+        from fsspec.asyn import sync
+
         for attempt in range(self.RESUMES + 1):
             try:
                 data: bytes = sync(self._fs.loop, self._body.read, size)
-                break
+                if not data:  # the body ended before the object did: as a broken read
+                    raise ConnectionResetError(
+                        f"the response ended at byte {self._position:,} of {self._size:,}"
+                    )
+                return data
             except LakeportError:
                 raise
             except Exception as exc:
-                if attempt == self.RESUMES or self._position >= self._size:
-                    raise _translate(exc, self._auth, "read", self._location, False) from exc
+                if attempt == self.RESUMES:
+                    raise self._changed(
+                        f"the read broke at byte {self._position:,} of {self._size:,}, "
+                        f"{self.RESUMES} resumes too ({type(exc).__name__}: {exc})"
+                    ) from exc
                 logger.info(
                     "resuming %s at byte %d after %s",
                     self._location.url,
                     self._position,
                     type(exc).__name__,
                 )
+                self._close_body()
                 self._body = self._get(self._position)
-        self._position += len(data)
-        return data
+        raise AssertionError("unreachable")
+
+    def _check_end(self) -> None:
+        if self._md5 is None:
+            return
+        digest, self._md5 = self._md5.hexdigest(), None
+        if digest != self._etag:
+            raise self._changed(f"the bytes' MD5 is {digest}, its ETag says {self._etag}")
+
+    def _close_body(self) -> None:
+        try:
+            self._body.close()
+        except Exception:  # closing a finished or broken response: nothing to keep
+            logger.debug("closing %s", self._location.url, exc_info=True)
 
     def close(self) -> None:
         if self._body is not None and not self.closed:
-            try:
-                self._body.close()
-            except Exception:  # closing a finished or broken response: nothing to keep
-                logger.debug("closing %s", self._location.url, exc_info=True)
+            self._close_body()
         super().close()
+
+
+def _is_md5(etag: str | None) -> bool:
+    return etag is not None and len(etag) == 32 and all(c in "0123456789abcdef" for c in etag)
