@@ -18,6 +18,7 @@ import pytest
 from engine.auth import AwsKeys
 from engine.secrets import Secret
 from engine.store import Store
+from tests.faults import FaultProxy
 
 # The public corpora live in shared/ beside the clone (as in CI), or where LAKEPORT_CORPORA says.
 CORPORA = Path(
@@ -158,6 +159,17 @@ def s3() -> Iterator[S3Server]:
         server_handle.close()
         _reset_auth(endpoint, b"inf")
         server.stop()
+
+
+@pytest.fixture
+def proxy(s3: S3Server) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of the S3 server (see tests/faults.py)."""
+    found = FaultProxy(s3.endpoint)
+    found.start()
+    try:
+        yield found
+    finally:
+        found.stop()
 
 
 @pytest.fixture
