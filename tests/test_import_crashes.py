@@ -1,0 +1,150 @@
+"""Imports that stop at every stage boundary — killed (os._exit, as SIGKILL or a power cut),
+Ctrl-C (SIGINT) or SIGTERM — then run again: every row of every file exactly once, counted
+as a multiset against the sources, and nothing left behind (no journal entry, no pending
+snapshot, no data file that no commit references).
+
+Each case runs `lakeport run` in a subprocess with the crash hook set (engine/crash.py) on the
+second file of a sequence, re-runs the job, then imports a third file. The local cases run by
+default; the same cases with the sources in S3 are marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from engine.crash import AT_ENV, CRASH_EXIT_CODE, IMPORT_STAGES, WITH_ENV
+from engine.store import Store
+from pipelines import importing, jobs
+from tests.conftest import S3Server
+
+HOW = {"exit": CRASH_EXIT_CODE, "SIGINT": 130, "SIGTERM": 143}
+STATUS = {"exit": "died", "SIGINT": "interrupted", "SIGTERM": "interrupted"}
+LAKEPORT = "import sys; from pipelines.cli import main; sys.argv[0] = 'lakeport'; main()"
+
+Row = tuple[str, str]
+
+
+def rows(start: int, count: int) -> list[Row]:
+    return [(f"u{i}", f"event {i % 5}") for i in range(start, start + count)]
+
+
+def encode(kind: str, found: list[Row]) -> bytes:
+    if kind == "csv":
+        return ("user_id,event\n" + "".join(f"{u},{e}\n" for u, e in found)).encode()
+    return "".join(json.dumps({"user_id": u, "event": e}) + "\n" for u, e in found).encode()
+
+
+FILES = [rows(0, 3000), rows(1500, 3000), rows(2500, 3000)]
+"""A sequence of three files, each sharing rows with the one before (for the diff)."""
+
+
+def expected(diff: bool) -> Counter[Row]:
+    total: Counter[Row] = Counter()
+    previous: Counter[Row] = Counter()
+    for found in FILES:
+        now = Counter(found)
+        total += (now - previous) if diff else now
+        previous = now
+    return total
+
+
+def cases(backends: list[str]) -> list[tuple[str, str, str, bool, str]]:
+    found = []
+    for backend in backends:
+        for kind in ("csv", "json"):
+            for diff in (True, False):
+                for stage in IMPORT_STAGES:
+                    if stage == "diffed" and not diff:
+                        continue  # a plain import has no diff to stop in
+                    for how in HOW:
+                        found.append((kind, stage, how, diff, backend))
+    return found
+
+
+def ids(case: tuple[str, str, str, bool, str]) -> str:
+    kind, stage, how, diff, backend = case
+    return f"{kind}-{stage}-{how}-{'diff' if diff else 'plain'}-{backend}"
+
+
+def crash_then_rerun(
+    case: tuple[str, str, str, bool, str], tmp_path: Path, s3: S3Server | None
+) -> None:
+    kind, stage, how, diff, backend = case
+    store_path = tmp_path / "store"
+    store = Store(store_path)
+    name = f"events_2026110{{}}.{kind}"
+    if backend == "s3":
+        assert s3 is not None
+        store.add_authorization(s3.authorization())
+        bucket = s3.new_bucket()
+        folder, auth = f"s3://{bucket}/in", 'auth = "moto"\n'
+
+        def put(number: int) -> None:
+            s3.put(bucket, "in/" + name.format(number), encode(kind, FILES[number - 1]))
+    else:
+        local = tmp_path / "in"
+        local.mkdir()
+        folder, auth = str(local), ""
+
+        def put(number: int) -> None:
+            (local / name.format(number)).write_bytes(encode(kind, FILES[number - 1]))
+
+    job_file = tmp_path / "job.toml"
+    job_file.write_text(
+        f'name = "crashing"\ntype = "{kind}-import"\nbucket = "{folder}"\n{auth}'
+        f'prefix = "events_"\nstream = "events"\ndiff = {"true" if diff else "false"}\n'
+    )
+    job = jobs.load(job_file.read_text(), str(job_file))
+    put(1)
+    assert jobs.run(store, job).status == "succeeded"
+    put(2)
+    crashed = subprocess.run(
+        [sys.executable, "-c", LAKEPORT, "--store", str(store_path), "run", str(job_file)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, AT_ENV: stage, WITH_ENV: how},
+        timeout=120,
+    )
+    assert crashed.returncode == HOW[how], crashed.stderr
+    assert "Traceback" not in crashed.stderr
+    assert "Fatal Python error" not in crashed.stderr
+    (last,) = store.state.runs("crashing", limit=1)
+    assert last.status == STATUS[how]
+    assert "run the job again" in (last.error or "")
+
+    again = jobs.run(store, job)
+    assert not again.failed, again.error
+    put(3)
+    for _ in range(2):  # the re-run may have imported the third file already: then nothing
+        record = jobs.run(store, job)
+        assert not record.failed, record.error
+    frame = store.stream("events").select("user_id", "event").collect()
+    assert Counter(frame.iter_rows()) == expected(diff)
+    # Nothing is left behind: no journal entry, no pending snapshot, no orphan data file.
+    assert store.state.get_journal("crashing", importing.JOURNAL) is None
+    snapshots = store.snapshots_path("crashing")
+    left = sorted(p.name for p in snapshots.iterdir()) if snapshots.exists() else []
+    assert left == (["current.parquet"] if diff else [])
+    assert store.remove_unreferenced("events") == []
+
+
+@pytest.mark.parametrize("case", cases(["local"]), ids=ids)
+def test_a_stopped_import_is_finished_exactly_once(
+    case: tuple[str, str, str, bool, str], tmp_path: Path
+) -> None:
+    crash_then_rerun(case, tmp_path, None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", cases(["s3"]), ids=ids)
+def test_a_stopped_import_from_s3_is_finished_exactly_once(
+    case: tuple[str, str, str, bool, str], tmp_path: Path, s3: S3Server
+) -> None:
+    crash_then_rerun(case, tmp_path, s3)
