@@ -623,15 +623,18 @@ class Store:
         files = tuple(table.file_uris()) if self.tables.scheme == "file" else ()
         return TableScan(pa.schema(table.schema()), table.to_pyarrow_dataset(), files)
 
-    def streams(self) -> list[StreamInfo]:
-        """Every stream with its row count (from the Delta log), fields and version."""
+    def stream_names(self) -> list[str]:
+        """The names of the streams' folders, a table in each (or, after a first append that
+        died, only files that no commit references)."""
         folder = self.tables.child("streams/").url
         with self._delta_errors(f"cannot list the streams in {folder}"):
-            names = [
-                d.rstrip("/") for d in storage.list_directory(folder, self._auth()).directories
-            ]
+            listing = storage.list_directory(folder, self._auth())
+        return sorted(d.rstrip("/") for d in listing.directories)
+
+    def streams(self) -> list[StreamInfo]:
+        """Every stream with its row count (from the Delta log), fields and version."""
         found = []
-        for name in sorted(names):
+        for name in self.stream_names():
             table = self._table(self.stream_url(name))
             if table is None:
                 continue

@@ -362,6 +362,28 @@ def store_init(obj: Context, tables: str | None, auth_name: str | None) -> None:
     click.echo(f"store {store.path.resolve()}: tables in {store.tables.url}")
 
 
+@store_group.command("vacuum")
+@click.argument("streams", nargs=-1, metavar="[STREAM]...")
+@OUTPUT_OPTION
+@click.pass_obj
+def store_vacuum(obj: Context, streams: tuple[str, ...], output: Output) -> None:
+    """Remove the data files of STREAMs (all when none) that no Delta commit references:
+    what an append that died before its commit left. Appends under way are not touched."""
+    store = obj.store()
+    removed = {name: store.remove_unreferenced(name) for name in streams or store.stream_names()}
+    if output == "json":
+        emit_json(removed)
+        return
+    for name, urls in removed.items():
+        for url in urls:
+            click.echo(f"removed {url}")
+        click.echo(
+            f"stream '{name}': {len(urls)} unreferenced file{'' if len(urls) == 1 else 's'} removed"
+        )
+    if not removed:
+        click.echo("no streams")
+
+
 @store_group.command("info")
 @OUTPUT_OPTION
 @click.pass_obj

@@ -17,10 +17,12 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from engine.crash import AT_ENV, CRASH_EXIT_CODE, IMPORT_STAGES, WITH_ENV
-from engine.store import Store
+from engine.lease import Lease
+from engine.store import Source, Store
 from pipelines import importing, jobs
 from tests.conftest import S3Server
 
@@ -148,3 +150,72 @@ def test_a_stopped_import_from_s3_is_finished_exactly_once(
     case: tuple[str, str, str, bool, str], tmp_path: Path, s3: S3Server
 ) -> None:
     crash_then_rerun(case, tmp_path, s3)
+
+
+def test_a_killed_import_leaves_a_data_file_the_next_run_removes(tmp_path: Path) -> None:
+    # Large enough that the Delta writer has a file under way when the process is killed.
+    store_path = tmp_path / "store"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    with (folder / "events_20261101.csv").open("w") as out:
+        out.write("user_id,event\n")
+        out.writelines(f"u{i},event {i} of {i * 7919 % 1000003}\n" for i in range(3_000_000))
+    job_file = tmp_path / "job.toml"
+    job_file.write_text(
+        f'name = "big"\ntype = "csv-import"\nbucket = "{folder}"\nprefix = "events_"\n'
+        'stream = "events"\n'
+    )
+    crashed = subprocess.run(
+        [sys.executable, "-c", LAKEPORT, "--store", str(store_path), "run", str(job_file)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, AT_ENV: "before-commit", WITH_ENV: "exit"},
+        timeout=120,
+    )
+    assert crashed.returncode == CRASH_EXIT_CODE, crashed.stderr
+    stream_folder = store_path / "streams" / "events"
+    left = [p for p in stream_folder.rglob("*") if p.is_file()]
+    assert left, "the killed append wrote no file: the test shows nothing"
+    assert not (stream_folder / "_delta_log").exists()
+    store = Store(store_path)
+    (died,) = store.state.runs("big")
+    assert died.status == "died"
+    record = jobs.run(store, jobs.load(job_file.read_text(), str(job_file)))
+    assert record.status == "succeeded"
+    assert "undid the unfinished import" in (record.note or "")
+    assert not any(p.exists() for p in left)
+    assert store.stream("events").collect().height == 3_000_000
+
+
+def test_store_vacuum_removes_what_a_dead_writer_left(tmp_path: Path) -> None:
+    store_path = tmp_path / "store"
+    store = Store(store_path)
+    batch = pa.record_batch({"user_id": pa.array(["u1", "u2"])})
+    store.append("events", [batch], source=Source("a.csv", "1"), job="j")
+    kept = sorted(p for p in (store_path / "streams" / "events").glob("*.parquet"))
+    orphan = store_path / "streams" / "events" / "part-00000-dead-c000.snappy.parquet"
+    orphan.write_bytes(b"PAR1 half a file")
+    done = subprocess.run(
+        [sys.executable, "-c", LAKEPORT, "--store", str(store_path), "store", "vacuum"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"removed {orphan}" in done.stdout
+    assert "stream 'events': 1 unreferenced file removed" in done.stdout
+    assert not orphan.exists()
+    assert sorted((store_path / "streams" / "events").glob("*.parquet")) == kept
+    assert store.stream("events").collect().height == 2
+
+
+def test_a_file_being_written_by_a_live_append_is_not_removed(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    batch = pa.record_batch({"user_id": pa.array(["u1"])})
+    store.append("events", [batch], source=Source("a.csv", "1"), job="j")
+    writing = tmp_path / "store" / "streams" / "events" / "part-00001-live-c000.snappy.parquet"
+    with Lease(store.state, f"append:{store.stream_url('events')}|some-app-id"):
+        writing.write_bytes(b"PAR1 being written")
+        assert store.remove_unreferenced("events") == []
+        assert writing.exists()
+    assert store.remove_unreferenced("events") == [str(writing)]

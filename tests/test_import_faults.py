@@ -10,6 +10,8 @@ a local folder can have. Rows are counted as a multiset against the source files
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -24,6 +26,7 @@ from pipelines.runs import RunRecord
 from tests.conftest import S3Server
 from tests.faults import FaultProxy, Rule
 
+LAKEPORT = "import sys; from pipelines.cli import main; sys.argv[0] = 'lakeport'; main()"
 ROWS = 240
 WIDE = 3000
 """Bytes of payload a row: rows longer than the proxy's tiny segments."""
@@ -207,3 +210,36 @@ def test_a_local_file_that_changes_after_it_was_listed(
     monkeypatch.setattr(importing, "pick_file", pick)
     assert run(store, text).status == "succeeded"
     assert stream_rows(store) == expected(first, now, diff=diff)
+
+
+@pytest.mark.parametrize("kind", ["csv", "json"])
+@pytest.mark.parametrize("case", [c for c in CASES if c.error], ids=lambda c: c.name)
+def test_a_failing_fault_ends_the_cli_with_exit_1_and_one_clear_line(
+    case: Case, kind: str, tmp_path: Path, s3: S3Server, proxy: FaultProxy
+) -> None:
+    # Also for the process as a whole: no fatal interpreter error while threads unwind.
+    store_path = tmp_path / "store"
+    Store(store_path).add_authorization(
+        replace(s3.authorization("proxied"), endpoint_url=proxy.endpoint)
+    )
+    bucket = s3.new_bucket()
+    body = encode(kind, rows_of("v1", count=2000))
+    s3.put(bucket, "in/events_20261101.csv", body)
+    job = tmp_path / "job.toml"
+    job.write_text(job_text(kind, f"s3://{bucket}/in", "proxied", diff=False))
+
+    def replace_object() -> None:
+        s3.put(bucket, "in/events_20261101.csv", body + body[-3020:])
+
+    proxy.add(*case.rules(Target(replace_object, lambda: body)))
+    done = subprocess.run(
+        [sys.executable, "-c", LAKEPORT, "--store", str(store_path), "run", str(job)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    assert case.error is not None
+    assert case.error in done.stderr
+    assert "Fatal Python error" not in done.stderr
+    assert "Traceback" not in done.stderr
