@@ -173,10 +173,14 @@ class _Decompressor:
                     self._raw_eof = True
                     break
             self._started = True
-            piece: bytes = self._obj.decompress(self._pending, size - got)
+            try:
+                piece: bytes = self._obj.decompress(self._pending, size - got)
+            except zlib.error as exc:
+                raise BadInput(self.name, None, f"is not a valid gzip stream ({exc})") from None
             self._pending = self._obj.unconsumed_tail
             if self._obj.eof:  # the member ends: another may follow
-                self._pending = self._obj.unused_data + self._pending
+                # What follows the member is in unused_data (zlib leaves it in the tail too).
+                self._pending = self._obj.unused_data
                 self._obj = zlib.decompressobj(wbits=31)
                 self._started = False
             out.append(piece)
