@@ -7,6 +7,7 @@ import logging
 import os
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,3 +228,15 @@ def bucket(tmp_path: Path) -> Path:
     folder = tmp_path / "bucket" / "exports"
     folder.mkdir(parents=True)
     return folder
+
+
+def imported_rows(*files: list[Any], diff: bool) -> Counter[Any]:
+    """What a stream must hold after importing `files` in order, as a multiset: every row of
+    each, or with the diff, the rows of each that the one before did not have."""
+    total: Counter[Any] = Counter()
+    previous: Counter[Any] = Counter()
+    for rows in files:
+        now = Counter(rows)
+        total += (now - previous) if diff else now
+        previous = now
+    return total

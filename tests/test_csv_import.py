@@ -280,12 +280,12 @@ CRASH = textwrap.dedent(
     import os, signal, sys
     from pathlib import Path
     from engine.store import Store
-    from pipelines import jobs, importing
+    from pipelines import jobs, import_state
 
     def die(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
 
-    importing.remember_file = die  # after the stream commit, before the job's state moves on
+    import_state.remember_file = die  # after the stream commit, before the job's state moves on
     job, _ = jobs.load_file(Path(sys.argv[2]))
     jobs.run(Store(sys.argv[1]), job)
     """

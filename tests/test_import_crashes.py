@@ -23,8 +23,8 @@ import pytest
 from engine.crash import AT_ENV, CRASH_EXIT_CODE, IMPORT_STAGES, WITH_ENV
 from engine.lease import Lease
 from engine.store import Source, Store
-from pipelines import importing, jobs
-from tests.conftest import S3Server
+from pipelines import import_state, jobs
+from tests.conftest import S3Server, imported_rows
 
 HOW = {"exit": CRASH_EXIT_CODE, "SIGINT": 130, "SIGTERM": 143}
 STATUS = {"exit": "died", "SIGINT": "interrupted", "SIGTERM": "interrupted"}
@@ -48,13 +48,7 @@ FILES = [rows(0, 3000), rows(1500, 3000), rows(2500, 3000)]
 
 
 def expected(diff: bool) -> Counter[Row]:
-    total: Counter[Row] = Counter()
-    previous: Counter[Row] = Counter()
-    for found in FILES:
-        now = Counter(found)
-        total += (now - previous) if diff else now
-        previous = now
-    return total
+    return imported_rows(*FILES, diff=diff)
 
 
 def cases(backends: list[str]) -> list[tuple[str, str, str, bool, str]]:
@@ -135,7 +129,7 @@ def crash_then_rerun(
     frame = store.stream("events").select("user_id", "event").collect()
     assert Counter(frame.iter_rows()) == expected(diff)
     # Nothing is left behind: no journal entry, no pending snapshot, no orphan data file.
-    assert store.state.get_journal("crashing", importing.JOURNAL) is None
+    assert store.state.get_journal("crashing", import_state.JOURNAL) is None
     snapshots = store.snapshots_path("crashing")
     left = sorted(p.name for p in snapshots.iterdir()) if snapshots.exists() else []
     assert left == (["current.parquet"] if diff else [])

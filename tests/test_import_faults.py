@@ -23,7 +23,7 @@ import pytest
 from engine.store import Store
 from pipelines import importing, jobs
 from pipelines.runs import RunRecord
-from tests.conftest import S3Server
+from tests.conftest import S3Server, imported_rows
 from tests.faults import FaultProxy, Rule
 
 LAKEPORT = "import sys; from pipelines.cli import main; sys.argv[0] = 'lakeport'; main()"
@@ -68,16 +68,7 @@ def stream_rows(store: Store) -> Counter[Row]:
     return Counter(frame.iter_rows())
 
 
-def expected(*files: list[Row], diff: bool) -> Counter[Row]:
-    """What the stream must hold after importing `files` in order: every row of each, or
-    with the diff, the rows of each that the one before did not have (as multisets)."""
-    total: Counter[Row] = Counter()
-    previous: Counter[Row] = Counter()
-    for rows in files:
-        now = Counter(rows)
-        total += (now - previous) if diff else now
-        previous = now
-    return total
+expected = imported_rows
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ names the bucket, key or authorization, with the original kept as `__cause__`.
 
 from __future__ import annotations
 
-import io
 import logging
 from datetime import UTC, datetime
 from typing import IO, Any, cast
@@ -25,6 +24,7 @@ from engine.storage.locations import (
     FileInfo,
     Listing,
     Location,
+    Reader,
     Scheme,
     _basename,
     _utc,
@@ -286,7 +286,7 @@ def _changed(location: Location, what: str) -> SourceChanged:
     )
 
 
-class _SizedFile(io.RawIOBase):
+class _SizedFile(Reader):
     """A local file whose bytes must be exactly the size that was listed."""
 
     def __init__(self, handle: IO[bytes], location: Location, size: int) -> None:
@@ -295,14 +295,6 @@ class _SizedFile(io.RawIOBase):
         self._location = location
         self._size = size
         self._position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(memoryview(buffer)))
-        memoryview(buffer).cast("B")[: len(data)] = data
-        return len(data)
 
     def read(self, size: int = -1) -> bytes:
         data: bytes = self._handle.read(size)

@@ -4,7 +4,6 @@ objects read as one streaming GET."""
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,7 +13,7 @@ from fsspec.spec import AbstractFileSystem
 from engine.auth import Authorization, AwsKeys, DefaultChain, DelegatedRole
 from engine.errors import ConfigError, LakeportError, SourceChanged
 from engine.storage.errors import _translating
-from engine.storage.locations import FileInfo, Location, _utc
+from engine.storage.locations import FileInfo, Location, Reader, _utc
 
 logger = logging.getLogger("engine.storage")
 
@@ -109,7 +108,7 @@ def _assume_role(auth: DelegatedRole) -> dict[str, Any]:
     return keys
 
 
-class _S3Stream(io.RawIOBase):
+class _S3Stream(Reader):
     """One GET of an S3 object, read in chunks as the caller asks for them, pinned to the
     object that was listed.
 
@@ -183,14 +182,6 @@ class _S3Stream(io.RawIOBase):
             f"{self._location.url} changed while it was read, or its bytes were cut short on "
             f"the way ({what}): nothing of it was kept; run the job again"
         )
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(memoryview(buffer)))
-        memoryview(buffer).cast("B")[: len(data)] = data
-        return len(data)
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
