@@ -429,6 +429,11 @@ class StateDB:
                 )
             return run_id
 
+    def set_run_object(self, run_id: int, object_key: str) -> None:
+        """Name the object a run works on as soon as it is known (a run that dies says it)."""
+        with self._connect() as conn:
+            conn.execute("UPDATE runs SET object = ? WHERE id = ?", (object_key, run_id))
+
     def finish_run(
         self,
         run_id: int,

@@ -570,13 +570,29 @@ class Store:
 
     def _remove_unreferenced(self, uri: str) -> list[str]:
         auth = self._auth()
+        # An append under way has written files that no commit references yet: keep every
+        # file (and upload) that is not older than the oldest live writer of the table.
+        writers = [h for h in self.state.leases(f"{_WRITER}{uri}|") if h.alive()]
+        cutoff = min((datetime.fromisoformat(h.started_at) for h in writers), default=None)
+        if cutoff is not None:
+            cutoff -= _CLOCK_MARGIN
+
+        def old(info: storage.FileInfo) -> bool:
+            return cutoff is None or (
+                info.last_modified is not None and info.last_modified < cutoff
+            )
+
         files = [
             f
             for f in storage.walk_files(uri, auth)
-            if "/_delta_log/" not in f.url and not f.name.startswith(("_", "."))
+            if "/_delta_log/" not in f.url and not f.name.startswith(("_", ".")) and old(f)
         ]
+        # In S3, a writer that died mid-file leaves a multipart upload that was never
+        # completed: its parts are stored (and billed) until aborted.
+        uploads = [u for u in storage.open_uploads(uri, auth) if old(u)]
+        storage.abort_uploads(uploads, auth)
         if not files:
-            return []
+            return [f"{u.url} (unfinished upload)" for u in uploads]
         table = self._table(uri)
         referenced: set[str] = set()
         if table is not None:
@@ -585,20 +601,9 @@ class Store:
                 removed = table.vacuum(0, True, False, full=False)
                 kept = {*table.file_uris(), *(f"{uri.rstrip('/')}/{path}" for path in removed)}
             referenced = {_plain(u) for u in kept}
-        # An append under way has written files that no commit references yet: keep every
-        # file that is not older than the oldest live writer of the table.
-        writers = [h for h in self.state.leases(f"{_WRITER}{uri}|") if h.alive()]
-        cutoff = min((datetime.fromisoformat(h.started_at) for h in writers), default=None)
-        if cutoff is not None:
-            cutoff -= _CLOCK_MARGIN
-        unreferenced = [
-            f.url
-            for f in files
-            if _plain(f.url) not in referenced
-            and (cutoff is None or (f.last_modified is not None and f.last_modified < cutoff))
-        ]
+        unreferenced = [f.url for f in files if _plain(f.url) not in referenced]
         storage.remove_files(unreferenced, auth)
-        return unreferenced
+        return unreferenced + [f"{u.url} (unfinished upload)" for u in uploads]
 
     def is_committed(self, stream: str, job: str, source: Source) -> bool:
         """Whether this (job, source, ETag) is already in the stream."""

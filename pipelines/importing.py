@@ -412,6 +412,8 @@ def run_import(
     target = picked.file
     source = Source(target.url, target.etag)
     record.object = target.url
+    if record.run_id is not None:
+        store.state.set_run_object(record.run_id, target.url)
     crash_point("listed")
     commit = Commit(job.name, job.stream, source, picked)
     snapshots = commit.snapshots(store)

@@ -118,6 +118,7 @@ def crash_then_rerun(
     assert "Fatal Python error" not in crashed.stderr
     (last,) = store.state.runs("crashing", limit=1)
     assert last.status == STATUS[how]
+    assert (last.object or "").endswith(name.format(1 if on_first_file else 2))
     assert "run the job again" in (last.error or "")
 
     again = jobs.run(store, job)
@@ -227,3 +228,68 @@ def test_a_file_being_written_by_a_live_append_is_not_removed(tmp_path: Path) ->
         assert store.remove_unreferenced("events") == []
         assert writing.exists()
     assert store.remove_unreferenced("events") == [str(writing)]
+
+
+@pytest.mark.parametrize("stage", ["read", "before-commit", "committed", "snapshot"])
+def test_a_killed_import_into_tables_in_s3_is_finished_exactly_once(
+    stage: str, tmp_path: Path, s3: S3Server
+) -> None:
+    store_path = tmp_path / "store"
+    Store(store_path).add_authorization(s3.authorization())
+    tables = s3.new_bucket()
+    store = Store(store_path, tables=f"s3://{tables}/lake", tables_auth="moto")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    job_file = tmp_path / "job.toml"
+    job_file.write_text(
+        f'name = "lake"\ntype = "csv-import"\nbucket = "{folder}"\nprefix = "events_"\n'
+        'stream = "events"\ndiff = true\n'
+    )
+    job = jobs.load(job_file.read_text(), str(job_file))
+    for number, found in enumerate(FILES, start=1):
+        (folder / f"events_2026110{number}.csv").write_bytes(encode("csv", found))
+    crashed = subprocess.run(
+        [sys.executable, "-c", LAKEPORT, "--store", str(store_path), "run", str(job_file)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, AT_ENV: stage, WITH_ENV: "exit"},
+        timeout=120,
+    )
+    assert crashed.returncode == CRASH_EXIT_CODE, crashed.stderr
+    for _ in range(4):
+        record = jobs.run(store, job)
+        assert not record.failed, record.error
+    frame = store.stream("events").select("user_id", "event").collect()
+    assert Counter(frame.iter_rows()) == expected(True)
+    assert store.remove_unreferenced("events") == []
+
+
+def test_a_killed_import_into_s3_leaves_no_unfinished_upload(tmp_path: Path, s3: S3Server) -> None:
+    store_path = tmp_path / "store"
+    Store(store_path).add_authorization(s3.authorization())
+    tables = s3.new_bucket()
+    store = Store(store_path, tables=f"s3://{tables}/lake", tables_auth="moto")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    with (folder / "events_20261101.csv").open("w") as out:
+        out.write("user_id,event\n")
+        out.writelines(f"u{i},event {i} of {i * 7919 % 1000003}\n" for i in range(3_000_000))
+    job_file = tmp_path / "job.toml"
+    job_file.write_text(
+        f'name = "lake"\ntype = "csv-import"\nbucket = "{folder}"\nprefix = "events_"\n'
+        'stream = "events"\n'
+    )
+    crashed = subprocess.run(
+        [sys.executable, "-c", LAKEPORT, "--store", str(store_path), "run", str(job_file)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, AT_ENV: "before-commit", WITH_ENV: "exit"},
+        timeout=120,
+    )
+    assert crashed.returncode == CRASH_EXIT_CODE, crashed.stderr
+    client = s3.client()
+    assert client.list_multipart_uploads(Bucket=tables).get("Uploads"), "no upload under way"
+    record = jobs.run(store, jobs.load(job_file.read_text(), str(job_file)))
+    assert record.status == "succeeded", record.error
+    assert not client.list_multipart_uploads(Bucket=tables).get("Uploads")
+    assert store.stream("events").collect().height == 3_000_000

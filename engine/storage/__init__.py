@@ -41,11 +41,13 @@ __all__ = [
     "_S3Stream",
     "_translate",
     "_translating",
+    "abort_uploads",
     "caller_identity",
     "filesystem",
     "list_buckets",
     "list_directory",
     "open_input",
+    "open_uploads",
     "parse_url",
     "quiet_client_loggers",
     "remove_files",
@@ -183,6 +185,49 @@ def remove_files(urls: list[str], auth: Authorization | None = None) -> None:
     fs = filesystem(location, auth)
     with _translating(auth, "delete", location=location):
         fs.rm([parse_url(url).fs_path for url in urls])
+
+
+def open_uploads(url: str, auth: Authorization | None = None) -> list[FileInfo]:
+    """The multipart uploads begun and neither completed nor aborted under an S3 prefix, as
+    FileInfos (`etag` holds the upload id, `last_modified` when it began); none elsewhere."""
+    location = parse_url(url)
+    if location.scheme != "s3":
+        return []
+    fs = _s3_filesystem(_require_bucket(location, auth))
+    prefix = location.key.rstrip("/") + "/"
+    found: list[FileInfo] = []
+    request: dict[str, Any] = {"Bucket": location.bucket, "Prefix": prefix}
+    with _translating(auth, "list the unfinished uploads of", location=location):
+        while True:
+            page = fs.call_s3("list_multipart_uploads", **request)
+            found += [
+                FileInfo(
+                    url=f"s3://{location.bucket}/{upload['Key']}",
+                    name=_basename(upload["Key"]),
+                    size=0,
+                    last_modified=_utc(upload.get("Initiated")),
+                    etag=upload["UploadId"],
+                )
+                for upload in page.get("Uploads", [])
+            ]
+            if not page.get("IsTruncated"):
+                return found
+            request["KeyMarker"] = page["NextKeyMarker"]
+            request["UploadIdMarker"] = page["NextUploadIdMarker"]
+
+
+def abort_uploads(uploads: list[FileInfo], auth: Authorization | None = None) -> None:
+    """Abort multipart uploads found by `open_uploads`: their parts are deleted."""
+    for upload in uploads:
+        location = parse_url(upload.url)
+        fs = _s3_filesystem(_require_bucket(location, auth))
+        with _translating(auth, "abort an unfinished upload of", location=location):
+            fs.call_s3(
+                "abort_multipart_upload",
+                Bucket=location.bucket,
+                Key=location.key,
+                UploadId=upload.etag,
+            )
 
 
 def _require_bucket(location: Location, auth: Authorization | None) -> Authorization:
