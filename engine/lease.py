@@ -34,7 +34,7 @@ class Lease:
 
     Args:
         state: The store's state.db.
-        name: What is leased (`job:NAME`, `append:STREAM:ID`).
+        name: What is leased (`job:NAME`, or `append:TABLE_URI|APP_ID` for an append).
         wait: Seconds to wait for a held lease (0: fail at once with `JobRunning`; None:
             wait as long as it takes).
     """

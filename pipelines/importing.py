@@ -5,7 +5,6 @@ state. A job type (`csv_import`, later `json_import`) brings its spec and its re
 from __future__ import annotations
 
 import difflib
-import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +47,6 @@ from pipelines.spec import timezone as timezone_check
 
 EMPTY_RUNS = "empty_runs"
 """Runs in a row that found no next file (a continuous JSON import stops after some)."""
-logger = logging.getLogger(__name__)
 REJECTED_SCHEMA = pa.schema([(LINE, pa.int64()), ("reason", pa.string()), ("text", pa.string())])
 
 
@@ -502,7 +500,9 @@ def run_import(
     record.rows_rejected = len(rejections.rows)
     record.rows_skipped = (snapshots.fingerprinted - result.rows) if job.diff else 0
     record.bytes = reader.bytes_read
+    notes = [record.note] if record.note else []  # what the start of the run settled
     if reader.rows_read == 0 and not rejections.rows:
-        record.note = "the file has a header and no rows: nothing to import"
+        notes.append("the file has a header and no rows: nothing to import")
     elif reader.rows_blank:
-        record.note = f"{reader.rows_blank:,} blank rows skipped"
+        notes.append(f"{reader.rows_blank:,} blank rows skipped")
+    record.note = "; ".join(notes) or None
