@@ -356,11 +356,31 @@ class Store:
         """Every audience's condition, by name."""
         return self.state.audiences()
 
-    def audience_sizes(self) -> dict[str, int]:
-        """How many profiles each audience holds (one pass over the profiles)."""
+    def broken_audiences(self) -> dict[str, str]:
+        """The audiences whose condition no longer runs on the profiles (a rebuild changed or
+        dropped a field it uses), each with the reason."""
         from engine.profiles import audiences
 
-        return audiences.sizes(self._profiles_or_fail(), self.audiences(), spill=self._spill())
+        columns = self._profile_columns()
+        broken = {}
+        for name, condition in self.audiences().items():
+            try:
+                audiences.check(condition, columns)
+            except ConfigError as exc:
+                broken[name] = str(exc)
+        return broken
+
+    def _working_audiences(self) -> dict[str, str]:
+        broken = self.broken_audiences()
+        return {n: c for n, c in self.audiences().items() if n not in broken}
+
+    def audience_sizes(self) -> dict[str, int]:
+        """How many profiles each audience holds (one pass over the profiles); a broken
+        audience (see `broken_audiences`) is left out."""
+        from engine.profiles import audiences
+
+        working = self._working_audiences()
+        return audiences.sizes(self._profiles_or_fail(), working, spill=self._spill())
 
     def audience(self, name: str) -> pl.LazyFrame:
         """The profiles in an audience, as a Polars LazyFrame."""
@@ -381,7 +401,7 @@ class Store:
         from engine.profiles import audiences
 
         profiles = self._profiles_or_fail()
-        conditions = self.audiences()
+        conditions = self._working_audiences()
         schema = pa.schema(
             [profiles.schema.field("_profile_id"), pa.field("audiences", pa.list_(pa.string()))]
         )
@@ -419,7 +439,7 @@ class Store:
             )
         return audiences.memberships(
             profiles,
-            self.audiences(),
+            self._working_audiences(),
             spill=self._spill(),
             columns=columns or known,
             where=condition,
@@ -452,10 +472,19 @@ class Store:
         )
 
     def _condition(self, audience: str) -> str:
+        """The audience's condition, checked against the profiles as they are now."""
+        from engine.profiles import audiences
+
         condition = self.audiences().get(audience)
         if condition is None:
             raise ConfigError(f"no audience named '{audience}' ({self._audience_names()})")
-        return condition
+        try:
+            return audiences.check(condition, self._profile_columns())
+        except ConfigError as exc:
+            raise ConfigError(
+                f"audience '{audience}' is broken: {exc}; remove it and create it again "
+                f"for the profiles as they are (`lakeport audience remove {audience}`)"
+            ) from None
 
     def _audience_names(self) -> str:
         names = list(self.audiences())

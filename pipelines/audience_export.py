@@ -240,6 +240,7 @@ def export_audience(
             f"job '{job.name}': the profiles have a field named '{SEGMENTS}', which the "
             "segments option would hide: leave segments off, or rename that field"
         )
+    broken = store.broken_audiences() if job.segments else {}
     rows = store.audience_rows(
         job.audience,
         columns=None if chosen is None else [*chosen, *hidden],
@@ -268,9 +269,16 @@ def export_audience(
     record.bytes = result.bytes
     record.files = [f.key for f in result.files] + [result.manifest]
     record.object = _url(job.bucket, result.manifest)
+    notes = []
+    if broken:
+        notes.append(
+            "segments leave out the broken audience(s) "
+            + ", ".join(f"{name} ({reason})" for name, reason in broken.items())
+        )
     if server is not None and job.email_to:
         _email(server, job, destination, result)
-        record.note = f"emailed links to {', '.join(job.email_to)}"
+        notes.append(f"emailed links to {', '.join(job.email_to)}")
+    record.note = "; ".join(notes) or None
     return result
 
 

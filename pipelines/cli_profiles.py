@@ -24,14 +24,23 @@ def profiles() -> None:
     show_default=True,
     help="DuckDB's memory limit; past it the build spills to the store's tmp/.",
 )
+@click.option(
+    "--allow-empty",
+    is_flag=True,
+    help="Replace the profiles even when the build makes none from the events there are.",
+)
 @OUTPUT_OPTION
 @click.pass_obj
-def profiles_build(obj: Context, rules: Path, memory_limit: str, output: Output) -> None:
+def profiles_build(
+    obj: Context, rules: Path, memory_limit: str, allow_empty: bool, output: Output
+) -> None:
     """Rebuild the profiles table from the streams, by the rules in RULES (profiles.toml)."""
     from pipelines.profiles import build_profiles
 
     with activity("Building profiles"):
-        result = build_profiles(obj.store(), rules, memory_limit=memory_limit)
+        result = build_profiles(
+            obj.store(), rules, memory_limit=memory_limit, allow_empty=allow_empty
+        )
     report = result.report
     if output == "json":
         emit_json(
@@ -119,15 +128,27 @@ def audience_list(obj: Context, output: Output) -> None:
     store = obj.store()
     conditions = store.audiences()
     with activity("Counting audiences"):
-        sizes = store.audience_sizes() if conditions else {}
+        broken = store.broken_audiences() if conditions else {}
+        sizes = store.audience_sizes() if len(conditions) > len(broken) else {}
     rows = [
-        {"name": name, "profiles": sizes[name], "where": condition}
+        {
+            "name": name,
+            "profiles": sizes.get(name),
+            "where": condition,
+            **({"broken": broken[name]} if name in broken else {}),
+        }
         for name, condition in conditions.items()
     ]
     if output == "json":
         emit_json(rows)
         return
-    emit_table(rows, ["name", "profiles", "where"], title="audiences", empty="no audiences yet")
+    shown = [
+        {**row, "profiles": "broken" if row["profiles"] is None else row["profiles"]}
+        for row in rows
+    ]
+    emit_table(shown, ["name", "profiles", "where"], title="audiences", empty="no audiences yet")
+    for name, reason in broken.items():
+        click.echo(f"audience {name} is broken: {reason}", err=True)
 
 
 @audience.command("show")

@@ -33,8 +33,13 @@ class BuildResult:
     streams: list[str]
 
 
-def build_profiles(store: Store, path: str | Path, *, memory_limit: str = "2GB") -> BuildResult:
-    """Build the profiles from the rules in `path` and replace the store's profiles table."""
+def build_profiles(
+    store: Store, path: str | Path, *, memory_limit: str = "2GB", allow_empty: bool = False
+) -> BuildResult:
+    """Build the profiles from the rules in `path` and replace the store's profiles table.
+
+    A build that would make no profile from events that exist (none has an identity value) is
+    refused unless `allow_empty`: the profiles there are kept."""
     started = time.monotonic()
     config = profiles_config.load(path)
     if config.sources is not None:
@@ -54,6 +59,12 @@ def build_profiles(store: Store, path: str | Path, *, memory_limit: str = "2GB")
         memory_limit=memory_limit,
     )
     try:
+        if report.events and not report.identities and not allow_empty:
+            raise ConfigError(
+                f"the build would make 0 profiles from {report.events:,} events: none of them "
+                f"has a value in by = {list(config.by)}; the profiles there are kept. Check "
+                "`by` (and [sources] renames), or pass --allow-empty to replace them anyway"
+            )
         report.profiles = store.replace_profiles(rows, config.to_json())
     finally:
         connection.close()

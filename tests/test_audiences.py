@@ -230,3 +230,34 @@ def test_profiles_load_from_s3(store: Store, s3: Any, tmp_path: Path) -> None:
     assert load_profiles(store, f"s3://{bucket}/ready/profiles.csv", ["user_id"], auth=auth) == 3
     store.create_audience("high", "score > 10")
     assert store.audience_sizes() == {"high": 2}
+
+
+def test_a_condition_that_fails_per_row_is_refused_and_not_saved(profiled: Store) -> None:
+    with pytest.raises(ConfigError, match=r"cannot run on the profiles.*"):
+        profiled.create_audience("t11", "tags = 'vip'")  # a string against a list of strings
+    assert "t11" not in profiled.audiences()
+    profiled.create_audience("us", "country = 'US'")
+    assert profiled.audience_sizes() == {"us": 2}
+
+
+def test_one_broken_audience_never_breaks_the_others(profiled: Store, tmp_path: Path) -> None:
+    profiled.create_audience("us", "country = 'US'")
+    profiled.create_audience("high", "score > 100")
+    # A rebuild without the score field breaks "high" (and only it).
+    rules = tmp_path / "fewer.toml"
+    rules.write_text('by = ["user_id"]\n[fields.country]\nfrom = "country"\nagg = "latest"\n')
+    build_profiles(profiled, rules)
+    assert list(profiled.broken_audiences()) == ["high"]
+    assert profiled.audience_sizes() == {"us": 2}
+    memberships = profiled.memberships().collect()
+    assert {tuple(a) for a in memberships["audiences"].to_list()} == {("us",), ()}
+    with pytest.raises(ConfigError, match=r"audience 'high' is broken: .*score.*audience remove"):
+        profiled.audience_rows("high")
+    listed = CliRunner().invoke(
+        cli, ["--store", str(profiled.path), "audience", "list", "-o", "json"]
+    )
+    assert listed.exit_code == 0, listed.output
+    rows = {row["name"]: row for row in json.loads(listed.stdout)}
+    assert rows["us"]["profiles"] == 2
+    assert rows["high"]["profiles"] is None
+    assert "score" in rows["high"]["broken"]

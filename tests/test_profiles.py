@@ -387,3 +387,37 @@ def test_a_csv_whose_later_rows_break_its_types_fails_clearly(store: Store, tmp_
     ):
         load_profiles(store, str(path), ["user_id"])
     assert store.profiles_scan() is None  # nothing committed
+
+
+def test_a_misspelt_identity_field_is_refused_and_the_profiles_stay(
+    store: Store, tmp_path: Path
+) -> None:
+    append(store, "events", [{"user_id": "1", "ts": 1}, {"user_id": "2", "ts": 2}], "f1")
+    good = build(store, tmp_path, 'by = ["user_id"]\n')["rows"]
+    with pytest.raises(ConfigError, match=r"by: no stream has a field 'userid'.*'user_id'\?"):
+        build(store, tmp_path, 'by = ["userid"]\n')
+    assert store.profiles().collect().to_dicts() == good
+
+
+@pytest.mark.parametrize(("source", "near"), [("amont", "amount"), ("contry", "country")])
+def test_a_misspelt_rule_field_names_the_nearest(
+    store: Store, tmp_path: Path, source: str, near: str
+) -> None:
+    append(store, "events", [{"user_id": "1", "amount": "3", "country": "GB"}], "f1")
+    rules = f'by = ["user_id"]\n[fields.x]\nfrom = "{source}"\nagg = "latest"\n'
+    with pytest.raises(ConfigError, match=rf"fields.x: no stream has a field '{source}'.*'{near}'"):
+        build(store, tmp_path, rules)
+
+
+def test_a_build_of_no_profiles_from_events_is_refused_unless_allowed(
+    store: Store, tmp_path: Path
+) -> None:
+    append(store, "events", [{"user_id": "1", "ts": 1}], "f1")
+    good = build(store, tmp_path, 'by = ["user_id"]\n')["rows"]
+    append(store, "other", [{"email": "", "ts": 1}], "f2")
+    rules = tmp_path / "only-other.toml"
+    rules.write_text('by = ["email"]\n[sources.other]\n')
+    with pytest.raises(ConfigError, match=r"0 profiles from 1 events.*--allow-empty"):
+        build_profiles(store, rules)
+    assert store.profiles().collect().to_dicts() == good
+    assert build_profiles(store, rules, allow_empty=True).report.profiles == 0

@@ -209,9 +209,12 @@ def _walk(node: Any, expression: str, columns: Mapping[str, pa.DataType]) -> Non
 
 
 def _bind(con: Any, expression: str, columns: Mapping[str, pa.DataType]) -> None:
-    """Run the condition over no rows of the profiles' shape: type errors show now."""
-    empty = pa.schema([pa.field(name, kind) for name, kind in columns.items()]).empty_table()
-    con.register("profiles", empty)
+    """Run the condition over a row of the profiles' shape, every field null: binder and
+    type errors show now, also those DuckDB raises only when a row is evaluated (a string
+    compared with a list casts it, and fails, per row)."""
+    schema = pa.schema([pa.field(name, kind) for name, kind in columns.items()])
+    row = pa.table([pa.nulls(1, f.type) for f in schema], schema=schema)
+    con.register("profiles", row)
     try:
         con.execute(f"{_WHERE}{expression})").fetchall()
     except Exception as exc:  # DuckDB's binder and type errors

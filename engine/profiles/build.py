@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,7 @@ def _run(con: Any, statement: str) -> None:
 def _events(con: Any, streams: list[StreamInput], config: ProfilesConfig) -> str:
     """The SQL of the events relation: `_ts`, i0..iN (normalized identities), r0..rM."""
     needed = _read_fields(config)
+    _check_fields_exist(streams, config)
     selects = []
     for at, stream in enumerate(streams):
         table = f"stream_{at}"
@@ -206,6 +208,31 @@ def _events(con: Any, streams: list[StreamInput], config: ProfilesConfig) -> str
     if not selects:
         raise ConfigError("there are no streams to build profiles from: import some first")
     return " UNION ALL ".join(selects)
+
+
+def _check_fields_exist(streams: list[StreamInput], config: ProfilesConfig) -> None:
+    """Every identity field and every field a rule reads is a field of some chosen stream:
+    a misspelt one would build profiles of nothing (and replace the good ones)."""
+    if not streams:
+        return
+    known: list[str] = []
+    for stream in streams:
+        for f in stream.table.schema:
+            name = stream.rename.get(f.name, f.name)
+            if name not in known and not name.startswith("_"):
+                known.append(name)
+    wanted = [("by", name) for name in config.by]
+    for rule in config.fields:
+        wanted += [(f"fields.{rule.name}", name) for name in rule.reads]
+    for where, name in wanted:
+        if name in known:
+            continue
+        near = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"did you mean '{near[0]}'? " if near else ""
+        raise ConfigError(
+            f"{where}: no stream has a field '{name}' ({', '.join(s.name for s in streams)}); "
+            f"{hint}the fields are {', '.join(known)}"
+        )
 
 
 def _read_fields(config: ProfilesConfig) -> list[str]:
