@@ -171,14 +171,16 @@ def from_stored(
 def bucket_policy(bucket: str, *, write: bool = True) -> dict[str, Any]:
     """The IAM permissions lakeport needs on a bucket: reading for imports, writing for exports."""
     objects = ["s3:GetObject"]
+    on_bucket = ["s3:ListBucket", "s3:GetBucketLocation"]
     if write:
         objects += ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
+        on_bucket.append("s3:ListBucketMultipartUploads")  # to find a dead run's uploads
     return {
         "Version": "2012-10-17",
         "Statement": [
             {
                 "Effect": "Allow",
-                "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+                "Action": on_bucket,
                 "Resource": f"arn:aws:s3:::{bucket}",
             },
             {"Effect": "Allow", "Action": objects, "Resource": f"arn:aws:s3:::{bucket}/*"},

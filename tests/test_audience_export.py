@@ -638,3 +638,26 @@ def test_an_empty_audience_writes_files_with_their_headers(
     else:
         assert plain(first).startswith(b'"')  # the header line, and nothing else
         assert plain(first).count(b"\n") == 1
+
+
+def test_an_export_with_read_only_keys_names_the_permission_it_needs(
+    sample: Store, s3: S3Server
+) -> None:
+    sample.add_authorization(s3.authorization("read-only", s3.reader))
+    bucket = s3.new_bucket()
+    job = jobs.load(job_toml(bucket=bucket, auth="read-only"), "job.toml")
+    record = jobs.run(sample, job)
+    assert record.failed
+    assert "may not write" in str(record.error)
+    assert "s3:PutObject and s3:AbortMultipartUpload" in str(record.error)
+    assert "s3:GetObject" not in str(record.error)
+
+
+def test_the_policy_of_an_export_bucket_lists_every_permission_it_uses() -> None:
+    from engine.auth import bucket_policy
+
+    bucket, objects = bucket_policy("acme")["Statement"]
+    assert "s3:ListBucketMultipartUploads" in bucket["Action"]
+    assert {"s3:PutObject", "s3:AbortMultipartUpload", "s3:DeleteObject"} <= set(objects["Action"])
+    read_only, _ = bucket_policy("acme", write=False)["Statement"]
+    assert "s3:ListBucketMultipartUploads" not in read_only["Action"]

@@ -30,6 +30,15 @@ _INVALID_KEYS = {
 }
 _EXPIRED = {"ExpiredToken", "ExpiredTokenException", "TokenRefreshRequired", "RequestExpired"}
 _DENIED = {"AccessDenied", "AllAccessDisabled", "AccountProblem", "403", "Forbidden"}
+_PERMISSIONS = {
+    "read": "s3:GetObject",
+    "list": "s3:ListBucket",
+    "write": "s3:PutObject and s3:AbortMultipartUpload",
+    "delete": "s3:DeleteObject",
+    "list the unfinished uploads of": "s3:ListBucketMultipartUploads",
+    "abort an unfinished upload of": "s3:AbortMultipartUpload",
+}
+"""The permission each action needs, for the advice of an access-denied error."""
 
 
 @contextmanager
@@ -111,9 +120,10 @@ def _translate(
             f"e.g. `lakeport ls s3://BUCKET/ --auth {auth.name if auth else 'NAME'}`"
         )
     if code in _DENIED or isinstance(exc, PermissionError):
+        needed = _PERMISSIONS.get(action, "s3:ListBucket and s3:GetObject")
         return AccessDenied(
-            f"{who} may not {action} {what} (access denied): grant it s3:ListBucket and "
-            "s3:GetObject on the bucket (see the bucket policy in the README)"
+            f"{who} may not {action} {what} (access denied): grant it {needed} on the bucket "
+            "(`lakeport auth policy` prints the policy; see the bucket policy in the README)"
         )
     if code in ("NoSuchKey", "404", "NotFound") or isinstance(exc, FileNotFoundError):
         return NoSuchKey(
