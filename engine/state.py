@@ -404,6 +404,12 @@ class StateDB:
             ).fetchone()
         return None if row is None else dict(json.loads(row[0]))
 
+    def journal(self) -> list[tuple[str, str]]:
+        """Every (job, entry) in the journal: the runs left to finish or undo."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT job, entry FROM journal ORDER BY job, entry").fetchall()
+        return [(str(r[0]), str(r[1])) for r in rows]
+
     def delete_journal(self, job: str, entry: str) -> None:
         with self._connect() as conn:
             conn.execute("DELETE FROM journal WHERE job = ? AND entry = ?", (job, entry))

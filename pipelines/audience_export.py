@@ -26,6 +26,7 @@ from engine.auth import Authorization
 from engine.errors import ConfigError
 from engine.storage.upload import S3Folder
 from engine.store import Store
+from engine.writers import commit
 from engine.writers.export import FORMATS, Options, Result, export
 from engine.writers.names import (
     DEFAULT_TEMPLATE,
@@ -221,6 +222,8 @@ def export_audience(
     the bytes written so far."""
     auth = store.authorization(job.auth) if job.auth else None
     destination = _destination(job.bucket, auth)
+    # Finish or take back what the last run of the job left (it was killed, or stopped).
+    settled = settle_export(store, job.name)
     server = mail.load(store) if job.email_to else None  # before any file is written
     started = datetime.now(UTC)
     names = FileNames(
@@ -264,12 +267,13 @@ def export_audience(
         run_id=f"{job.name}-{record.run_id}",
         started=started,
         progress=progress,
+        save=_journal(store, job),
     )
     record.users = result.users
     record.bytes = result.bytes
     record.files = [f.key for f in result.files] + [result.manifest]
     record.object = _url(job.bucket, result.manifest)
-    notes = []
+    notes = [settled] if settled else []
     if broken:
         notes.append(
             "segments leave out the broken audience(s) "
@@ -280,6 +284,33 @@ def export_audience(
         notes.append(f"emailed links to {', '.join(job.email_to)}")
     record.note = "; ".join(notes) or None
     return result
+
+
+JOURNAL = "export"
+"""The journal entry of an export run under way: its ledger (engine.writers.commit)."""
+
+
+def _journal(store: Store, job: AudienceExportJob) -> Callable[[dict[str, Any] | None], None]:
+    def save(ledger: dict[str, Any] | None) -> None:
+        if ledger is None:
+            store.state.delete_journal(job.name, JOURNAL)
+        else:
+            entry = {**ledger, "bucket": job.bucket, "auth": job.auth}
+            store.state.put_journal(job.name, JOURNAL, entry)
+
+    return save
+
+
+def settle_export(store: Store, job: str) -> str | None:
+    """Finish or take back what an export run of `job` left (see engine.writers.commit);
+    what was done, or None when nothing was left."""
+    entry = store.state.get_journal(job, JOURNAL)
+    if entry is None:
+        return None
+    auth = store.authorization(entry["auth"]) if entry.get("auth") else None
+    done = commit.settle(_destination(entry["bucket"], auth), entry)
+    store.state.delete_journal(job, JOURNAL)
+    return done
 
 
 def _destination(bucket: str, auth: Authorization | None) -> Destination:

@@ -199,6 +199,31 @@ def jobs_remove(obj: Context, name: str) -> None:
     click.echo(f"removed job '{name}'")
 
 
+@cli.command("cleanup")
+@click.argument("job", required=False)
+@click.pass_obj
+def cleanup(obj: Context, job: str | None) -> None:
+    """Finish or take back what stopped runs of JOB (of every job when none) left: a commit
+    the Delta log has, an export that was deciding; else their open uploads, temporary files,
+    files no manifest lists and stream files no commit references."""
+    from engine.lease import Lease
+    from pipelines import import_state
+    from pipelines.audience_export import JOURNAL, settle_export
+
+    store = obj.store()
+    left = [(j, e) for j, e in store.state.journal() if job is None or j == job]
+    if not left:
+        click.echo("nothing to clean up" + (f" for job '{job}'" if job else ""))
+        return
+    for name, entry in left:
+        with Lease(store.state, f"job:{name}"):  # never beside a run of the job
+            if entry == JOURNAL:
+                done = settle_export(store, name)
+            else:
+                done = import_state.settle(store, name, raising=True)
+        click.echo(f"job '{name}': {done}")
+
+
 @cli.command("runs")
 @click.option("--job", "job_name", metavar="NAME", help="Only this job's runs.")
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True)

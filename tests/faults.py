@@ -2,14 +2,15 @@
 
 Each request is forwarded to the server as it came (the Host header too, so the SigV4 signature
 still holds), unless a `Rule` chosen by the test matches it: by operation (`get`, `head`, `list`,
-`put`, `post`, `delete`) and by the Nth request of that operation since the rule was added. The
-faults are those real networks and real S3 produce:
+`put`, `part`, `create`, `complete`, `post`, `delete`) and by the Nth request of that operation
+since the rule was added. The faults are those real networks and real S3 produce:
 
 - `status`: an S3 error answer (500 InternalError, 503 SlowDown, 400 RequestTimeout);
 - `reset`: the answer's headers and `arg` bytes of its body, then a TCP reset;
 - `truncate`: the body cut to `arg` bytes with a Content-Length that says so;
 - `tiny`: the body sent in segments of `arg` bytes, each its own TCP send;
 - `slow`: the answer held back for `arg` seconds;
+- `lost`: the request done by the server, its answer lost (the connection reset instead);
 - `ignore-range`: a ranged GET answered as a server that ignores Range does: 200 and the
   whole object, which `whole` gives (the Range header is signed: it cannot be dropped);
 - `replace`: `action` (say, a PUT of a new version) done just before the request goes on.
@@ -112,8 +113,15 @@ class _Server(ThreadingHTTPServer):
 def _operation(method: str, path: str) -> str:
     parts = urlsplit(path)
     has_key = "/" in parts.path.strip("/")
+    query = parts.query
     if method == "GET":
         return "get" if has_key else "list"
+    if method == "PUT" and "partNumber=" in query:
+        return "part"  # UploadPart
+    if method == "POST" and "uploadId=" in query:
+        return "complete"  # CompleteMultipartUpload
+    if method == "POST" and "uploads" in query:
+        return "create"  # CreateMultipartUpload
     return method.lower()
 
 
@@ -184,6 +192,9 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             conn.close()
         status = answer.status
+        if rule is not None and fault == "lost":
+            self._reset()
+            return
         if rule is not None and fault == "truncate":
             data = data[: int(rule.arg)]
         if rule is not None and fault == "ignore-range" and rule.whole is not None:

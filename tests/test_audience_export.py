@@ -570,6 +570,7 @@ def test_taking_back_goes_on_past_a_file_it_cannot_remove(
     def remove(self: LocalFolder, key: str) -> None:
         if not refused:
             refused.append(key)
+        if key == refused[0]:  # this one, every time it is tried
             raise OSError("permission denied")
         real(self, key)
 
@@ -581,6 +582,17 @@ def test_taking_back_goes_on_past_a_file_it_cannot_remove(
     assert record.error == "the check failed"  # not the error met while taking files back
     left = [p.relative_to(bucket).as_posix() for p in bucket.rglob("*") if p.is_file()]
     assert left == refused  # every other file was removed
+    # The one left is in the journal: the next run (or `lakeport cleanup`) takes it back.
+    entry = sample.state.get_journal("export", "export")
+    assert entry is not None
+    assert [e["at"] for e in entry["files"].values()] == refused
+    monkeypatch.setattr(LocalFolder, "remove", real)
+    monkeypatch.undo()
+    again = jobs.run(sample, job)
+    assert not again.failed
+    assert again.note is not None and "took back 1 file(s)" in again.note
+    found = {p.relative_to(bucket).as_posix() for p in bucket.rglob("*") if p.is_file()}
+    assert found == set(again.files or [])  # nothing but the new export's files
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])

@@ -6,8 +6,10 @@ The pipeline, each step in its own thread with a bounded queue between them:
         ──▶ compress + hash (sink) ──▶ upload (parts in parallel, in the destination)
 
 When every data file is complete, each is checked at the destination (a HEAD in S3: the size it
-reports must be the size written), and the manifest is written last. If anything fails, every
-file begun or finished is taken back: an export is whole or absent.
+reports must be the size written), and the export is committed (engine.writers.commit): staged
+files put in place, the manifest written last, then the previous export's files it does not
+list removed. If anything fails before, every file begun or finished is taken back and the
+previous export is as it was: an export is whole or absent.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from typing import Any
 
 import pyarrow as pa
 
+from engine.crash import crash_point
 from engine.errors import StorageError
 from engine.executor import ordered_map, prefetch
 from engine.writers import multi
+from engine.writers.commit import Save, Staging
 from engine.writers.encode import CsvEncoder, Encoder, JsonEncoder
-from engine.writers.manifest import manifest, write_manifest
+from engine.writers.manifest import manifest
 from engine.writers.names import FileNames
 from engine.writers.sink import Destination, FileSink, ParquetSink, WrittenFile
 
@@ -73,15 +77,18 @@ def export(
     run_id: str,
     started: datetime | None = None,
     progress: Callable[[int, int], None] | None = None,
+    save: Save | None = None,
 ) -> Result:
     """Write `batches` as the files of one export (see the module); `progress(bytes, 0)` is
-    called as chunks are written (the total is not known ahead)."""
+    called as chunks are written (the total is not known ahead). `save` keeps the run's ledger
+    (engine.writers.commit) where the next run finds it, before each step is taken."""
     started = started or datetime.now(UTC)
-    writer = _Writer(batches.schema, destination, names, options, progress)
+    staging = Staging(destination, run_id, names.manifest(), save or (lambda _: None))
+    writer = _Writer(batches.schema, staging, names, options, progress)
     try:
         users = writer.write(batches)
         files = writer.finish()
-        _confirm(destination, files)
+        _confirm(staging, files)
         finished = datetime.now(UTC)
         text = manifest(
             files,
@@ -93,10 +100,13 @@ def export(
             finished=finished,
             details=writer.details(),
         )
-        write_manifest(destination, names.manifest(), text)
+        staging.stage_manifest(text)
+        crash_point("export-before-commit")
     except BaseException:
         writer.abort()
+        staging.abandon()
         raise
+    staging.commit()
     return Result(files, names.manifest(), users, started, finished)
 
 

@@ -37,10 +37,27 @@ class Target(Protocol):
     def abort(self) -> None: ...
 
 
+Begun = Callable[[dict[str, str]], None]
+"""Told what a target has begun, before it begins it (a temporary file, an upload's id), so
+that a run that dies can be undone by the next."""
+
+
 class Destination(Protocol):
     """Where an export's files go."""
 
-    def open(self, key: str) -> Target: ...
+    def open(self, key: str, on_begin: Begun | None = None) -> Target: ...
+
+    def promote(self, staged: str, key: str) -> None:
+        """Put the complete file `staged` under `key` (replacing what is there)."""
+        ...
+
+    def read(self, key: str) -> bytes | None:
+        """A (small) file's bytes; None: no such file."""
+        ...
+
+    def undo(self, begun: dict[str, str]) -> None:
+        """Take back what a target began (as `on_begin` heard it) and did not complete."""
+        ...
 
     def remove(self, key: str) -> None:
         """Remove a completed file (an export that fails takes back what it wrote)."""
@@ -61,11 +78,22 @@ class LocalFolder:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def open(self, key: str) -> Target:
-        return _LocalFile(self.folder / key)
+    def open(self, key: str, on_begin: Begun | None = None) -> Target:
+        return _LocalFile(self.folder / key, on_begin)
 
     def remove(self, key: str) -> None:
         (self.folder / key).unlink(missing_ok=True)
+
+    def promote(self, staged: str, key: str) -> None:
+        (self.folder / staged).replace(self.folder / key)
+
+    def read(self, key: str) -> bytes | None:
+        path = self.folder / key
+        return path.read_bytes() if path.is_file() else None
+
+    def undo(self, begun: dict[str, str]) -> None:
+        if "temp" in begun:
+            Path(begun["temp"]).unlink(missing_ok=True)
 
     def size(self, key: str) -> int | None:
         path = self.folder / key
@@ -76,10 +104,12 @@ class LocalFolder:
 
 
 class _LocalFile:
-    def __init__(self, target: Path) -> None:
+    def __init__(self, target: Path, on_begin: Begun | None = None) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         self.target = target
         self.path = target.with_name(f".{target.name}.part-{os.getpid()}")
+        if on_begin is not None:
+            on_begin({"temp": str(self.path)})
         self.handle = self.path.open("wb")
 
     def write(self, data: bytes | memoryview) -> int:
