@@ -124,7 +124,11 @@ def through_proxy(tmp_path: Path, s3: S3Server, proxy: FaultProxy) -> tuple[Stor
             marks=pytest.mark.slow,  # the client's backoff: 14 s; a lost part fails alike
         ),
         ("500 on every completion", [Rule("complete", "status", nth=None, arg=500)]),
-        ("503 on every PUT", [Rule("put", "status", nth=None, arg=503)]),
+        pytest.param(
+            "503 on every PUT",
+            [Rule("put", "status", nth=None, arg=503)],
+            marks=pytest.mark.slow,  # SlowDown's backoff: 24 s
+        ),
         ("every part's answer lost", [Rule("part", "lost", nth=None)]),
     ],
 )
@@ -246,7 +250,15 @@ def test_a_stopped_export_is_finished_or_taken_back_by_cleanup(
 
 
 @pytest.mark.parametrize(
-    "case", [c for c in stops(["local", "s3"]) if c[2] == "exit"], ids="-".join
+    "case",
+    [
+        c
+        if c[3] == "local" or c[0] in ("export-file", "export-committing")
+        else pytest.param(c, marks=pytest.mark.slow)
+        for c in stops(["local", "s3"])
+        if c[2] == "exit"
+    ],
+    ids="-".join,
 )
 def test_a_killed_export_is_settled_by_the_next_run(
     case: tuple[str, str, str, str], tmp_path: Path, s3: S3Server

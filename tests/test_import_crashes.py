@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -137,7 +138,13 @@ def crash_then_rerun(
     assert store.remove_unreferenced("events") == []
 
 
-@pytest.mark.parametrize("case", cases(["local"]), ids=ids)
+def _sigterm_slow(found: list[tuple[str, str, str, bool, str]]) -> list[Any]:
+    """The cases, SIGTERM's marked slow: it ends a run as SIGINT does (the same handler path),
+    and the default run keeps under its time."""
+    return [pytest.param(c, marks=pytest.mark.slow) if c[2] == "SIGTERM" else c for c in found]
+
+
+@pytest.mark.parametrize("case", _sigterm_slow(cases(["local"])), ids=ids)
 def test_a_stopped_import_is_finished_exactly_once(
     case: tuple[str, str, str, bool, str], tmp_path: Path
 ) -> None:
