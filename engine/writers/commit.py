@@ -180,16 +180,21 @@ def settle(destination: Destination, ledger: dict[str, Any]) -> str:
     if ledger.get("phase") == COMMITTING:
         _finish(destination, ledger)
         return f"finished the export {ledger['manifest']} that an earlier run had decided"
-    taken = 0
-    for key, entry in ledger["files"].items():
+    taken = []
+    for entry in ledger["files"].values():
         if entry.get("begun"):
             destination.undo(entry["begun"])
-            taken += 1
+            what = "an upload of" if "upload_of" in entry["begun"] else "a temporary file of"
+            taken.append(f"{what} {entry['at']}")
         if entry.get("complete"):
             destination.remove(entry["at"])
-            taken += 1
-        logger.info("took back %s of an unfinished export", key)
-    return f"took back {taken} file(s) of an unfinished export by an earlier run"
+            taken.append(str(entry["at"]))
+    for name in taken:
+        logger.info("took back %s of an unfinished export", name)
+    return (
+        f"took back {len(taken)} file(s) of an unfinished export by an earlier run"
+        + (f": {', '.join(taken)}" if taken else "")
+    )
 
 
 def _finish(destination: Destination, ledger: dict[str, Any]) -> None:
