@@ -168,9 +168,9 @@ def test_a_stopped_import_from_s3_is_finished_exactly_once(
     crash_then_rerun(case, tmp_path, s3)
 
 
-def test_a_killed_import_leaves_a_data_file_the_next_run_removes(tmp_path: Path) -> None:
-    # Large enough that the Delta writer has a file under way when the process is killed.
-    store_path = tmp_path / "store"
+def kill_a_large_import(tmp_path: Path, store_path: Path, name: str) -> Path:
+    """Import 3M rows in a process killed before the commit: large enough that the Delta
+    writer has a file (or an upload) under way. The job file."""
     folder = tmp_path / "in"
     folder.mkdir()
     with (folder / "events_20261101.csv").open("w") as out:
@@ -178,7 +178,7 @@ def test_a_killed_import_leaves_a_data_file_the_next_run_removes(tmp_path: Path)
         out.writelines(f"u{i},event {i} of {i * 7919 % 1000003}\n" for i in range(3_000_000))
     job_file = tmp_path / "job.toml"
     job_file.write_text(
-        f'name = "big"\ntype = "csv-import"\nbucket = "{folder}"\nprefix = "events_"\n'
+        f'name = "{name}"\ntype = "csv-import"\nbucket = "{folder}"\nprefix = "events_"\n'
         'stream = "events"\n'
     )
     crashed = subprocess.run(
@@ -189,6 +189,13 @@ def test_a_killed_import_leaves_a_data_file_the_next_run_removes(tmp_path: Path)
         timeout=120,
     )
     assert crashed.returncode == CRASH_EXIT_CODE, crashed.stderr
+    return job_file
+
+
+def test_a_killed_import_leaves_a_data_file_the_next_run_removes(tmp_path: Path) -> None:
+    # Large enough that the Delta writer has a file under way when the process is killed.
+    store_path = tmp_path / "store"
+    job_file = kill_a_large_import(tmp_path, store_path, "big")
     stream_folder = store_path / "streams" / "events"
     left = [p for p in stream_folder.rglob("*") if p.is_file()]
     assert left, "the killed append wrote no file: the test shows nothing"
@@ -276,24 +283,7 @@ def test_a_killed_import_into_s3_leaves_no_unfinished_upload(tmp_path: Path, s3:
     Store(store_path).add_authorization(s3.authorization())
     tables = s3.new_bucket()
     store = Store(store_path, tables=f"s3://{tables}/lake", tables_auth="moto")
-    folder = tmp_path / "in"
-    folder.mkdir()
-    with (folder / "events_20261101.csv").open("w") as out:
-        out.write("user_id,event\n")
-        out.writelines(f"u{i},event {i} of {i * 7919 % 1000003}\n" for i in range(3_000_000))
-    job_file = tmp_path / "job.toml"
-    job_file.write_text(
-        f'name = "lake"\ntype = "csv-import"\nbucket = "{folder}"\nprefix = "events_"\n'
-        'stream = "events"\n'
-    )
-    crashed = subprocess.run(
-        [sys.executable, "-c", LAKEPORT, "--store", str(store_path), "run", str(job_file)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, AT_ENV: "before-commit", WITH_ENV: "exit"},
-        timeout=120,
-    )
-    assert crashed.returncode == CRASH_EXIT_CODE, crashed.stderr
+    job_file = kill_a_large_import(tmp_path, store_path, "lake")
     client = s3.client()
     assert client.list_multipart_uploads(Bucket=tables).get("Uploads"), "no upload under way"
     record = jobs.run(store, jobs.load(job_file.read_text(), str(job_file)))

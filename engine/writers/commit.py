@@ -51,6 +51,8 @@ class Staging:
         }
         """`files`: for each key, where it is written (`at`), what its target began
         (`begun`) and whether it is complete."""
+        self._staged: set[str] = set()
+        """Keys written under a staged key even when free (the manifest, at the end)."""
 
     def _keep(self) -> None:
         self.save(self.ledger)
@@ -61,10 +63,10 @@ class Staging:
 
     # Destination, for the sinks
 
-    def open(self, key: str, on_begin: Begun | None = None, *, staged: bool = False) -> Target:
-        """The target of `key`: under `key` when it is free, else (or when `staged`) under a
-        staged key beside it."""
-        taken = staged or self.destination.size(key) is not None
+    def open(self, key: str, on_begin: Begun | None = None) -> Target:
+        """The target of `key`: under `key` when it is free, else (or when it must be staged)
+        under a staged key beside it."""
+        taken = key in self._staged or self.destination.size(key) is not None
         at = _staged(key, self.ledger["run"]) if taken else key
         entry: dict[str, Any] = {"at": at, "begun": {}, "complete": False}
         self.ledger["files"][key] = entry
@@ -107,13 +109,10 @@ class Staging:
         staged = any(e["at"] != k for k, e in self.ledger["files"].items())
         if not staged and self.destination.size(key) is None:
             return
-        target = self.open(key, staged=True)
-        try:
-            target.write(text)
-            target.complete()
-        except BaseException:
-            target.abort()
-            raise
+        from engine.writers.manifest import write_manifest
+
+        self._staged.add(key)
+        write_manifest(self, key, text)
 
     def commit(self) -> None:
         """Decide, then put the staged files in place, the manifest last, and remove the
@@ -191,9 +190,8 @@ def settle(destination: Destination, ledger: dict[str, Any]) -> str:
             taken.append(str(entry["at"]))
     for name in taken:
         logger.info("took back %s of an unfinished export", name)
-    return (
-        f"took back {len(taken)} file(s) of an unfinished export by an earlier run"
-        + (f": {', '.join(taken)}" if taken else "")
+    return f"took back {len(taken)} file(s) of an unfinished export by an earlier run" + (
+        f": {', '.join(taken)}" if taken else ""
     )
 
 
