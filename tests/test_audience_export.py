@@ -674,3 +674,17 @@ def test_the_policy_of_an_export_bucket_lists_every_permission_it_uses() -> None
     assert {"s3:PutObject", "s3:AbortMultipartUpload", "s3:DeleteObject"} <= set(objects["Action"])
     read_only, _ = bucket_policy("acme", write=False)["Statement"]
     assert "s3:ListBucketMultipartUploads" not in read_only["Action"]
+
+
+def test_a_zstd_file_reads_whole_as_a_stream_and_the_manifest_says_how_it_is_made(
+    tmp_path: Path,
+) -> None:
+    rows = [{"name": hashlib.sha256(b"%d" % i).hexdigest() * 2} for i in range(100_000)]
+    store = profiled(tmp_path, profiles_table(rows))
+    out = tmp_path / "out"
+    record = run(store, bucket=str(out), compress="zstd", format="csv")
+    assert record.files is not None
+    data = (out / record.files[0]).read_bytes()
+    whole = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True)
+    assert len(csv_rows(whole.read())) == 100_000
+    assert manifest(out, record)["compressed_as"] == "one zstd frame per chunk, concatenated"

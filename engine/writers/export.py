@@ -265,6 +265,10 @@ class _Writer:
             "format": self.options.format,
             "compress": self.options.compress,
         }
+        if self.options.format != "parquet" and self.options.compress in ("gzip", "zstd"):
+            # Chunks are compressed apart, in parallel: a reader must read past the first.
+            unit = "member" if self.options.compress == "gzip" else "frame"
+            shown["compressed_as"] = f"one {self.options.compress} {unit} per chunk, concatenated"
         if self.tables:
             shown["tables"] = {table: columns.names for table, columns in self.tables.items()}
         return shown
