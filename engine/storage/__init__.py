@@ -17,8 +17,8 @@ import fsspec
 from fsspec.spec import AbstractFileSystem
 
 from engine.auth import Authorization
-from engine.errors import ConfigError, NoSuchKey, SourceChanged
-from engine.storage.errors import _translate, _translating
+from engine.errors import ConfigError, NoSuchKey
+from engine.storage.errors import _translate, _translating, source_changed
 from engine.storage.locations import (
     BucketInfo,
     FileInfo,
@@ -317,18 +317,11 @@ def open_input(
         if expected is not None and _local_info(
             location.scheme, fs.info(location.fs_path)
         ).etag != (expected.etag):
-            raise _changed(location, "its size or modification time is not what was listed")
+            raise source_changed(location, "its size or modification time is not what was listed")
         handle: IO[bytes] = fs.open(location.fs_path, "rb", block_size=block_size)
     if expected is None:
         return handle
     return cast(IO[bytes], _SizedFile(handle, location, expected.size))
-
-
-def _changed(location: Location, what: str) -> SourceChanged:
-    return SourceChanged(
-        f"{location.url} changed while it was read ({what}): nothing of it was kept; run the "
-        "job again"
-    )
 
 
 class _SizedFile(Reader):
@@ -345,7 +338,7 @@ class _SizedFile(Reader):
         data: bytes = self._handle.read(size)
         self._position += len(data)
         if self._position > self._size or (not data and size != 0 and self._position < self._size):
-            raise _changed(
+            raise source_changed(
                 self._location,
                 f"{self._position:,} bytes read of the {self._size:,} that were listed",
             )

@@ -136,6 +136,14 @@ def _translate(
     return StorageError(f"could not {action} {what}: {type(exc).__name__}: {exc}")
 
 
+def source_changed(location: Location, what: str) -> SourceChanged:
+    """The error of a read that did not get the object that was listed, exactly."""
+    return SourceChanged(
+        f"{location.url} changed while it was read, or its bytes were cut short on the way "
+        f"({what}): nothing of it was kept; run the job again"
+    )
+
+
 def _chain(exc: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
     current: BaseException | None = exc

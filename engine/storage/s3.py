@@ -12,7 +12,7 @@ from fsspec.spec import AbstractFileSystem
 
 from engine.auth import Authorization, AwsKeys, DefaultChain, DelegatedRole
 from engine.errors import ConfigError, LakeportError, SourceChanged
-from engine.storage.errors import _translating
+from engine.storage.errors import _translating, source_changed
 from engine.storage.locations import FileInfo, Location, Reader, _utc
 
 logger = logging.getLogger("engine.storage")
@@ -178,10 +178,7 @@ class _S3Stream(Reader):
         return answer["Body"]
 
     def _changed(self, what: str) -> SourceChanged:
-        return SourceChanged(
-            f"{self._location.url} changed while it was read, or its bytes were cut short on "
-            f"the way ({what}): nothing of it was kept; run the job again"
-        )
+        return source_changed(self._location, what)
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:

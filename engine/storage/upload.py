@@ -213,12 +213,11 @@ class S3Folder:
 
     def read(self, key: str) -> bytes | None:
         location = parse_url(f"{self.url}/{key}")
+        fs = _s3_filesystem(self.auth)
         try:
             with _translating(self.auth, "read", location=location):
-                answer = _s3_filesystem(self.auth).call_s3(
-                    "get_object", Bucket=location.bucket, Key=location.key
-                )
-                data: bytes = sync_read(_s3_filesystem(self.auth), answer["Body"])
+                answer = fs.call_s3("get_object", Bucket=location.bucket, Key=location.key)
+                data: bytes = sync_read(fs, answer["Body"])
         except NoSuchKey:
             return None
         return data

@@ -136,10 +136,7 @@ class Staging:
         left = {}
         for key, entry in self.ledger["files"].items():
             try:
-                if entry["begun"]:
-                    self.destination.undo(entry["begun"])
-                if entry["complete"]:
-                    self.destination.remove(entry["at"])
+                _take_back(self.destination, entry)
             except Exception as exc:  # the run's own error is the one raised
                 logger.warning("could not take back %s of a failed export: %s", key, exc)
                 left[key] = entry
@@ -179,20 +176,25 @@ def settle(destination: Destination, ledger: dict[str, Any]) -> str:
     if ledger.get("phase") == COMMITTING:
         _finish(destination, ledger)
         return f"finished the export {ledger['manifest']} that an earlier run had decided"
-    taken = []
-    for entry in ledger["files"].values():
-        if entry.get("begun"):
-            destination.undo(entry["begun"])
-            what = "an upload of" if "upload_of" in entry["begun"] else "a temporary file of"
-            taken.append(f"{what} {entry['at']}")
-        if entry.get("complete"):
-            destination.remove(entry["at"])
-            taken.append(str(entry["at"]))
+    taken = [name for entry in ledger["files"].values() for name in _take_back(destination, entry)]
     for name in taken:
         logger.info("took back %s of an unfinished export", name)
     return f"took back {len(taken)} file(s) of an unfinished export by an earlier run" + (
         f": {', '.join(taken)}" if taken else ""
     )
+
+
+def _take_back(destination: Destination, entry: dict[str, Any]) -> list[str]:
+    """Undo what a file's target began and remove it if it completed; what was taken back."""
+    taken = []
+    if entry.get("begun"):
+        destination.undo(entry["begun"])
+        what = "an upload of" if "upload_of" in entry["begun"] else "a temporary file of"
+        taken.append(f"{what} {entry['at']}")
+    if entry.get("complete"):
+        destination.remove(entry["at"])
+        taken.append(str(entry["at"]))
+    return taken
 
 
 def _finish(destination: Destination, ledger: dict[str, Any]) -> None:
