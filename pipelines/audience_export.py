@@ -18,13 +18,11 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, ClassVar
 
-from engine import mail, storage
-from engine.auth import Authorization
+from engine import codecs, mail
 from engine.errors import ConfigError
-from engine.storage.upload import S3Folder
+from engine.storage.folders import Destination, folder
 from engine.store import Store
 from engine.writers import commit
 from engine.writers.export import FORMATS, Options, Result, export
@@ -37,7 +35,6 @@ from engine.writers.names import (
     check_timestamp_format,
     format_timestamp,
 )
-from engine.writers.sink import Destination, LocalFolder
 from pipelines.errors import SpecError
 from pipelines.importing import source_url
 from pipelines.runs import RunRecord, recorded
@@ -108,7 +105,7 @@ FIELDS: dict[str, Field] = {
     "user_limit": Field("a whole number", (int,), check=_user_limit),
     "segments": Field(*BOOL, default=False),
     "headers": Field(*BOOL, default=True),
-    "compress": Field(*STRING, check=one_of("none", "gzip", "zstd")),
+    "compress": Field(*STRING, check=one_of(*codecs.NAMES)),
     "filename": Field(
         *STRING,
         default=DEFAULT_TEMPLATE,
@@ -221,7 +218,7 @@ def export_audience(
     """The run's steps, in order; the record is filled in as they finish. `progress` hears
     the bytes written so far."""
     auth = store.authorization(job.auth) if job.auth else None
-    destination = _destination(job.bucket, auth)
+    destination = folder(job.bucket, auth)
     # Finish or take back what the last run of the job left (it was killed, or stopped).
     settled = settle_export(store, job.name)
     server = mail.load(store) if job.email_to else None  # before any file is written
@@ -308,19 +305,9 @@ def settle_export(store: Store, job: str) -> str | None:
     if entry is None:
         return None
     auth = store.authorization(entry["auth"]) if entry.get("auth") else None
-    done = commit.settle(_destination(entry["bucket"], auth), entry)
+    done = commit.settle(folder(entry["bucket"], auth), entry)
     store.state.delete_journal(job, JOURNAL)
     return done
-
-
-def _destination(bucket: str, auth: Authorization | None) -> Destination:
-    location = storage.parse_url(bucket)
-    if location.scheme == "s3":
-        assert auth is not None  # source_url requires it for S3
-        return S3Folder(location.url, auth)
-    if location.scheme == "file":
-        return LocalFolder(Path(location.key))
-    raise ConfigError(f"{bucket}: exports go to an S3 bucket or a local folder")
 
 
 def _url(bucket: str, key: str) -> str:

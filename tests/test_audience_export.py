@@ -388,6 +388,50 @@ def test_a_failure_leaves_no_file(sample: Store, tmp_path: Path, monkeypatch: An
     assert [p for p in bucket.rglob("*") if p.is_file()] == []
 
 
+@pytest.mark.parametrize("fmt", ["csv", "multi-csv", "json", "parquet"])
+def test_memory_gets_the_same_bytes_as_a_local_folder(
+    fmt: str, sample: Store, tmp_path: Path
+) -> None:
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    common = {"format": fmt, "compress": "gzip", "filename": "{AUDIENCE}", "directory": "out"}
+    bucket = f"memory:///{tmp_path.name}-exports"
+    in_memory = run(sample, bucket=bucket, **common)
+    local = run(sample, bucket=str(tmp_path / "local"), **common)
+    assert in_memory.files == local.files
+    assert in_memory.object == f"{bucket}/out/everyone_manifest.json"
+    assert in_memory.files is not None
+    found = sorted(p.rsplit("/", 1)[-1] for p in memory.find(f"/{tmp_path.name}-exports"))
+    assert found == sorted(key.rsplit("/", 1)[-1] for key in in_memory.files)  # nothing hidden
+    for key in in_memory.files[:-1]:
+        data = memory.cat_file(f"/{tmp_path.name}-exports/{key}")
+        assert data == (tmp_path / "local" / key).read_bytes(), key
+
+
+def test_a_failed_export_to_memory_leaves_the_previous_one(
+    sample: Store, tmp_path: Path, monkeypatch: Any
+) -> None:
+    import fsspec
+
+    from engine.errors import StorageError
+    from engine.writers import export
+
+    memory = fsspec.filesystem("memory")
+    root = f"/{tmp_path.name}-kept"
+    values = {"bucket": f"memory://{root}", "filename": "fixed", "compress": "zstd"}
+    run(sample, **values)
+    before = {path: memory.cat_file(path) for path in memory.find(root)}
+
+    def broken(*_: Any) -> None:
+        raise StorageError("the check failed")
+
+    monkeypatch.setattr(export, "_confirm", broken)
+    record = jobs.run(sample, jobs.load(job_toml(**values), "job.toml"))
+    assert (record.failed, record.error) == (True, "the check failed")
+    assert {path: memory.cat_file(path) for path in memory.find(root)} == before
+
+
 # Job files
 
 
@@ -515,12 +559,12 @@ def test_a_parquet_upload_failure_is_reported_as_itself(
     sample: Store, tmp_path: Path, monkeypatch: Any
 ) -> None:
     from engine.errors import StorageError
-    from engine.writers import sink
+    from engine.storage import folders
 
     def broken(self: Any, data: Any) -> int:
         raise StorageError("the disk is full")
 
-    monkeypatch.setattr(sink._LocalFile, "write", broken)
+    monkeypatch.setattr(folders._LocalFile, "write", broken)
     bucket = tmp_path / "bucket"
     job = jobs.load(job_toml(bucket=str(bucket), format="parquet"), "job.toml")
     record = jobs.run(sample, job)
@@ -558,8 +602,8 @@ def test_taking_back_goes_on_past_a_file_it_cannot_remove(
     sample: Store, tmp_path: Path, monkeypatch: Any
 ) -> None:
     from engine.errors import StorageError
+    from engine.storage.folders import LocalFolder
     from engine.writers import export
-    from engine.writers.sink import LocalFolder
 
     def broken(*_: Any) -> None:
         raise StorageError("the check failed")

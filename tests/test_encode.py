@@ -11,9 +11,10 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from engine.storage.folders import LocalFolder
 from engine.writers.cells import split_list, split_map
 from engine.writers.encode import CsvEncoder, JsonEncoder
-from engine.writers.sink import FileSink, LocalFolder
+from engine.writers.sink import FileSink
 
 PROFILES = pa.table(
     {

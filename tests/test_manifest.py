@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from engine.storage.folders import LocalFolder
 from engine.writers.manifest import manifest, write_manifest
-from engine.writers.sink import FileSink, LocalFolder
+from engine.writers.sink import FileSink
 
 
 def test_the_manifest_describes_the_files_as_written(tmp_path: Path) -> None:

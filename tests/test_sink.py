@@ -12,7 +12,8 @@ import pytest
 import zstandard
 
 from engine.errors import ConfigError
-from engine.writers.sink import FileSink, LocalFolder
+from engine.storage.folders import LocalFolder
+from engine.writers.sink import FileSink
 
 
 def _unzstd(data: bytes) -> bytes:

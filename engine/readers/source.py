@@ -19,14 +19,12 @@ from __future__ import annotations
 import codecs
 import io
 import math
-import zlib
 from dataclasses import dataclass
 from typing import IO, Any
 
+from engine.codecs import Counted, Decompressor, detect
 from engine.errors import BadInput, ConfigError, LimitExceeded
 
-GZIP_MAGIC = b"\x1f\x8b"
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 UTF8_BOM = codecs.BOM_UTF8
 CHUNK = 4 << 20
 
@@ -89,134 +87,13 @@ def check_encoding(name: str) -> str:
     return codec
 
 
-def compression_of(name: str, head: bytes) -> str | None:
-    """`gzip`, `zstd` or None, from the file name and its first bytes (which win)."""
-    if head.startswith(GZIP_MAGIC):
-        return "gzip"
-    if head.startswith(ZSTD_MAGIC):
-        return "zstd"
-    lowered = name.lower()
-    if lowered.endswith((".gz", ".gzip")):
-        raise BadInput(name, None, "is named as gzip but is not a gzip stream (wrong magic bytes)")
-    if lowered.endswith((".zst", ".zstd")):
-        raise BadInput(name, None, "is named as zstd but is not a zstd stream (wrong magic bytes)")
-    return None
-
-
-RAW_PIECE = 256 << 10
-"""Compressed bytes read from the object at a time."""
-
-
-class _Raw(io.RawIOBase):
-    """The object's bytes as stored, the first chunk (already read, to sniff) first; counts
-    what it hands on."""
-
-    def __init__(self, handle: IO[bytes], head: bytes) -> None:
-        super().__init__()
-        self._handle = handle
-        self._head = head
-        self.bytes = 0
-        """Bytes handed on so far."""
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        if self._head:
-            data, self._head = self._head[:size], self._head[size:]
-        else:
-            data = bytes(self._handle.read(size))
-        self.bytes += len(data)
-        return data
-
-
-class _Decompressor:
-    """gzip or zstd, member after member / frame after frame, pulled from the raw bytes at
-    most `size` bytes of output at a time, so a bomb is stopped before it is in memory; knows
-    when a stream is cut.
-
-    gzip is zlib's, told the most it may give each call. zstd is Arrow's streaming decoder
-    (zstandard's decompressobj gives a call's whole output, however large, and its stream
-    reader does not notice a cut stream)."""
-
-    def __init__(self, kind: str, raw: _Raw, name: str) -> None:
-        self.kind = kind
-        self.name = name
-        self._raw = raw
-        self._obj: Any = zlib.decompressobj(wbits=31)
-        self._zstd: Any = None
-        if kind == "zstd":
-            import pyarrow as pa
-
-            self._zstd = pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), "zstd")
-        self._started = False
-        self._pending = b""
-        self._raw_eof = False
-
-    @property
-    def consumed(self) -> int:
-        """Compressed bytes taken so far."""
-        return self._raw.bytes - len(self._pending)
-
-    def read(self, size: int) -> bytes:
-        """Up to `size` decompressed bytes (fewer only at the end); empty at the end."""
-        if self._zstd is not None:
-            return self._read_zstd(size)
-        out: list[bytes] = []
-        got = 0
-        while got < size:
-            if not self._pending:
-                if self._raw_eof:
-                    break
-                self._pending = self._raw.read(RAW_PIECE)
-                if not self._pending:
-                    self._raw_eof = True
-                    break
-            self._started = True
-            try:
-                piece: bytes = self._obj.decompress(self._pending, size - got)
-            except zlib.error as exc:
-                raise BadInput(self.name, None, f"is not a valid gzip stream ({exc})") from None
-            self._pending = self._obj.unconsumed_tail
-            if self._obj.eof:  # the member ends: another may follow
-                # What follows the member is in unused_data (zlib leaves it in the tail too).
-                self._pending = self._obj.unused_data
-                self._obj = zlib.decompressobj(wbits=31)
-                self._started = False
-            out.append(piece)
-            got += len(piece)
-        if not got and self._raw_eof and self._started:
-            raise self._truncated()
-        return b"".join(out)
-
-    def _read_zstd(self, size: int) -> bytes:
-        import pyarrow as pa
-
-        out: list[bytes] = []
-        got = 0
-        try:
-            while got < size and (piece := self._zstd.read(size - got)):
-                out.append(piece)
-                got += len(piece)
-        except (pa.ArrowInvalid, OSError) as exc:
-            if "runcated" in str(exc):
-                raise self._truncated() from None
-            raise BadInput(self.name, None, f"is not a valid zstd stream ({exc})") from None
-        return b"".join(out)
-
-    def _truncated(self) -> BadInput:
-        return BadInput(
-            self.name, None, f"the {self.kind} stream is truncated (it ends mid-stream)"
-        )
-
-
 def peek_decompressed(handle: IO[bytes], *, name: str, size: int) -> tuple[bytes, str | None]:
     """Up to `size` bytes of the object as stored before any transcoding, and its compression."""
     head = handle.read(CHUNK)
-    compression = compression_of(name, head)
+    compression = detect(name, head)
     if compression is None:
         return head[:size], None
-    return _Decompressor(compression, _Raw(handle, head), name).read(size), compression
+    return Decompressor(compression, Counted(handle, head), name).read(size), compression
 
 
 class TextSource(io.RawIOBase):
@@ -258,10 +135,10 @@ class TextSource(io.RawIOBase):
         self.saw_watched = False
         """Whether `watch_byte` (a CSV reader watches for quotes) occurs in any chunk so far."""
         head = bytes(handle.read(CHUNK))
-        self.compression = compression_of(name, head)
-        self._raw = _Raw(handle, head)
+        self.compression = detect(name, head)
+        self._raw = Counted(handle, head)
         self._decompressor = (
-            None if self.compression is None else _Decompressor(self.compression, self._raw, name)
+            None if self.compression is None else Decompressor(self.compression, self._raw, name)
         )
 
     @property

@@ -185,7 +185,7 @@ def sync_read(fs: Any, body: Any) -> bytes:
 
 
 class S3Folder:
-    """An S3 prefix as an export destination (engine.writers.sink.Destination): each file one
+    """An S3 prefix as an export destination (engine.storage.folders.Destination): each file one
     `Upload`, visible only when complete."""
 
     def __init__(self, url: str, auth: Authorization, *, part_size: int = MIN_PART) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.crash import crash_point
-from engine.writers.sink import Begun, Destination, Target
+from engine.storage.folders import Begun, Destination, Target
 
 logger = logging.getLogger("engine.writers")
 

@@ -25,12 +25,13 @@ import pyarrow as pa
 from engine.crash import crash_point
 from engine.errors import StorageError
 from engine.executor import ordered_map, prefetch
+from engine.storage.folders import Destination
 from engine.writers import multi
 from engine.writers.commit import Save, Staging
 from engine.writers.encode import CsvEncoder, Encoder, JsonEncoder
 from engine.writers.manifest import manifest
 from engine.writers.names import FileNames
-from engine.writers.sink import Destination, FileSink, ParquetSink, WrittenFile
+from engine.writers.sink import FileSink, ParquetSink, WrittenFile
 
 FORMATS = ("csv", "multi-csv", "json", "parquet")
 logger = logging.getLogger("engine.writers")

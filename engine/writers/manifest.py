@@ -15,7 +15,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from engine.writers.sink import Destination, WrittenFile
+from engine.storage.folders import Destination
+from engine.writers.sink import WrittenFile
 
 
 def manifest(

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from engine import codecs
 from engine.errors import ConfigError
 
 PLACEHOLDERS = ("TIMESTAMP", "AUDIENCE", "JOB", "PART")
@@ -20,8 +21,6 @@ DEFAULT_TEMPLATE = "lakeport-{AUDIENCE}-{TIMESTAMP}"
 DEFAULT_TIMESTAMP_FORMAT = "YYYYMMDDHHmmss"
 EXTENSIONS = {"csv": ".csv", "multi-csv": ".csv", "json": ".json", "parquet": ".parquet"}
 """The extension of each format (multi-CSV writes several .csv files)."""
-CODECS = {"none": "", "gzip": ".gz", "zstd": ".zst"}
-"""The suffix each compression adds (Parquet compresses inside the file: no suffix)."""
 TOKENS = ("YYYY", "YY", "MM", "DD", "HH", "mm", "ss", "unix")
 """Timestamp tokens: year, two-digit year, month, day, hour, minute, second, epoch seconds."""
 PART_DIGITS = 4
@@ -110,8 +109,7 @@ class FileNames:
         check_template(self.template)
         if self.format not in EXTENSIONS:
             raise ConfigError(f"format {self.format!r}: one of {', '.join(EXTENSIONS)}")
-        if self.compress not in CODECS:
-            raise ConfigError(f"compress {self.compress!r}: one of {', '.join(CODECS)}")
+        codecs.check(self.compress)
         check_directory(self.directory)
 
     def stem(self, part: int | None = None) -> str:
@@ -139,7 +137,9 @@ class FileNames:
             _check_path(table, f"the field name {table!r}")
             stem = f"{stem}_{table}"
         suffix = EXTENSIONS[self.format] + (
-            "" if self.format == "parquet" else CODECS[self.compress]
+            ""
+            if self.format == "parquet"
+            else codecs.SUFFIXES[self.compress]  # Parquet's is inside
         )
         return self._key(stem + suffix)
 

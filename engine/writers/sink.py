@@ -4,8 +4,7 @@ A `FileSink` writes chunks compressed apart (none, gzip or zstd: each chunk a wh
 or zstd frame, which `gzip -d` / `zstd -d` read as one file), hashes and counts what it writes,
 starts a new numbered part when a file would pass `max_file_size`, and makes each file appear
 under its name only once it is complete: a failed export leaves no file behind. Files go to a
-`Destination`: a local folder here (written under a hidden name, then renamed), or an S3 prefix
-(engine.storage.upload.S3Folder: one multipart upload a file).
+`Destination` (engine.storage.folders: a local folder, memory, an S3 prefix).
 """
 
 from __future__ import annotations
@@ -13,115 +12,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import os
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import pyarrow as pa
 
+from engine import codecs
 from engine.errors import ConfigError
-
-CODECS = ("none", "gzip", "zstd")
-
-
-class Target(Protocol):
-    """One file being written: it exists under its name only after `complete`."""
-
-    def write(self, data: bytes | memoryview) -> Any: ...
-
-    def complete(self) -> None: ...
-
-    def abort(self) -> None: ...
-
-
-Begun = Callable[[dict[str, str]], None]
-"""Told what a target has begun, before it begins it (a temporary file, an upload's id), so
-that a run that dies can be undone by the next."""
-
-
-class Destination(Protocol):
-    """Where an export's files go."""
-
-    def open(self, key: str, on_begin: Begun | None = None) -> Target: ...
-
-    def promote(self, staged: str, key: str) -> None:
-        """Put the complete file `staged` under `key` (replacing what is there)."""
-        ...
-
-    def read(self, key: str) -> bytes | None:
-        """A (small) file's bytes; None: no such file."""
-        ...
-
-    def undo(self, begun: dict[str, str]) -> None:
-        """Take back what a target began (as `on_begin` heard it) and did not complete."""
-        ...
-
-    def remove(self, key: str) -> None:
-        """Remove a completed file (an export that fails takes back what it wrote)."""
-        ...
-
-    def size(self, key: str) -> int | None:
-        """The size of a completed file as the destination reports it (None: no such file)."""
-        ...
-
-    def link(self, key: str, seconds: int) -> str:
-        """Where a reader gets the file: a link valid for `seconds` (presigned, in S3)."""
-        ...
-
-
-class LocalFolder:
-    """A local folder as a destination."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    def open(self, key: str, on_begin: Begun | None = None) -> Target:
-        return _LocalFile(self.folder / key, on_begin)
-
-    def remove(self, key: str) -> None:
-        (self.folder / key).unlink(missing_ok=True)
-
-    def promote(self, staged: str, key: str) -> None:
-        (self.folder / staged).replace(self.folder / key)
-
-    def read(self, key: str) -> bytes | None:
-        path = self.folder / key
-        return path.read_bytes() if path.is_file() else None
-
-    def undo(self, begun: dict[str, str]) -> None:
-        if "temp" in begun:
-            Path(begun["temp"]).unlink(missing_ok=True)
-
-    def size(self, key: str) -> int | None:
-        path = self.folder / key
-        return path.stat().st_size if path.is_file() else None
-
-    def link(self, key: str, seconds: int) -> str:
-        return (self.folder / key).resolve().as_uri()
-
-
-class _LocalFile:
-    def __init__(self, target: Path, on_begin: Begun | None = None) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self.target = target
-        self.path = target.with_name(f".{target.name}.part-{os.getpid()}")
-        if on_begin is not None:
-            on_begin({"temp": str(self.path)})
-        self.handle = self.path.open("wb")
-
-    def write(self, data: bytes | memoryview) -> int:
-        return self.handle.write(data)
-
-    def complete(self) -> None:
-        self.handle.close()
-        self.path.replace(self.target)
-
-    def abort(self) -> None:
-        self.handle.close()
-        self.path.unlink(missing_ok=True)
+from engine.storage.folders import Destination, Target
 
 
 @dataclass(frozen=True)
@@ -132,24 +31,6 @@ class WrittenFile:
     rows: int
     bytes: int
     sha256: str
-
-
-def pack(codec: str, data: bytes | memoryview) -> bytes | memoryview:
-    """`data` compressed on its own: a whole gzip member or zstd frame. Members and frames
-    written one after another make a file that every `gzip -d` / `zstd -d` reads whole, so
-    chunks can be compressed apart, in parallel threads (both libraries release the GIL)."""
-    if codec == "gzip":
-        packer = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: a gzip member
-        packed: bytes = packer.compress(data) + packer.flush()
-        return packed
-    if codec == "zstd":
-        import zstandard
-
-        packed = zstandard.ZstdCompressor(level=3).compress(data)
-        return packed
-    if codec == "none":
-        return data
-    raise ConfigError(f"compress {codec!r}: one of {', '.join(CODECS)}")
 
 
 @dataclass
@@ -181,17 +62,15 @@ class FileSink:
     ) -> None:
         self.destination = destination
         self.key_of = key_of
-        self.compress = compress
+        self.compress = codecs.check(compress)
         self.max_file_size = max_file_size
-        if compress not in CODECS:
-            raise ConfigError(f"compress {compress!r}: one of {', '.join(CODECS)}")
-        self.header = pack(compress, header) if header else b""
+        self.header = codecs.compress(compress, header) if header else b""
         self.files: list[WrittenFile] = []
         self._open: _Open | None = None
         self._part = 0
 
     def pack(self, chunk: bytes | memoryview) -> bytes | memoryview:
-        return pack(self.compress, chunk)
+        return codecs.compress(self.compress, chunk)
 
     def write(self, chunk: bytes | memoryview, rows: int) -> None:
         """Add an encoded chunk of `rows` rows."""
