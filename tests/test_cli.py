@@ -107,6 +107,19 @@ def test_wrong_secret_is_one_line_naming_the_authorization(
     assert_one_line_error(result, "authorization 'typo'", "secret key does not match")
 
 
+@pytest.mark.parametrize("command", ["inspect", "ls"])
+def test_wrong_secret_on_an_object_says_the_secret_does_not_match(
+    command: str, store_path: Path, s3: S3Server, tmp_path: Path
+) -> None:
+    # A HEAD request's 403 has no body, so it cannot say why: lakeport asks again with a
+    # request whose answer does.
+    bucket = s3.new_bucket()
+    s3.client().put_object(Bucket=bucket, Key="in/a.csv", Body=b"id,x\n1,2\n")
+    add_moto_auth(store_path, s3, tmp_path, "typo", secret="definitely-not-the-secret")
+    result = run(store_path, command, f"s3://{bucket}/in/a.csv", "--auth", "typo")
+    assert_one_line_error(result, "authorization 'typo'", "secret key does not match")
+
+
 def test_console_script_errors_without_traceback(
     store_path: Path, s3: S3Server, tmp_path: Path
 ) -> None:

@@ -55,7 +55,37 @@ def _translating(
     except LakeportError:
         raise
     except Exception as exc:  # the one place every client error is seen and named
-        raise _translate(exc, auth, action, location, listing_buckets) from exc
+        error = _translate(exc, auth, action, location, listing_buckets)
+        if isinstance(error, AccessDenied) and _without_reason(exc):
+            error = _why_refused(auth, action, location) or error
+        raise error from exc
+
+
+def _without_reason(exc: Exception) -> bool:
+    """Whether a refusal came without S3's reason: a HEAD request's 403 has no body, so a
+    wrong secret key and a missing permission look the same."""
+    code, _ = _aws_error(exc)
+    return code in ("403", "Forbidden") or (code is None and isinstance(exc, PermissionError))
+
+
+def _why_refused(
+    auth: Authorization | None, action: str, location: Location | None
+) -> LakeportError | None:
+    """Ask S3 again with a request whose answer has a body (a listing of one key under the
+    same name): the error for bad keys if that is what it was, None if it was not."""
+    if auth is None or location is None or location.scheme != "s3":
+        return None
+    from engine.storage.s3 import _s3_filesystem
+
+    try:
+        _s3_filesystem(auth).call_s3(
+            "list_objects_v2", Bucket=location.bucket, Prefix=location.key, MaxKeys=1
+        )
+    except Exception as probe:
+        code, _ = _aws_error(probe)
+        if code in _INVALID_KEYS or code in _EXPIRED:
+            return _translate(probe, auth, action, location, False)
+    return None
 
 
 def _translate(
