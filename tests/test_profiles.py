@@ -317,8 +317,25 @@ def test_list_fields_gather_their_items(store: Store, tmp_path: Path) -> None:
     assert row["history"] == ["b", "a", "a", "c"]
     assert row["sizes"] == [1, 2]
     assert build(store, tmp_path, rules)["report"].unconverted == {"sizes": 1}  # "x"
-    with pytest.raises(ConfigError, match="holds lists"):
-        build(store, tmp_path, 'by = ["user_id"]\n[fields.t]\nfrom = "tags"\nagg = "latest"\n')
+    before = store.profiles().collect().to_dicts()
+    refused = {
+        '[fields.t]\nfrom = "tags"\nagg = "latest"\ntype = "int"\n': (
+            r'fields.t: agg = "latest" with type = "int" does not apply to \'tags\', which '
+            r'holds lists \(list<string> in events\): a list field takes agg = "set" or "list"'
+        ),
+        '[fields.t]\nagg = "map"\nkey = "tags"\nvalue = "user_id"\n': (
+            r'fields.t: agg = "map" takes one key an event, and \'tags\' holds lists'
+        ),
+        '[fields.t]\nagg = "map"\nkey = "user_id"\nvalue = "sizes"\n': (
+            r'fields.t: agg = "map" takes one value an event, and \'sizes\' holds lists'
+        ),
+    }
+    for rule, message in refused.items():
+        with pytest.raises(ConfigError, match=message):
+            build(store, tmp_path, 'by = ["user_id"]\n' + rule)
+    with pytest.raises(ConfigError, match=r"by: the identity field 'tags' holds list<string> in"):
+        build(store, tmp_path, 'by = ["tags"]\n')
+    assert store.profiles().collect().to_dicts() == before  # nothing built
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
