@@ -526,6 +526,7 @@ class Store:
             return self._already_committed(table, app_id, stream, job, source)
 
         reader = with_engine_fields(as_reader(batches), source=source, job=job)
+        _check_case(reader.schema, None if table is None else pa.schema(table.schema()), source)
         counted = CountingReader(reader)
         try:
             with (
@@ -752,3 +753,18 @@ def _plain(url: str) -> str:
 def _select(reader: pa.RecordBatchReader, columns: list[str]) -> pa.RecordBatchReader:
     schema = pa.schema([reader.schema.field(c) for c in columns])
     return pa.RecordBatchReader.from_batches(schema, (b.select(columns) for b in reader))
+
+
+def _check_case(schema: pa.Schema, stream: pa.Schema | None, source: Source) -> None:
+    """Refuse field names that a stream cannot hold apart: Delta's field names are
+    case-insensitive, so `id` beside `Id` (in the rows, or in the stream already) would end in
+    the writer's own error."""
+    seen = {n.casefold(): (n, "the stream's field") for n in (stream.names if stream else [])}
+    for name in schema.names:
+        other, where = seen.setdefault(name.casefold(), (name, "the field"))
+        if other != name:
+            raise StoreError(
+                f"the field '{name}' of {source.key} differs only in case from {where} "
+                f"'{other}' (a stream's field names are case-insensitive): rename it in the "
+                "import (a json-import's `mapping`), or give it the stream's spelling"
+            )

@@ -167,6 +167,19 @@ class AudienceExportJob:
             check_directory(directory)
         except ConfigError as exc:
             raise SpecError(job.source, "directory", str(exc)) from None
+        try:  # the names as the first run would write them
+            sample = format_timestamp(datetime.now(UTC), job["timestamp_format"])
+            FileNames(
+                directory,
+                job["filename"],
+                sample,
+                job["audience"],
+                job["name"],
+                job["format"],
+                compress,
+            ).manifest()
+        except ConfigError as exc:
+            raise SpecError(job.source, "filename", str(exc)) from None
         return cls(
             name=job["name"],
             audience=job["audience"],

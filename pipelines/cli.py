@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import signal
@@ -23,6 +24,7 @@ from pipelines.output import (
     OUTPUT_OPTION,
     Output,
     activity,
+    echo,
     emit_json,
     emit_table,
     human_bytes,
@@ -95,15 +97,20 @@ class LakeportGroup(click.Group):
         except (KeyboardInterrupt, Interrupted) as exc:
             from pipelines.runs import interruption
 
-            click.echo(f"lakeport: {interruption(exc)}", err=True)
+            echo(f"lakeport: {interruption(exc)}", err=True)
             ctx.exit(143 if isinstance(exc, Interrupted) else 130)
+        except BrokenPipeError:
+            # The reader of the output went away (`lakeport inspect ... | head`): stop, quietly,
+            # as a command killed by SIGPIPE does.
+            _silence_stdout()
+            ctx.exit(141)
         except LakeportError as exc:
-            click.echo(f"lakeport: error: {redact(str(exc))}", err=True)
+            echo(f"lakeport: error: {redact(str(exc))}", err=True)
             ctx.exit(1)
         except Exception as exc:
             if os.environ.get(DEBUG_ENV):
-                click.echo(redact(traceback.format_exc()), err=True)
-            click.echo(
+                echo(redact(traceback.format_exc()), err=True)
+            echo(
                 f"lakeport: internal error: {type(exc).__name__}: {redact(str(exc))} "
                 f"(set {DEBUG_ENV}=1 to see where, and please report it)",
                 err=True,
@@ -131,6 +138,15 @@ def cli(ctx: click.Context, store_path: Path | None, verbose: int) -> None:
     """Move customer data between S3 buckets and a columnar store, in large batches."""
     _configure_logging(verbose)
     ctx.obj = Context(store_path)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush finds no broken pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass  # not a file descriptor (tests): nothing is flushed to a pipe at exit
 
 
 def _raise_on_sigterm(signum: int, frame: Any) -> None:
@@ -241,9 +257,9 @@ def auth_add(
         added = store.add_authorization(DelegatedRole(**role, **common))
     else:
         added = store.add_authorization(DefaultChain(**common))
-    click.echo(f"added authorization '{added.name}' ({added.kind})")
+    echo(f"added authorization '{added.name}' ({added.kind})")
     if added.kind == "delegated-role":
-        click.echo(f"external id: {added.external_id} (the role's trust policy must require it)")
+        echo(f"external id: {added.external_id} (the role's trust policy must require it)")
 
 
 def _read_secret_file(path: Path) -> str:
@@ -303,7 +319,7 @@ def auth_show(obj: Context, name: str, output: Output) -> None:
 def auth_remove(obj: Context, name: str) -> None:
     """Remove an authorization and the secrets stored for it."""
     obj.store().remove_authorization(name)
-    click.echo(f"removed authorization '{name}'")
+    echo(f"removed authorization '{name}'")
 
 
 @auth.command("policy")
@@ -326,7 +342,7 @@ def auth_policy(obj: Context, name: str, bucket: str, read_only: bool, output: O
             principal = storage.caller_identity(auth.region, auth.endpoint_url)
         except LakeportError as exc:
             principal = "arn:aws:iam::LAKEPORT_ACCOUNT_ID:root"
-            click.echo(
+            echo(
                 f"lakeport: note: {exc}; replace {principal} with the ARN lakeport runs as",
                 err=True,
             )
@@ -335,11 +351,11 @@ def auth_policy(obj: Context, name: str, bucket: str, read_only: bool, output: O
         emit_json(document)
         return
     attach = "the role" if isinstance(auth, DelegatedRole) else "the user of the access key"
-    click.echo(f"# Permissions: attach to {attach} ({auth.name}) for s3://{bucket}")
-    click.echo(json.dumps(document["permissions"], indent=2))
+    echo(f"# Permissions: attach to {attach} ({auth.name}) for s3://{bucket}")
+    echo(json.dumps(document["permissions"], indent=2))
     if isinstance(auth, DelegatedRole):
-        click.echo(f"\n# Trust policy of {auth.role_arn}")
-        click.echo(json.dumps(document["trust"], indent=2))
+        echo(f"\n# Trust policy of {auth.role_arn}")
+        echo(json.dumps(document["trust"], indent=2))
 
 
 # The store
@@ -359,7 +375,7 @@ def store_init(obj: Context, tables: str | None, auth_name: str | None) -> None:
     from engine.store import Store
 
     store = Store(obj.store_path, tables=tables, tables_auth=auth_name)
-    click.echo(f"store {store.path.resolve()}: tables in {store.tables.url}")
+    echo(f"store {store.path.resolve()}: tables in {store.tables.url}")
 
 
 @store_group.command("vacuum")
@@ -376,12 +392,12 @@ def store_vacuum(obj: Context, streams: tuple[str, ...], output: Output) -> None
         return
     for name, urls in removed.items():
         for url in urls:
-            click.echo(f"removed {url}")
-        click.echo(
+            echo(f"removed {url}")
+        echo(
             f"stream '{name}': {len(urls)} unreferenced file{'' if len(urls) == 1 else 's'} removed"
         )
     if not removed:
-        click.echo("no streams")
+        echo("no streams")
 
 
 @store_group.command("info")

@@ -13,6 +13,7 @@ from pipelines.output import (
     Output,
     activity,
     bytes_progress,
+    echo,
     emit_json,
     emit_table,
     human_bytes,
@@ -50,22 +51,22 @@ def inspect(obj: Context, url: str, auth_name: str | None, rows: int, output: Ou
         emit_json({**asdict(found), "url": info.url, "job": job})
         return
     shown = "tab" if found.delimiter == "\t" else repr(found.delimiter)
-    click.echo(f"{info.url}: {human_bytes(found.size)}, {found.compression or 'not compressed'}")
+    echo(f"{info.url}: {human_bytes(found.size)}, {found.compression or 'not compressed'}")
     if found.format == "json":
-        click.echo(f"JSON, {found.shape}: fields flattened to dotted names")
+        echo(f"JSON, {found.shape}: fields flattened to dotted names")
     else:
-        click.echo(f"encoding {found.encoding}, delimiter {shown}, quote {found.quote_char!r}")
-    click.echo(f"fields ({len(found.fields)}): {', '.join(found.fields)}")
-    click.echo(f"look like timestamps: {', '.join(found.timestamp_fields) or 'none'}")
+        echo(f"encoding {found.encoding}, delimiter {shown}, quote {found.quote_char!r}")
+    echo(f"fields ({len(found.fields)}): {', '.join(found.fields)}")
+    echo(f"look like timestamps: {', '.join(found.timestamp_fields) or 'none'}")
     if found.prefix:
-        click.echo(f"continuous import of files named like this one: prefix = {found.prefix!r}")
+        echo(f"continuous import of files named like this one: prefix = {found.prefix!r}")
     emit_table(
         found.rows,
         found.fields,
         title=f"first {len(found.rows)} rows",
         empty="no rows after the header",
     )
-    click.echo("\na job file to start from:\n" + job)
+    echo("\na job file to start from:\n" + job)
 
 
 # Jobs and runs
@@ -99,7 +100,7 @@ def _run_and_report(
     if output == "json":
         emit_json(record.as_json())
     else:
-        click.echo(record.summary(), err=record.failed)
+        echo(record.summary(), err=record.failed)
     if record.failed:
         raise click.exceptions.Exit(1)
 
@@ -140,7 +141,7 @@ def jobs_add(obj: Context, job_file: Path, replace: bool) -> None:
         raise ConfigError(
             f"a job named '{job.name}' is registered already: pass --replace to replace it"
         )
-    click.echo(f"registered job '{job.name}' ({job.type})")
+    echo(f"registered job '{job.name}' ({job.type})")
 
 
 @jobs_group.command("list")
@@ -167,7 +168,7 @@ def jobs_show(obj: Context, name: str) -> None:
     found = obj.store().state.get_job(name)
     if found is None:
         raise ConfigError(f"no job named '{name}': `lakeport jobs list` shows the registered ones")
-    click.echo(found[1].rstrip("\n"))
+    echo(found[1].rstrip("\n"))
 
 
 @jobs_group.command("run")
@@ -196,7 +197,7 @@ def jobs_remove(obj: Context, name: str) -> None:
 
     if not obj.store().state.delete_job(name):
         raise ConfigError(f"no job named '{name}'")
-    click.echo(f"removed job '{name}'")
+    echo(f"removed job '{name}'")
 
 
 @cli.command("cleanup")
@@ -213,7 +214,7 @@ def cleanup(obj: Context, job: str | None) -> None:
     store = obj.store()
     left = [(j, e) for j, e in store.state.journal() if job is None or j == job]
     if not left:
-        click.echo("nothing to clean up" + (f" for job '{job}'" if job else ""))
+        echo("nothing to clean up" + (f" for job '{job}'" if job else ""))
         return
     for name, entry in left:
         with Lease(store.state, f"job:{name}"):  # never beside a run of the job
@@ -221,7 +222,7 @@ def cleanup(obj: Context, job: str | None) -> None:
                 done = settle_export(store, name)
             else:
                 done = import_state.settle(store, name, raising=True)
-        click.echo(f"job '{name}': {done}")
+        echo(f"job '{name}': {done}")
 
 
 @cli.command("runs")

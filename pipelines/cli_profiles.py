@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from pipelines.cli import Context, cli
-from pipelines.output import OUTPUT_OPTION, Output, activity, emit_json, emit_table
+from pipelines.output import OUTPUT_OPTION, Output, activity, echo, emit_json, emit_table
 
 
 @cli.group("profiles")
@@ -48,15 +48,15 @@ def profiles_build(
         )
         return
     rate = report.events / result.seconds if result.seconds else 0.0
-    click.echo(
+    echo(
         f"built {report.profiles:,} profiles from {report.events:,} events "
         f"({', '.join(result.streams)}) and {report.identities:,} identity values "
         f"in {result.seconds:.1f} s ({rate:,.0f} events/s)"
     )
     if report.without_identity:
-        click.echo(f"{report.without_identity:,} events had no identity value and were left out")
+        echo(f"{report.without_identity:,} events had no identity value and were left out")
     for name, count in report.unconverted.items():
-        click.echo(f"field {name}: {count:,} values did not convert to its type and were left out")
+        echo(f"field {name}: {count:,} values did not convert to its type and were left out")
 
 
 @profiles.command("load")
@@ -78,7 +78,7 @@ def profiles_load(obj: Context, url: str, by: str, auth_name: str | None) -> Non
     fields = [name.strip() for name in by.split(",") if name.strip()]
     with activity(f"Loading profiles from {url}"):
         rows = load_profiles(store, url, fields, auth=auth)
-    click.echo(f"loaded {rows:,} profiles from {url} (identity fields: {', '.join(fields)})")
+    echo(f"loaded {rows:,} profiles from {url} (identity fields: {', '.join(fields)})")
 
 
 @profiles.command("show")
@@ -117,7 +117,7 @@ def audience_create(obj: Context, name: str, where: str) -> None:
     store = obj.store()
     store.create_audience(name, where)
     size = store.audience_sizes()[name]
-    click.echo(f"audience {name} created: {size:,} profiles")
+    echo(f"audience {name} created: {size:,} profiles")
 
 
 @audience.command("list")
@@ -148,7 +148,7 @@ def audience_list(obj: Context, output: Output) -> None:
     ]
     emit_table(shown, ["name", "profiles", "where"], title="audiences", empty="no audiences yet")
     for name, reason in broken.items():
-        click.echo(f"audience {name} is broken: {reason}", err=True)
+        echo(f"audience {name} is broken: {reason}", err=True)
 
 
 @audience.command("show")
@@ -173,4 +173,4 @@ def audience_show(obj: Context, name: str, limit: int, output: Output) -> None:
 def audience_remove(obj: Context, name: str) -> None:
     """Remove the audience NAME."""
     obj.store().remove_audience(name)
-    click.echo(f"audience {name} removed")
+    echo(f"audience {name} removed")

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from pipelines.cli import Context, cli
-from pipelines.output import OUTPUT_OPTION, Output, emit_json, emit_table
+from pipelines.output import OUTPUT_OPTION, Output, echo, emit_json, emit_table
 
 
 @cli.group("smtp")
@@ -77,7 +77,7 @@ def smtp_set(
         ca_file=None if ca_file is None else str(ca_file.resolve()),
     )
     mail.save(obj.store(), server)
-    click.echo(f"SMTP server set: {host}:{port}" + (" (STARTTLS)" if starttls else ""))
+    echo(f"SMTP server set: {host}:{port}" + (" (STARTTLS)" if starttls else ""))
 
 
 @smtp.command("show")
@@ -108,7 +108,7 @@ def smtp_test(obj: Context, address: str) -> None:
         "lakeport: test email",
         "This is a test email from lakeport: export jobs will send their links this way.\n",
     )
-    click.echo(f"sent a test email to {address} through {server.host}:{server.port}")
+    echo(f"sent a test email to {address} through {server.host}:{server.port}")
 
 
 @smtp.command("remove")
@@ -118,4 +118,4 @@ def smtp_remove(obj: Context) -> None:
     from engine import mail
 
     mail.remove(obj.store())
-    click.echo("SMTP server removed")
+    echo("SMTP server removed")

@@ -14,7 +14,7 @@ from engine.auth import AwsKeys
 from engine.secrets import Secret
 from engine.store import Store
 from pipelines import jobs
-from pipelines.output import emit_table, human_bytes
+from pipelines.output import echo, emit_table, human_bytes
 from pipelines.profiles import build_profiles
 
 _FIELDS = ["event_id", "user_id", "email", "event", "country", "amount", "timestamp"]
@@ -63,7 +63,7 @@ def run_demo(folder: Path | None) -> None:
     root = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="lakeport-demo-"))
     bucket = root / "bucket"
     store = Store(root / "store")
-    click.echo(f"demo folder: {root}\n  bucket: {bucket}\n  store:  {store.path}")
+    echo(f"demo folder: {root}\n  bucket: {bucket}\n  store:  {store.path}")
 
     _say("1. A local folder stands in for the bucket; it holds one CSV export")
     _write_csv(bucket / "exports" / "events_20261101.csv", _EVENTS)
@@ -109,7 +109,7 @@ def run_demo(folder: Path | None) -> None:
             "diff = true",
         ],
     )
-    click.echo(jobs.run(store, job).summary())
+    echo(jobs.run(store, job).summary())
 
     _say("4. The next day's export arrives: one row changed, two added; the diff imports three")
     changed = [row if row[0] != "e-004" else (*row[:3], "register", *row[4:]) for row in _EVENTS]
@@ -117,8 +117,8 @@ def run_demo(folder: Path | None) -> None:
     # Ada buys again, known only by her email this time (written differently).
     by_email = ("e-010", "", " Ada@Example.com", "purchase", "GB", "10.00", "2026-11-02T09:00:00Z")
     _write_csv(bucket / "exports" / "events_20261102.csv", [*changed, added, by_email])
-    click.echo(jobs.run(store, job).summary())
-    click.echo(jobs.run(store, job).summary())
+    echo(jobs.run(store, job).summary())
+    echo(jobs.run(store, job).summary())
 
     _say("5. Read back: the streams, and the first rows as a Polars LazyFrame")
     emit_table(
@@ -138,9 +138,9 @@ def run_demo(folder: Path | None) -> None:
     _say("6. Profiles: events that share a user_id or an email make one user")
     rules = root / "profiles.toml"
     rules.write_text(_PROFILES, encoding="utf-8")
-    click.echo(f"lakeport profiles build {rules}")
+    echo(f"lakeport profiles build {rules}")
     built = build_profiles(store, rules)
-    click.echo(
+    echo(
         f"built {built.report.profiles} profiles from {built.report.events} events "
         f"in {built.seconds:.1f} s"
     )
@@ -156,7 +156,7 @@ def run_demo(folder: Path | None) -> None:
     for audience, condition in (("big-spenders", "spent > 40"), ("gb", "country = 'GB'")):
         if audience in store.audiences():
             store.remove_audience(audience)
-        click.echo(f'lakeport audience create {audience} --where "{condition}"')
+        echo(f'lakeport audience create {audience} --where "{condition}"')
         store.create_audience(audience, condition)
     emit_table(
         [
@@ -185,17 +185,17 @@ def run_demo(folder: Path | None) -> None:
         ],
     )
     record = jobs.run(store, export)
-    click.echo(record.summary())
+    echo(record.summary())
     if record.files:
         data = bucket / record.files[0]
-        click.echo(f"\n{data.name}, unzipped:\n" + gzip.decompress(data.read_bytes()).decode())
-    click.echo(f"Try: lakeport --store {store.path} audience show big-spenders")
+        echo(f"\n{data.name}, unzipped:\n" + gzip.decompress(data.read_bytes()).decode())
+    echo(f"Try: lakeport --store {store.path} audience show big-spenders")
 
 
 def _job_file(path: Path, lines: Sequence[str]) -> jobs.Job:
     """Write a job file, say the command that runs it, and load it."""
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    click.echo(f"lakeport run {path}")
+    echo(f"lakeport run {path}")
     job, _ = jobs.load_file(path)
     return job
 

@@ -248,6 +248,11 @@ class Rejections:
         pq.write_table(pa.Table.from_batches([batch]), path)
 
 
+def _names(fields: list[str], column: str) -> bool:
+    """Whether `fields` select `column`: by its name, or by an object it is under."""
+    return any(column == f or column.startswith(f + ".") for f in fields)
+
+
 def crashing(batches: Iterator[pa.RecordBatch], stage: str) -> Iterator[pa.RecordBatch]:
     """The batches, with the crash point `stage` after the first."""
     for batch in batches:
@@ -427,12 +432,12 @@ def run_import(
     if wanted is not None and job.timestamp and job.timestamp.column not in wanted:
         wanted = [*wanted, job.timestamp.column]
     keep_ts_column = job.fields is None or (
-        job.timestamp is not None and job.timestamp.column in job.fields
+        job.timestamp is not None and _names(job.fields, job.timestamp.column)
     )
 
     def read(rejections: Rejections, again: bool) -> tuple[RowReader, pa.RecordBatchReader]:
         reader = open_reader(target, auth, wanted, rejections, again)
-        if job.timestamp and job.timestamp.column not in reader.header:
+        if job.timestamp and job.timestamp.column not in reader.schema.names:
             reader.close()
             raise ConfigError(
                 f"the timestamp field '{job.timestamp.column}' is not in {target.url}: "
@@ -502,7 +507,8 @@ def run_import(
     record.bytes = reader.bytes_read
     notes = [record.note] if record.note else []  # what the start of the run settled
     if reader.rows_read == 0 and not rejections.rows:
-        notes.append("the file has a header and no rows: nothing to import")
+        nothing = "a header and no rows" if reader.header else "no records"
+        notes.append(f"the file has {nothing}: nothing to import")
     elif reader.rows_blank:
         notes.append(f"{reader.rows_blank:,} blank rows skipped")
     record.note = "; ".join(notes) or None

@@ -8,6 +8,7 @@ from typing import Any
 
 from engine.errors import ConfigError
 from engine.store import Store
+from engine.textfile import read_text
 from pipelines import audience_export, csv_import, json_import
 from pipelines.errors import SpecError
 from pipelines.runs import RunRecord
@@ -49,10 +50,7 @@ def load(text: str, source: str) -> Job:
 
 
 def load_file(path: Path) -> tuple[Job, str]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the job file {path}: {exc.strerror}") from None
+    text = read_text(path, "job file")
     return load(text, str(path)), text
 
 

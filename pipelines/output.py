@@ -25,6 +25,24 @@ OUTPUT_OPTION = click.option(
 )
 
 
+_CONTROLS = [*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)]
+_BIDI = [0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_SHOWN = {c: f"\\x{c:02x}" for c in _CONTROLS} | {c: f"\\u{c:04x}" for c in _BIDI}
+_JSON_SHOWN = {c: f"\\u{c:04x}" for c in range(0x7F, 0xA0)} | {c: f"\\u{c:04x}" for c in _BIDI}
+
+
+def shown(text: str) -> str:
+    """`text` safe for a terminal: control characters (an ESC that would colour the screen,
+    a carriage return that would overwrite the line) and bidirectional overrides escaped
+    (`\\x1b`); line breaks and tabs kept."""
+    return text.translate(_SHOWN)
+
+
+def echo(text: str = "", *, err: bool = False) -> None:
+    """Print a line for people: secrets masked, control characters escaped."""
+    click.echo(shown(redact(text)), err=err)
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, datetime | date):
         return value.isoformat()
@@ -34,7 +52,10 @@ def _plain(value: Any) -> Any:
 
 
 def emit_json(document: Any) -> None:
-    click.echo(redact(json.dumps(document, default=_plain, ensure_ascii=False, indent=2)))
+    # json escapes C0 controls itself; C1 controls and bidirectional overrides are escaped
+    # the JSON way too (`\\u009b`), which keeps the document's values as they are.
+    text = json.dumps(document, default=_plain, ensure_ascii=False, indent=2)
+    click.echo(redact(text).translate(_JSON_SHOWN))
 
 
 def emit_table(
@@ -47,10 +68,11 @@ def emit_table(
 ) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console(soft_wrap=True)
     if title:
-        console.print(title, highlight=False, markup=False)
+        console.print(shown(title), highlight=False, markup=False)
     if not rows:
         console.print(f"({empty})", highlight=False, markup=False)
         return
@@ -58,7 +80,8 @@ def emit_table(
     for column in columns:
         table.add_column(column, justify="right" if column in right else "left", overflow="fold")
     for row in rows:
-        table.add_row(*(redact(_cell(row.get(column))) for column in columns))
+        # Text: a cell's brackets are never read as rich markup.
+        table.add_row(*(Text(shown(redact(_cell(row.get(column))))) for column in columns))
     console.print(table, highlight=False)
 
 

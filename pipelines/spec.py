@@ -17,6 +17,7 @@ from typing import Any
 
 from engine.errors import ConfigError
 from engine.readers.source import Limits, check_encoding
+from engine.textfile import read_text
 from engine.timestamps import check_timezone
 from pipelines.errors import SpecError
 
@@ -154,11 +155,7 @@ class Loaded:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the job file {path}: {exc.strerror}") from None
-    return parse_toml(text, str(path))
+    return parse_toml(read_text(path, "job file"), str(path))
 
 
 def parse_toml(text: str, source: str) -> dict[str, Any]:

@@ -365,3 +365,89 @@ def test_auth_policy_without_lakeports_own_credentials(store_path: Path) -> None
     assert result.exit_code == 0, result.output
     assert "LAKEPORT_ACCOUNT_ID" in result.stdout
     assert "found no AWS credentials" in result.stderr
+
+
+def test_control_characters_in_keys_are_escaped_in_every_human_output(
+    store_path: Path, s3: S3Server, tmp_path: Path
+) -> None:
+    bucket = s3.new_bucket()
+    evil = "in/\x1b[31mred\x1b[0m\r[bold]x\u202eevil.csv"
+    s3.client().put_object(Bucket=bucket, Key=evil, Body=b"id\n1\n")
+    add_moto_auth(store_path, s3, tmp_path)
+    listed = run(store_path, "ls", f"s3://{bucket}/in/", "--auth", "moto")
+    assert listed.exit_code == 0, listed.output
+    assert "\x1b" not in listed.output
+    assert "\r" not in listed.output
+    assert "\u202e" not in listed.output
+    # Escaped, and not read as markup ("[bold]" stays); the table may fold the cell.
+    folded = "".join(line.split("  ")[0].strip() for line in listed.output.splitlines()[2:])
+    assert folded.startswith("\\x1b[31mred\\x1b[0m\\x0d[bold]x\\u202eevil.csv")
+    as_json = run(store_path, "ls", f"s3://{bucket}/in/", "--auth", "moto", "-o", "json")
+    assert json.loads(as_json.output)["files"][0]["name"] == evil.removeprefix("in/")  # as it is
+    failed = run(store_path, "inspect", f"s3://{bucket}/{evil}x", "--auth", "moto")
+    assert "\x1b" not in failed.output
+    assert "\\x1b[31m" in failed.stderr
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    # `lakeport inspect FILE | head`: the reader goes away before lakeport writes.
+    data = tmp_path / "events.csv"
+    data.write_text("id,name\n" + "".join(f"{i},n{i}\n" for i in range(50)))
+    lakeport = Path(sys.executable).parent / "lakeport"
+    process = subprocess.Popen(
+        [str(lakeport), "--store", str(tmp_path / "store"), "inspect", str(data)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    process.stdout.close()
+    with process.stderr:
+        errors = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141
+    assert errors == ""
+
+
+def test_a_job_file_that_is_not_utf8_is_one_line_naming_it(
+    store_path: Path, tmp_path: Path
+) -> None:
+    job = tmp_path / "job.toml"
+    job.write_bytes('name = "caf\xe9"\n'.encode("latin-1"))
+    result = run(store_path, "run", str(job))
+    assert_one_line_error(result, f"the job file {job} is not UTF-8 (line 1, bytes e9", "UTF-8")
+    rules = tmp_path / "profiles.toml"
+    rules.write_bytes('by = ["caf\xe9"]\n'.encode("latin-1"))
+    result = run(store_path, "profiles", "build", str(rules))
+    assert_one_line_error(result, f"the profiles file {rules} is not UTF-8 (line 1")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("max_line_bytes = 100000000000000", "max_line_bytes must be at most 1,073,741,824"),
+        ("max_field_bytes = 9223372036854775807", "max_field_bytes must be at most"),
+    ],
+)
+def test_limits_too_large_for_the_parser_are_refused_at_load(
+    line: str, message: str, store_path: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("id\n1\n")
+    job = tmp_path / "job.toml"
+    job.write_text(
+        f'name = "big"\ntype = "csv-import"\nbucket = "{tmp_path / "in"}"\nfile = "a.csv"\n'
+        f'stream = "s"\n{line}\n'
+    )
+    assert_one_line_error(run(store_path, "run", str(job)), message)
+
+
+def test_a_file_name_too_long_for_a_file_system_is_refused_at_load(
+    store_path: Path, tmp_path: Path
+) -> None:
+    job = tmp_path / "job.toml"
+    job.write_text(
+        'name = "long"\ntype = "audience-export"\naudience = "a"\n'
+        f'bucket = "{tmp_path / "out"}"\nfilename = "{"x" * 300}"\n'
+    )
+    result = run(store_path, "jobs", "add", str(job))
+    assert_one_line_error(result, "filename", "bytes long", "shorten `filename`")

@@ -97,9 +97,19 @@ def test_bad_rows_in_later_blocks_keep_lines_exact() -> None:
     assert by_id["12346"] == 12_348
 
 
-def test_unterminated_quote() -> None:
-    with pytest.raises(BadInput, match=r"line 3: .*never closed"):
-        read(b'a,b\n1,2\n3,"open\n4,5\n')
+@pytest.mark.parametrize(
+    ("data", "line"),
+    [
+        (b'a,b\n1,2\n3,"open\n4,5\n', 3),  # the open value runs to the end: two fields
+        (b'a,b\n"1,2\n3,4\n5,6\n', 2),  # one field: once reported as a field count
+        (b'a,b\n1,2\n\n"x,y\n', 4),
+    ],
+)
+def test_an_unterminated_quote_names_the_line_it_opens_on(data: bytes, line: int) -> None:
+    with pytest.raises(BadInput, match=rf"line {line}: the quote \(\"\) opened on this line is "):
+        read(data)
+    with pytest.raises(BadInput, match="never closed"):  # never a bad row to quarantine
+        read(data, on_bad_row=lambda _: None)
 
 
 def test_quote_inside_an_unquoted_field_is_text() -> None:
@@ -113,6 +123,10 @@ def test_quote_inside_an_unquoted_field_is_text() -> None:
         (b"a,b,a\n1,2,3\n", "names 'a' twice (fields 1 and 3)"),
         (b"a,,c\n1,2,3\n", "header field 2 is blank"),
         (b"a, ,c\n1,2,3\n", "header field 2 is blank"),
+        (b"Id,id\n1,2\n", "the fields 'Id' and 'id' differ only in case"),
+        (b"a,_line\n1,2\n", "the field '_line' has the name of a column lakeport adds"),
+        (b"a,_TS\n1,2\n", "the field '_TS' has the name of a column lakeport adds"),
+        (b"\n\r\n\n", "holds only blank lines: a CSV file needs a header line"),
     ],
 )
 def test_bad_headers(header: bytes, message: str) -> None:
@@ -122,7 +136,14 @@ def test_bad_headers(header: bytes, message: str) -> None:
 
 @pytest.mark.parametrize(
     ("data", "suggested"),
-    [(b"a;b;c\n1;2;3\n", 'delimiter = ";"'), (b"a\tb\n1\t2\n", 'delimiter = "t"')],
+    [
+        (b"a;b;c\n1;2;3\n", 'delimiter = ";"'),
+        (b"a\tb\n1\t2\n", 'delimiter = "t"'),
+        (b"a\tb\rx\ty\r1\t2\r", 'delimiter = "t"'),  # CR line ends
+        (b'a|"b,c"|d\n1|"2,3"|4\n5|6|7\n', 'delimiter = "|"'),  # commas inside quotes
+        (b'"a\nb";c\n1;2\n', 'delimiter = ";"'),  # a quoted header over two lines
+        (b"a;b;c\n1;2,3;4\n5;6;7\n", 'delimiter = ";"'),  # a comma in a value
+    ],
 )
 def test_wrong_delimiter_is_suggested(data: bytes, suggested: str) -> None:
     with pytest.raises(BadInput, match=suggested):
@@ -173,12 +194,48 @@ def test_field_and_line_limits() -> None:
         read(b"a,b\n1,2\n3," + b"y" * 10_000 + b"\n", limits=Limits(max_line_bytes=4096))
 
 
-def test_empty_and_header_only_files() -> None:
+@pytest.mark.parametrize("data", [b"a,b\n", b"a,b", b"a,b\r\n\r\n", b'"a\nb",c'])
+def test_empty_and_header_only_files(data: bytes) -> None:
     with pytest.raises(BadInput, match="is empty"):
         read(b"")
-    rows, reader = read(b"a,b\n")
+    rows, reader = read(data)
     assert rows == []
+    assert len(reader.header) == 2
+
+
+def test_blank_lines_before_the_header_are_skipped_and_counted() -> None:
+    rows, reader = read(b"\n\r\na,b\n1,2\n")
     assert reader.header == ["a", "b"]
+    assert rows == [{"a": "1", "b": "2", "_line": 4}]
+    with pytest.raises(BadInput, match=r"line 4: expected 2 fields, found 3"):
+        read(b"\n\na,b\n1,2,3\n")
+
+
+@pytest.mark.parametrize(
+    ("data", "line", "guess"),
+    [
+        ("café,x\n1,2\n".encode("latin-1"), 1, "latin-1"),
+        ("a,x\ncafé,2\n".encode("latin-1"), 2, "latin-1"),
+        ("\nnaïve “quoted”,x\n1,2\n".encode("cp1252"), 2, "cp1252"),
+        ("名前,x\n1,2\n".encode("shift_jis"), 1, "cp1252"),
+    ],
+)
+def test_bytes_that_are_not_utf8_name_the_line_and_the_likely_encoding(
+    data: bytes, line: int, guess: str
+) -> None:
+    # The same error in the header as in a data row, with what `inspect` would suggest.
+    from engine.readers.source import guess_encoding
+
+    assert guess_encoding(data) == guess
+    with pytest.raises(
+        BadInput, match=rf'line {line}: is not valid utf-8 .*set encoding = "{guess}" in the job'
+    ):
+        read(data)
+
+
+def test_a_field_left_out_may_have_any_name() -> None:
+    rows, _ = read(b"a,_line,A\n1,2,3\n", fields=["a"])
+    assert values(rows) == [{"a": "1"}]
 
 
 def test_fields_are_selected_and_unknown_ones_listed() -> None:

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from engine.readers.sniff import guess_delimiter, guess_encoding, name_prefix
+from engine.readers.csv import guess_delimiter
+from engine.readers.sniff import name_prefix
+from engine.readers.source import guess_encoding
 from engine.store import Store
 from pipelines import jobs
 from pipelines.cli import cli

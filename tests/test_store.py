@@ -177,6 +177,26 @@ def test_fields_the_store_owns_are_refused(store: Store) -> None:
     assert store.streams() == []
 
 
+def test_fields_that_differ_only_in_case_are_refused_and_nothing_is_committed(
+    store: Store,
+) -> None:
+    # Delta's field names are case-insensitive: its writer failed on these with its own error.
+    store.append("events", batches(1), source=Source("one"), job="j")
+    upper = pa.record_batch([pa.array(["u"])], schema=pa.schema([("USER_ID", pa.string())]))
+    with pytest.raises(
+        StoreError, match=r"'USER_ID' of two differs only in case from the stream's field 'user_id'"
+    ):
+        store.append("events", [upper], source=Source("two"), job="j")
+    both = pa.record_batch(
+        [pa.array(["a"]), pa.array(["b"])],
+        schema=pa.schema([("Id", pa.string()), ("id", pa.string())]),
+    )
+    with pytest.raises(StoreError, match=r"'id' of three differs only in case from the field 'Id'"):
+        store.append("fresh", [both], source=Source("three"), job="j")
+    assert store.stream("events").collect().height == 1
+    assert [s.name for s in store.streams()] == ["events"]
+
+
 def test_fields_that_are_not_text_are_refused_and_nothing_is_committed(store: Store) -> None:
     store.append("events", batches(1), source=Source("one"), job="j")
     schema = pa.schema([("user_id", pa.int64())])

@@ -384,15 +384,15 @@ def _type_check(config: ProfilesConfig, streams: list[StreamInput]) -> None:
             for role, name in (("key", rule.key), ("value", rule.value)):
                 if name in lists:
                     raise ConfigError(
-                        f"fields.{rule.name}: agg = \"map\" takes one {role} an event, and "
+                        f'fields.{rule.name}: agg = "map" takes one {role} an event, and '
                         f"'{name}' holds lists ({_kinds(streams, name)}): use agg = \"set\" "
-                        "or \"list\" for a list field"
+                        'or "list" for a list field'
                     )
         elif rule.source in lists and rule.agg not in ("set", "list"):
             raise ConfigError(
-                f"fields.{rule.name}: agg = \"{rule.agg}\" with type = \"{rule.type}\" does "
+                f'fields.{rule.name}: agg = "{rule.agg}" with type = "{rule.type}" does '
                 f"not apply to '{rule.source}', which holds lists "
-                f"({_kinds(streams, rule.source)}): a list field takes agg = \"set\" or \"list\""
+                f'({_kinds(streams, rule.source)}): a list field takes agg = "set" or "list"'
             )
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError
+from engine.textfile import read_text
 
 AGGREGATIONS = ("latest", "first", "min", "max", "sum", "count", "set", "list", "map")
 TYPES = ("string", "int", "float", "bool", "timestamp")
@@ -102,11 +103,7 @@ class ProfilesConfig:
 def load(path: str | Path) -> ProfilesConfig:
     """Read and check a profiles file."""
     where = Path(path)
-    try:
-        text = where.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the profiles file {where}: {exc.strerror}") from exc
-    return parse(text, str(where))
+    return parse(read_text(where, "profiles file"), str(where))
 
 
 def parse(text: str, name: str = "profiles.toml") -> ProfilesConfig:

@@ -16,6 +16,7 @@ counted), and every error names the object and the line.
 
 from __future__ import annotations
 
+import codecs
 import csv as pycsv
 import io
 import re
@@ -28,12 +29,13 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from engine.errors import BadInput, ConfigError, LimitExceeded
-from engine.readers.rows import LINE, BadRow
-from engine.readers.source import Limits, NulByte, TextSource
+from engine.readers.rows import LINE, BadRow, check_names
+from engine.readers.source import Limits, NulByte, TextSource, not_encoded
 
 _BREAK = r"\r\n|\r|\n"
 _BREAK_RE = re.compile(_BREAK)
-_CANDIDATES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+"""The delimiters a file is sniffed for, and what each is called."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ class CsvReader:
             limits=self.limits,
             watch_byte=quote.encode() if quote else None,
         )
+        self._header_line = 1
+        self._no_rows = False
         self.header, header_breaks = self._read_header()
         self.fields = self._select(fields)
         self.schema = pa.schema(
@@ -96,7 +100,7 @@ class CsvReader:
         """Rows whose fields were all empty (blank lines): skipped."""
         self.rows_bad = 0
         """Rows with the wrong number of fields."""
-        self._next_line = 2 + header_breaks
+        self._next_line = self._header_line + 1 + header_breaks
         self._next_record = 2  # pyarrow numbers records from 1, the header being 1
         self._invalid: dict[int, tuple[str, str]] = {}
         self._last_value: str | None = None
@@ -113,6 +117,9 @@ class CsvReader:
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         """The rows, in file order, in record batches."""
+        if self._no_rows:
+            self._source.close()
+            return
         stream = self._open_arrow()
         try:
             while True:
@@ -135,17 +142,25 @@ class CsvReader:
     # The header
 
     def _read_header(self) -> tuple[list[str], int]:
+        """The header's field names and the line breaks inside it. Blank lines before it are
+        skipped (and counted); its bytes must be valid UTF-8 (after `encoding`)."""
         size = 64 << 10
         while True:
             try:
                 head = self._source.peek(size)
             except NulByte as exc:
                 raise self._with_line(exc) from None
-            if not head:
-                raise BadInput(self.name, None, "is empty: a CSV file needs a header line")
-            text = head.decode("utf-8", errors="replace")
+            whole = len(head) < size
+            blanks = len(head) - len(head.lstrip(b"\r\n"))
+            if blanks == len(head) and whole:
+                what = "holds only blank lines" if head else "is empty"
+                raise BadInput(self.name, None, f"{what}: a CSV file needs a header line")
+            text, bad_at = _decode_prefix(head[blanks:], whole)
             end = _record_end(text, self.dialect.quote_char)
-            if end is not None or len(head) < size:
+            if end is None and bad_at is not None:
+                line = 1 + _breaks(head[:blanks].decode())
+                raise not_encoded(self.name, line, "utf-8", head[blanks:], bad_at)
+            if end is not None or whole:
                 break
             if size >= self.limits.max_line_bytes:
                 raise LimitExceeded(
@@ -153,44 +168,55 @@ class CsvReader:
                     "bytes (limit max_line_bytes), or a quote in it is never closed"
                 )
             size *= 4
+        if blanks:
+            self._source.read(blanks)  # the parser starts at the header
+        self._header_line = 1 + _breaks(head[:blanks].decode())
         record = text[:end] if end is not None else text
         stripped = record.lstrip()
         if stripped.startswith(("{", "[")):
             raise BadInput(
-                self.name, 1, "looks like JSON, not CSV: import it with a json-import job"
+                self.name,
+                self._header_line,
+                "looks like JSON, not CSV: import it with a json-import job",
             )
+        self._check_delimiter(text, whole)
         names = _parse_header(record, self.dialect, self.name)
-        second = text[end:].lstrip("\r\n").split("\n", 1)[0] if end is not None else ""
-        self._check_header(names, record, second)
+        self._check_header(names)
+        # A header alone, with or without its line break, is a file of no rows.
+        self._no_rows = whole and (end is None or not text[end:].strip("\r\n"))
         return names, _breaks(record.rstrip("\r\n"))
 
-    def _check_header(self, names: list[str], record: str, second_line: str) -> None:
-        if len(names) == 1:
-            for candidate, word in _CANDIDATES.items():
-                count = record.count(candidate)
-                if (
-                    candidate != self.dialect.delimiter
-                    and count
-                    and (not second_line or second_line.count(candidate) == count)
-                ):
-                    shown = "t" if candidate == "\t" else candidate
-                    raise BadInput(
-                        self.name,
-                        1,
-                        f"the header reads as one field with delimiter "
-                        f"{self.dialect.delimiter!r}, but the file looks {word}-delimited: "
-                        f'set delimiter = "{shown}" in the job',
-                    )
-        seen: dict[str, int] = {}
+    def _check_delimiter(self, sample: str, whole: bool) -> None:
+        """Refuse a delimiter that does not split the first records when another does."""
+        line = self._header_line
+        quote = self.dialect.quote_char
+        if not _splits(field_counts(sample, self.dialect.delimiter, quote, whole=whole)):
+            # One field a row, or rows that disagree: another delimiter may split them all.
+            guessed = guess_delimiter(sample, quote, whole=whole)
+            found = field_counts(sample, guessed, quote, whole=whole)
+            if guessed != self.dialect.delimiter and _splits(found):
+                shown = "t" if guessed == "\t" else guessed
+                raise BadInput(
+                    self.name,
+                    line,
+                    f"the rows do not split into fields with delimiter "
+                    f"{self.dialect.delimiter!r}, but the file looks "
+                    f'{DELIMITERS[guessed]}-delimited: set delimiter = "{shown}" in the job',
+                )
+
+    def _check_header(self, names: list[str]) -> None:
+        line = self._header_line
         for position, name in enumerate(names, start=1):
             if not name.strip():
                 raise BadInput(
-                    self.name, 1, f"header field {position} is blank: every column needs a name"
+                    self.name, line, f"header field {position} is blank: every column needs a name"
                 )
+        seen: dict[str, int] = {}
+        for position, name in enumerate(names, start=1):
             if name in seen:
                 raise BadInput(
                     self.name,
-                    1,
+                    line,
                     f"the header names '{name}' twice (fields {seen[name]} and {position}): "
                     "rename one of them",
                 )
@@ -198,14 +224,18 @@ class CsvReader:
 
     def _select(self, fields: Sequence[str] | None) -> list[str]:
         if fields is None:
-            return list(self.header)
-        unknown = [f for f in fields if f not in self.header]
-        if unknown:
-            raise ConfigError(
-                f"field(s) {', '.join(repr(f) for f in unknown)} are not in {self.name}: "
-                f"the fields are {', '.join(self.header)}"
-            )
-        return list(dict.fromkeys(fields))
+            chosen = list(self.header)
+        else:
+            unknown = [f for f in fields if f not in self.header]
+            if unknown:
+                raise ConfigError(
+                    f"field(s) {', '.join(repr(f) for f in unknown)} are not in {self.name}: "
+                    f"the fields are {', '.join(self.header)}"
+                )
+            chosen = list(dict.fromkeys(fields))
+        fix = "rename the field in the header, or leave it out with `fields` in the job"
+        check_names(self.name, self._header_line, chosen, fix)
+        return chosen
 
     # Parsing
 
@@ -304,6 +334,10 @@ class CsvReader:
                 return
             reason, text = self._invalid.pop(number)
             self._next_record = number + 1
+            quote = self.dialect.quote_char
+            if quote and text.count(quote) % 2 == 1:
+                # The parser read from an opening quote to the end of the file: one record.
+                raise self._unterminated(self._next_line)
             bad = BadRow(self._next_line, reason, text)
             self._next_line += 1 + _breaks(text)
             self.rows_bad += 1
@@ -333,11 +367,16 @@ class CsvReader:
         if not quote or last is None or ("\n" not in last and "\r" not in last):
             return
         if self._count(quote.encode()) % 2 == 1:
-            raise BadInput(
-                self.name,
-                self._last_line,
-                "a quoted field that starts on this line is never closed (unterminated quote)",
-            )
+            raise self._unterminated(self._last_line)
+
+    def _unterminated(self, line: int) -> BadInput:
+        quote = self.dialect.quote_char
+        return BadInput(
+            self.name,
+            line,
+            f"the quote ({quote}) opened on this line is never closed: close it, or set "
+            'quote_char = "" in the job if quotes are plain text in this file',
+        )
 
     def _count(self, byte: bytes) -> int:
         source = TextSource(
@@ -395,6 +434,52 @@ class CsvReader:
         finally:
             checked.close()
         return None
+
+
+def guess_delimiter(text: str, quote: str | None = '"', *, whole: bool = False) -> str:
+    """The delimiter that splits the first records of `text` into the same number of fields
+    (2 or more), quotes and every kind of line end respected: the most consistent, then the
+    one with most fields; a comma when none does."""
+    best, best_score = ",", -1
+    for candidate in DELIMITERS:
+        counts = field_counts(text, candidate, quote, whole=whole)
+        if not counts or counts[0] < 2:
+            continue
+        consistent = sum(1 for c in counts if c == counts[0])
+        score = consistent * 1000 + counts[0]
+        if score > best_score:
+            best, best_score = candidate, score
+    return best
+
+
+def field_counts(text: str, delimiter: str, quote: str | None, *, whole: bool = False) -> list[int]:
+    """The number of fields in each of the first 20 records of `text`; unless it is the
+    `whole` text, the last record may be cut, and is left out."""
+    options: dict[str, Any] = {"delimiter": delimiter, "strict": False}
+    if quote:
+        options["quotechar"] = quote
+    else:
+        options["quoting"] = pycsv.QUOTE_NONE
+    try:
+        rows = pycsv.reader(io.StringIO(text, newline=""), **options)
+        counts = [len(row) for _, row in zip(range(21), rows, strict=False) if row]
+    except pycsv.Error:
+        return []
+    return counts[:-1] if len(counts) > 1 and not whole else counts
+
+
+def _splits(counts: list[int]) -> bool:
+    """Whether records split into the same number of fields, 2 or more."""
+    return bool(counts) and counts[0] >= 2 and all(c == counts[0] for c in counts)
+
+
+def _decode_prefix(data: bytes, whole: bool) -> tuple[str, int | None]:
+    """`data` as UTF-8, up to the first invalid byte: the text, and where that byte is (None:
+    all valid; an incomplete character at the end of a cut sample is not invalid)."""
+    try:
+        return codecs.getincrementaldecoder("utf-8")().decode(data, final=whole), None
+    except UnicodeDecodeError as exc:
+        return data[: exc.start].decode("utf-8"), exc.start
 
 
 def _check_dialect(dialect: CsvDialect) -> None:

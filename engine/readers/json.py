@@ -51,7 +51,7 @@ import pyarrow.ipc as ipc
 from engine.errors import BadInput, ConfigError, LimitExceeded
 from engine.executor import prefetch
 from engine.readers.json_fast import FastChunks, plain
-from engine.readers.rows import LINE, BadRow, ReadAgain
+from engine.readers.rows import LINE, BadRow, ReadAgain, check_names
 from engine.readers.source import Limits, TextSource
 
 MAX_DEPTH = 64
@@ -328,6 +328,11 @@ class JsonReader:
             self._close()
             raise
         self.fields = [out for out, _ in self._columns]
+        try:
+            check_names(name, None, self.fields, "rename it with `mapping` in the job")
+        except BadInput:
+            self._close()
+            raise
         self.schema = pa.schema(
             [
                 *(pa.field(out, self._found.get(src, pa.string())) for out, src in self._columns),
@@ -407,15 +412,13 @@ class JsonReader:
 
     def _check_known(self, batch: pa.RecordBatch) -> None:
         selected = {source for _, source in self._columns}
-        for field in batch.schema:
-            if field.name == LINE:
-                continue
+        for field in _fields_of(batch):
             known = self._found.get(field.name)
             grew = known is None and (self._all_fields or field.name in selected)
             if grew or (field.name in selected and known != _LIST and field.type == _LIST):
                 raise ReadAgain(
                     f"{self.name}: the field '{field.name}' first appears, or first holds a "
-                    f"list, at line {batch.column(LINE)[0].as_py()} or after"
+                    f"list, at line {_lines(batch)[0].as_py()} or after"
                 )
 
     # Selection
@@ -444,13 +447,16 @@ class JsonReader:
             raise ConfigError(
                 f"{self.name} has no field {', '.join(missing)}: its fields are {known}"
             )
-        return chosen
+        # A field named on its own and under an object named too (`event.time` and `event`)
+        # is read once.
+        return list(dict.fromkeys(chosen))
 
     def _conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         arrays = []
         for _, source in self._columns:
             wanted = self._found[source]
-            index = batch.schema.get_field_index(source)
+            # A field of the file named like the line column is the first of the two.
+            index = batch.schema.names.index(source) if source in batch.schema.names else -1
             if index < 0:
                 arrays.append(pa.nulls(batch.num_rows, wanted))
                 continue
@@ -458,7 +464,7 @@ class JsonReader:
             if values.type != wanted:  # text in this batch, lists elsewhere in the file
                 values = pa.array([None if v is None else [v] for v in values.to_pylist()], wanted)
             arrays.append(values)
-        arrays.append(batch.column(LINE))
+        arrays.append(_lines(batch))
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
     # Reading
@@ -597,8 +603,8 @@ class JsonReader:
 
     def _learn(self, batch: pa.RecordBatch) -> None:
         """Note the batch's fields and types (a field that is a list anywhere is a list)."""
-        for field in batch.schema:
-            if field.name != LINE and self._found.get(field.name) != _LIST:
+        for field in _fields_of(batch):
+            if self._found.get(field.name) != _LIST:
                 self._found[field.name] = field.type
 
     def _stage_batch(self, batch: pa.RecordBatch) -> None:
@@ -611,8 +617,8 @@ class JsonReader:
 
     def _check_field_sizes(self, batch: pa.RecordBatch) -> None:
         limit = self.limits.max_field_bytes
-        for field, column in zip(batch.schema, batch.columns, strict=True):
-            if field.name == LINE or len(column) == 0:
+        for field, column in zip(_fields_of(batch), batch.columns, strict=False):
+            if len(column) == 0:
                 continue
             rows = None
             if pa.types.is_list(field.type):
@@ -624,7 +630,7 @@ class JsonReader:
                 at = pc.index(pc.greater(sizes, limit), True).as_py()
                 row = at if rows is None else rows[at].as_py()
                 raise LimitExceeded(
-                    f"{self.name}, line {batch.column(LINE)[row].as_py()}: field "
+                    f"{self.name}, line {_lines(batch)[row].as_py()}: field "
                     f"'{field.name}' is longer than {limit:,} bytes (limit max_field_bytes): "
                     "raise the limit in the job if such fields are expected"
                 )
@@ -882,3 +888,14 @@ class _Text:
                     fatal=False,
                 )
             return value, self._offset + end
+
+
+def _fields_of(batch: pa.RecordBatch) -> list[pa.Field]:
+    """The batch's fields from the file: all but the last, the line column every batch ends
+    with (a field of the file may have its name too)."""
+    return list(batch.schema)[:-1]
+
+
+def _lines(batch: pa.RecordBatch) -> pa.Array:
+    """The batch's line column: its last."""
+    return batch.column(batch.num_columns - 1)

@@ -9,8 +9,6 @@ timestamps, and the `prefix` of a file name that carries a timestamp.
 
 from __future__ import annotations
 
-import codecs
-import csv
 import io
 import json
 import re
@@ -22,13 +20,13 @@ from typing import IO
 import pyarrow as pa
 
 from engine import sequence
-from engine.readers.csv import CsvDialect, CsvReader
+from engine.errors import BadInput
+from engine.readers.csv import CsvDialect, CsvReader, guess_delimiter
 from engine.readers.rows import LINE
-from engine.readers.source import Limits, peek_decompressed
+from engine.readers.source import Limits, guess_encoding, peek_decompressed
 from engine.timestamps import TimestampRule, parse
 
 SAMPLE = 64 << 10
-CANDIDATES = (",", ";", "\t", "|")
 _LOOKS_LIKE_TIME = re.compile(r"^\s*(\d{4}-\d\d-\d\d|\d{10}$|\d{13}$)")
 
 
@@ -78,39 +76,6 @@ def _toml(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def guess_encoding(sample: bytes) -> str:
-    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "utf-16"
-    try:
-        # A sample shorter than SAMPLE is the whole object; a longer one may end mid-character.
-        codecs.getincrementaldecoder("utf-8")().decode(sample, final=len(sample) < SAMPLE)
-        return "utf-8"
-    except UnicodeDecodeError:
-        pass
-    return "cp1252" if any(0x80 <= b <= 0x9F for b in sample) else "latin-1"
-
-
-def guess_delimiter(text: str) -> str:
-    lines = [line for line in text.splitlines()[:20] if line.strip()]
-    if len(lines) > 1:
-        lines = lines[:-1]  # the sample may cut the last line
-    best, best_score = ",", -1
-    for candidate in CANDIDATES:
-        try:
-            counts = [
-                len(row) for row in csv.reader(io.StringIO("\n".join(lines)), delimiter=candidate)
-            ]
-        except csv.Error:
-            continue
-        if not counts or counts[0] < 2:
-            continue
-        consistent = sum(1 for c in counts if c == counts[0])
-        score = consistent * 1000 + counts[0]
-        if score > best_score:
-            best, best_score = candidate, score
-    return best
-
-
 def name_prefix(name: str) -> str | None:
     """`prefix` for names like this one: the part before a timestamp, as a regular expression."""
     for pattern, _ in sequence.FORMS:
@@ -133,9 +98,11 @@ def inspect(
         sample, compression = peek_decompressed(handle, name=name, size=SAMPLE)
     finally:
         handle.close()
-    encoding = guess_encoding(sample)
+    encoding = guess_encoding(sample, whole=len(sample) < SAMPLE)
     text = sample.decode(encoding, errors="replace").lstrip("\ufeff")
-    if text.lstrip()[:1] in ("{", "["):
+    if not text.strip():
+        raise BadInput(name, None, "is empty: it holds no data, only white space")
+    if text.lstrip()[:1] in ("{", "[") or _named_json(name):
         return _inspect_json(text, name=name, size=size, compression=compression, rows=rows)
     delimiter = guess_delimiter(text)
     reader = CsvReader(
@@ -168,6 +135,12 @@ def inspect(
     )
 
 
+def _named_json(name: str) -> bool:
+    """Whether the object's name says JSON (`.json`, `.jsonl`, `.ndjson`, compressed or not)."""
+    stem = re.sub(r"\.(gz|gzip|zst|zstd)$", "", name.lower())
+    return stem.endswith((".json", ".jsonl", ".ndjson"))
+
+
 def _inspect_json(
     text: str, *, name: str, size: int, compression: str | None, rows: int
 ) -> Inspection:
@@ -180,15 +153,45 @@ def _inspect_json(
     decoder = json.JSONDecoder()
     at = text.index("[") + 1 if shape == "array" else 0
     records: list[str] = []  # their text as written: numbers stay exact
+    problem = None
     while len(records) < max(rows, 1000):  # whole records only: the sample may cut the last
         while at < len(text) and text[at] in " \t\r\n,":
             at += 1
+        if at >= len(text) or (shape == "array" and text[at] == "]"):
+            break
         try:
             _, end = decoder.raw_decode(text, at)
-        except ValueError:
+        except ValueError as exc:
+            problem = exc
             break
         records.append(text[at:end])
         at = end
+    if not records and problem is not None:
+        cut = len(text) >= SAMPLE
+        raise BadInput(
+            name,
+            problem.lineno if isinstance(problem, json.JSONDecodeError) else None,
+            (
+                f"its first record is larger than the {SAMPLE // 1024} KiB inspect reads"
+                if cut
+                else f"its first record is not valid JSON ({problem}), or the file is cut"
+            ),
+        )
+    base = name.rsplit("/", 1)[-1]
+    if not records:  # an empty array, or an object of nothing but white space
+        return Inspection(
+            name=base,
+            size=size,
+            compression=compression,
+            encoding="utf-8",
+            delimiter="",
+            quote_char=None,
+            fields=[],
+            rows=[],
+            prefix=name_prefix(base),
+            format="json",
+            shape=shape,
+        )
     lines = "".join(r + "\n" for r in records).encode()
     with tempfile.TemporaryDirectory() as spill:
         # The sample is decompressed already: its name must not say .gz or .zst.
@@ -199,7 +202,6 @@ def _inspect_json(
         table = pa.Table.from_batches(list(reader.batches()), schema=reader.schema)
     table = table.drop_columns([LINE])
     texts = [f for f in reader.header if pa.types.is_string(table.schema.field(f).type)]
-    base = name.rsplit("/", 1)[-1]
     return Inspection(
         name=base,
         size=size,

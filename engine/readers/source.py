@@ -55,6 +55,11 @@ _BINARY_MAGIC = {
 }
 
 
+MAX_RECORD_BYTES = 1 << 30
+"""The largest max_line_bytes and max_field_bytes."""
+MAX_OBJECT_BYTES = (1 << 63) - 1
+
+
 @dataclass(frozen=True)
 class Limits:
     """Limits that protect the machine from one object. Each is configurable per job."""
@@ -77,6 +82,18 @@ class Limits:
             # NaN compares false with everything, so `not value > 0` refuses it too.
             if isinstance(value, bool) or not value > 0 or not math.isfinite(value):
                 raise ConfigError(f"limit {name} must be a positive, finite number, not {value!r}")
+        for name in ("max_line_bytes", "max_field_bytes"):
+            # A record is parsed in blocks of max_line_bytes, which the parser counts in 32 bits.
+            if getattr(self, name) > MAX_RECORD_BYTES:
+                raise ConfigError(
+                    f"limit {name} must be at most {MAX_RECORD_BYTES:,} bytes (1 GiB), not "
+                    f"{getattr(self, name):,}"
+                )
+        if self.max_bytes > MAX_OBJECT_BYTES:
+            raise ConfigError(
+                f"limit max_bytes must be at most {MAX_OBJECT_BYTES:,} bytes (8 EiB), not "
+                f"{self.max_bytes:,}"
+            )
 
 
 def check_encoding(name: str) -> str:
@@ -85,6 +102,33 @@ def check_encoding(name: str) -> str:
     if codec is None:
         raise ValueError(f"unknown encoding '{name}': use one of utf-8, latin-1, cp1252, utf-16")
     return codec
+
+
+def guess_encoding(sample: bytes, *, whole: bool = True) -> str:
+    """The encoding text most likely is in: a byte-order mark's, else UTF-8 if it decodes,
+    else cp1252 (bytes 0x80-0x9F, which latin-1 keeps for control characters) or latin-1.
+    `whole`: the sample is the whole text (else it may end mid-character)."""
+    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=whole)
+        return "utf-8"
+    except UnicodeDecodeError:
+        pass
+    return "cp1252" if any(0x80 <= b <= 0x9F for b in sample) else "latin-1"
+
+
+def not_encoded(name: str, line: int | None, codec: str, data: bytes, at: int) -> BadInput:
+    """The error of bytes that are not valid `codec` at offset `at` of `data`, with the
+    encoding the bytes look like (what `lakeport inspect` suggests)."""
+    bad = data[at : at + 4].hex(" ")
+    guess = guess_encoding(data, whole=False)
+    hint = (
+        f'they look like {guess}: set encoding = "{guess}" in the job'
+        if guess not in ("utf-8", codec)
+        else "set `encoding` in the job (latin-1, cp1252 or utf-16)"
+    )
+    return BadInput(name, line, f"is not valid {codec} (bytes {bad}): {hint}, or fix the file")
 
 
 def peek_decompressed(handle: IO[bytes], *, name: str, size: int) -> tuple[bytes, str | None]:
@@ -281,13 +325,7 @@ class TextSource(io.RawIOBase):
         return self._lines_in_chunks + data.count(b"\n", 0, offset) + 1
 
     def _decode_error(self, data: bytes, exc: UnicodeDecodeError) -> BadInput:
-        bad = data[exc.start : exc.start + 4].hex(" ")
-        return BadInput(
-            self.name,
-            self._line_at(data, exc.start),
-            f"is not valid {self._codec} (bytes {bad}): set `encoding` in the job "
-            "(latin-1, cp1252 or utf-16) or fix the file",
-        )
+        return not_encoded(self.name, self._line_at(data, exc.start), self._codec, data, exc.start)
 
 
 class NulByte(BadInput):

@@ -24,6 +24,12 @@ EXTENSIONS = {"csv": ".csv", "multi-csv": ".csv", "json": ".json", "parquet": ".
 TOKENS = ("YYYY", "YY", "MM", "DD", "HH", "mm", "ss", "unix")
 """Timestamp tokens: year, two-digit year, month, day, hour, minute, second, epoch seconds."""
 PART_DIGITS = 4
+NAME_BYTES = 150
+"""The longest file name an export writes (UTF-8 bytes). Local file systems allow 255 bytes a
+name, and a file is written first under a longer one (`.NAME.part-PID`, or staged as
+`.lakeport-staged-RUN-NAME` when the name is taken)."""
+SEGMENT_BYTES = 255
+"""The longest name of a directory in a path."""
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _TOKEN = re.compile("|".join(TOKENS))
@@ -79,6 +85,12 @@ def format_timestamp(moment: datetime, text: str) -> str:
 def check_directory(directory: str) -> str:
     """An export's directory in its bucket (empty for the top), or a ConfigError."""
     _check_path(directory.strip("/") or ".", f"the directory {directory!r}")
+    for segment in directory.split("/"):
+        if len(segment.encode()) > SEGMENT_BYTES:
+            raise ConfigError(
+                f"the directory has a name of {len(segment.encode())} bytes ({segment[:40]}…): "
+                f"the longest a file system allows is {SEGMENT_BYTES}; shorten it"
+            )
     return directory
 
 
@@ -148,5 +160,11 @@ class FileNames:
         return self._key(f"{self.stem()}_manifest.json")
 
     def _key(self, name: str) -> str:
+        if len(name.encode()) > NAME_BYTES:
+            raise ConfigError(
+                f"the file name {name[:40]}… is {len(name.encode())} bytes long: lakeport "
+                f"writes names of up to {NAME_BYTES} (a file is written under a longer "
+                "temporary name first, and a file system allows 255): shorten `filename`"
+            )
         directory = self.directory.strip("/")
         return f"{directory}/{name}" if directory else name
