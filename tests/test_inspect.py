@@ -133,3 +133,35 @@ def test_inspect_a_json_file_and_run_the_job_it_suggests(tmp_path: Path) -> None
     job, _ = jobs.load_file(job_file)
     record = jobs.run(Store(store), job)
     assert (record.status, record.rows_imported) == ("succeeded", 2)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("blank.json", b"  \n\t\n", "is empty: it holds no data, only white space"),
+        ("blank.csv", b"\n\n", "is empty: it holds no data, only white space"),
+        ("empty.ndjson", b"", "is empty"),
+        ("cut.json", b'[{"a": 1', "its first record is not valid JSON"),
+        ("lines.ndjson", b'{"a": 1\n', "its first record is not valid JSON"),
+    ],
+)
+def test_inspect_of_files_without_records_says_why(
+    tmp_path: Path, name: str, data: bytes, message: str
+) -> None:
+    (tmp_path / name).write_bytes(data)
+    result = CliRunner().invoke(
+        cli, ["--store", str(tmp_path / "store"), "inspect", str(tmp_path / name)]
+    )
+    assert result.exit_code == 1, result.output
+    assert message in result.stderr
+    assert "CSV" not in result.stderr  # a JSON file is never told what a CSV file needs
+
+
+def test_inspect_of_an_empty_json_array_shows_no_fields(tmp_path: Path) -> None:
+    (tmp_path / "none.json").write_bytes(b"[ ]")
+    result = CliRunner().invoke(
+        cli, ["--store", str(tmp_path / "store"), "inspect", str(tmp_path / "none.json")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "JSON, array" in result.stdout
+    assert "fields (0)" in result.stdout

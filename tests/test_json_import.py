@@ -177,3 +177,24 @@ def test_a_missing_timestamp_field_fails_and_leaves_nothing(tmp_path: Path, buck
     assert "the timestamp field 'at' is not in" in record["error"]
     assert "the fields are a, when" in record["error"]
     assert [p for p in (tmp_path / "store" / "tmp").rglob("*") if p.is_file()] == []
+
+
+def test_an_empty_array_imports_nothing_and_says_so(tmp_path: Path, bucket: Path) -> None:
+    (bucket / "events.json").write_bytes(b"[]")
+    summary = run_json(tmp_path / "store", job_file(tmp_path, bucket, file="events.json"))
+    assert summary["status"] == "succeeded"
+    assert summary["note"] == "the file has no records: nothing to import"
+
+
+def test_fields_by_object_keep_the_timestamp_they_hold(tmp_path: Path, bucket: Path) -> None:
+    # Once an internal error: the timestamp was read twice, under `event` and on its own.
+    (bucket / "events.json").write_bytes(
+        ndjson({"user": {"id": "u1"}, "event": {"name": "buy", "time": "2026-11-01T09:00:00Z"}})
+    )
+    job = job_file(
+        tmp_path, bucket, file="events.json", fields=["user.id", "event"], timestamp="event.time"
+    )
+    assert run_json(tmp_path / "store", job)["status"] == "succeeded"
+    rows = stream_rows(tmp_path / "store")
+    assert rows["event.time"].to_list() == ["2026-11-01T09:00:00Z"]  # kept: `event` asked for it
+    assert str(rows["_ts"][0]) == "2026-11-01 09:00:00+00:00"
