@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from engine import duck
 from engine.errors import StoreError
 from engine.executor import prefetch
-from engine.fingerprint import FINGERPRINT_SCHEMA, SCHEME, fingerprints
+from engine.fingerprint import FINGERPRINT_SCHEMA, SCHEME, SCHEMES, fingerprints
 from engine.readers.rows import LINE
 
 CURRENT = "current.parquet"
@@ -208,8 +208,8 @@ class _SnapshotWriter:
     """Writes a file's fingerprints and lines to a pending snapshot; it appears under its
     name only once every row is in."""
 
-    def __init__(self, to: Path, fields: Sequence[str]) -> None:
-        made = json.dumps({"scheme": SCHEME, "fields": list(fields)})
+    def __init__(self, to: Path, fields: Sequence[str], scheme: str = SCHEME) -> None:
+        made = json.dumps({"scheme": scheme, "fields": list(fields)})
         self.schema = FINGERPRINT_SCHEMA.append(pa.field(LINE, pa.int64())).with_metadata(
             {MADE: made}
         )
@@ -302,33 +302,36 @@ class Snapshots:
         self.discard(run_id)
         self.fingerprinted = 0
         previous = None
+        # A snapshot of an older scheme is compared its way, once; the new one is made the
+        # current way.
+        compared = SCHEME
         if not first:
-            rows_before = self._check_comparable()
+            rows_before, compared = self._check_comparable()
             if rows_before > self.stream_rows:
-                return self._diff_staged(rows, fields, run_id)
+                return self._diff_staged(rows, fields, run_id, compared)
             try:
                 previous = Previous.load(self.current)
             except Exception as exc:
                 raise self._failed(exc) from exc
         snapshot = _SnapshotWriter(self.pending(run_id)[1], fields)
 
-        def fingerprinted() -> Iterator[tuple[pa.RecordBatch, pa.RecordBatch]]:
+        def fingerprinted() -> Iterator[tuple[pa.RecordBatch, pa.RecordBatch, pa.RecordBatch]]:
             for batch in rows:
-                yield batch, fingerprints(batch, fields)
+                prints = fingerprints(batch, fields)
+                old = prints if compared == SCHEME else fingerprints(batch, fields, compared)
+                yield batch, prints, old
 
         def new_rows() -> Iterator[pa.RecordBatch]:
             try:
                 # Fingerprinting in a thread of its own: the reader parses the next batches
                 # in another, and this one looks up and hands on the last.
-                for batch, prints in prefetch(fingerprinted()):
+                for batch, prints, old in prefetch(fingerprinted()):
                     snapshot.add(prints, batch.column(LINE))
                     self.fingerprinted += batch.num_rows
                     if previous is None:
                         yield batch
                     else:
-                        seen = previous.take(
-                            prints.column(0).to_numpy(), prints.column(1).to_numpy()
-                        )
+                        seen = previous.take(old.column(0).to_numpy(), old.column(1).to_numpy())
                         yield batch.filter(pa.array(~seen))
             except BaseException:
                 snapshot.abandon()
@@ -338,7 +341,7 @@ class Snapshots:
         return pa.RecordBatchReader.from_batches(rows.schema, new_rows())
 
     def _diff_staged(
-        self, rows: pa.RecordBatchReader, fields: Sequence[str], run_id: str
+        self, rows: pa.RecordBatchReader, fields: Sequence[str], run_id: str, compared: str
     ) -> pa.RecordBatchReader:
         """The new rows, for previous files too large to hold: while the rows are
         fingerprinted, they are also staged, lz4-compressed, in an Arrow stream next to the
@@ -347,18 +350,33 @@ class Snapshots:
         staged = self._staged_rows(run_id)
         options = ipc.IpcWriteOptions(compression="lz4")
         snapshot = _SnapshotWriter(self.pending(run_id)[1], fields)
+        # Against a snapshot of an older scheme, the file's prints made its way too, apart.
+        old = None
+        if compared != SCHEME:
+            old = _SnapshotWriter(self.folder / f"pending-{run_id}.old.parquet", fields, compared)
         try:
             with ipc.new_stream(str(staged), rows.schema, options=options) as stage:
                 for batch in rows:
                     stage.write_batch(batch)
                     snapshot.add(fingerprints(batch, fields), batch.column(LINE))
+                    if old is not None:
+                        old.add(fingerprints(batch, fields, compared), batch.column(LINE))
         except BaseException:
             snapshot.abandon()
+            if old is not None:
+                old.abandon()
             raise
         snapshot.finish()
         self.fingerprinted = snapshot.rows
         try:
-            new = NewLines(self._new_lines_spilling(snapshot.to), snapshot.rows)
+            if old is not None:
+                old.finish()
+            try:
+                lines = self._new_lines_spilling((old or snapshot).to)
+            finally:
+                if old is not None:
+                    old.to.unlink(missing_ok=True)
+            new = NewLines(lines, snapshot.rows)
         except Exception as exc:
             raise self._failed(exc) from exc
 
@@ -411,9 +429,9 @@ class Snapshots:
         finally:
             con.close()
 
-    def _check_comparable(self) -> int:
-        """The current snapshot exists and fingerprints rows the same way as this run; its
-        rows."""
+    def _check_comparable(self) -> tuple[int, str]:
+        """The current snapshot exists and fingerprints rows in a way this run can make; its
+        rows and that way (its scheme)."""
         if not self.exists():
             raise StoreError(
                 f"the diff snapshot {self.current} is missing: the previous file's rows are "
@@ -428,14 +446,14 @@ class Snapshots:
                 "--reset-diff to import the whole file and start a new snapshot"
             ) from exc
         made = json.loads((metadata.metadata or {}).get(MADE.encode(), b"{}"))
-        if made.get("scheme") != SCHEME:
+        if made.get("scheme") not in SCHEMES:
             raise StoreError(
                 f"the diff snapshot {self.current} was made by another version of lakeport, "
                 "whose fingerprints cannot be compared with this one's; run once with "
                 "--reset-diff to import the whole file and start a new snapshot"
             )
         rows: int = metadata.num_rows
-        return rows
+        return rows, str(made["scheme"])
 
     def _staged_rows(self, run_id: str) -> Path:
         return self.folder / f"pending-{run_id}.rows.arrow"
@@ -452,6 +470,9 @@ class Snapshots:
         snapshot.unlink(missing_ok=True)
         snapshot.with_name(snapshot.name + ".part").unlink(missing_ok=True)
         self._staged_rows(run_id).unlink(missing_ok=True)
+        old = self.folder / f"pending-{run_id}.old.parquet"
+        old.unlink(missing_ok=True)
+        old.with_name(old.name + ".part").unlink(missing_ok=True)
 
     def _connect(self) -> Any:
         return duck.connect(self.spill, self.memory_limit)

@@ -1,10 +1,10 @@
 """Row fingerprints for the diff: 128 bits of XXH3 over a text that only one row can make.
 
-A row's text is its present (non-null) fields as name/value pairs, in the order of the names:
-`P` then `name NUL kind value` pairs joined by NUL, where kind is `s` for text and `l` for a
-list (its items written as `length:item`). A null value leaves its pair out, so a field that
-one file has and another lacks (common in JSON) changes no fingerprint, and the order of the
-fields does not matter. When no name or value holds a NUL (every CSV row: its reader refuses
+A row's text is its non-empty fields as name/value pairs, in the order of the names: `P` then
+`name NUL kind value` pairs joined by NUL, where kind is `s` for text and `l` for a list (its
+items written as `length:item`). A null value, empty text or an empty list leaves its pair out,
+so a field that one file has and another lacks (common in JSON), a new column left empty
+(common in CSV) or a reordering of the columns changes no fingerprint. When no name or value holds a NUL (every CSV row: its reader refuses
 NUL), that text splits back into the pairs one way only. A row with a NUL somewhere is written
 `L`, the length of each name and value, NUL, then the pairs: that splits back one way too, and
 its first letter keeps it apart from the other kind. Different rows therefore hash different
@@ -23,9 +23,13 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
-SCHEME = "xxh3-128-pairs-1"
+SCHEME = "xxh3-128-pairs-2"
 """The definition above, recorded with each snapshot: fingerprints made another way are never
 compared with these."""
+PAIRS_1 = "xxh3-128-pairs-1"
+"""The scheme before: an empty value was a pair of its own (a new empty column changed every
+row). A snapshot made so is compared once the old way, and replaced by one of SCHEME."""
+SCHEMES = (PAIRS_1, SCHEME)
 
 FINGERPRINT_SCHEMA = pa.schema([("hi", pa.uint64()), ("lo", pa.uint64())])
 """The fingerprint as two 64-bit halves: Arrow has no 128-bit integer."""
@@ -63,18 +67,37 @@ def _list_text(values: pa.Array) -> pa.Array:
     return pc.binary_join(lists, "")
 
 
+def _empty_as_null(values: pa.Array) -> pa.Array:
+    """Empty text (an empty CSV field, an empty list written as text) as no value."""
+    import pyarrow.compute as pc
+
+    if len(values) == 0:
+        return values
+    empty = pc.equal(pc.binary_length(values), 0)
+    if not pc.any(empty).as_py():
+        return values
+    return pc.if_else(empty, pa.scalar(None, values.type), values)
+
+
 def _may_hold_nul(values: pa.Array) -> bool:
     data = values.buffers()[2]
     return data is not None and data.to_pybytes().find(b"\x00") >= 0
 
 
-def fingerprints(batch: pa.RecordBatch, fields: Sequence[str]) -> pa.RecordBatch:
-    """The fingerprint of each row of the batch over the fields (in any order)."""
+def fingerprints(
+    batch: pa.RecordBatch, fields: Sequence[str], scheme: str = SCHEME
+) -> pa.RecordBatch:
+    """The fingerprint of each row of the batch over the fields (in any order), made by
+    `scheme` (one of SCHEMES)."""
     import polars as pl
     import polars_hash as plh
 
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown fingerprint scheme {scheme!r}")
     names = sorted(fields)
     values = [as_text(batch.column(name)) for name in names]
+    if scheme != PAIRS_1:
+        values = [_empty_as_null(v) for v in values]
     kinds = ["l" if _is_list(batch.schema.field(name).type) else "s" for name in names]
     frame = pl.from_arrow(pa.record_batch(values, names=[f"c{i}" for i in range(len(values))]))
     assert isinstance(frame, pl.DataFrame)

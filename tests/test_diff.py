@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from engine.diff import STREAM_ROWS, Snapshots
 from engine.errors import StoreError
-from engine.fingerprint import fingerprints
+from engine.fingerprint import PAIRS_1, SCHEME, fingerprints
 
 
 def rows(*values: tuple[str, str]) -> pa.RecordBatchReader:
@@ -160,14 +160,68 @@ def test_a_snapshot_made_another_way_is_an_error(snapshots: Snapshots) -> None:
         diffed(snapshots, rows(("1", "x")), "r2", first=False)
 
 
+def test_a_new_empty_column_or_a_reordering_changes_nothing(snapshots: Snapshots) -> None:
+    # Once, adding an empty column made every row new: 3 unchanged rows and 1 new imported 4.
+    new_rows(snapshots, rows(("1", "x"), ("2", "y"), ("3", "z")), "r1", first=True)
+    schema = pa.schema(
+        [("c", pa.string()), ("b", pa.string()), ("a", pa.string()), ("_line", pa.int64())]
+    )
+    wider = pa.record_batch(
+        [
+            pa.array(["", "", "", ""]),
+            pa.array(["x", "y", "z", "w"]),
+            pa.array(["1", "2", "3", "4"]),
+            pa.array([2, 3, 4, 5]),
+        ],
+        schema=schema,
+    )
+    found = diffed(
+        snapshots,
+        pa.RecordBatchReader.from_batches(schema, [wider]),
+        "r2",
+        False,
+        fields=("c", "b", "a"),
+    )
+    assert found.column("a").to_pylist() == ["4"]
+
+
+def test_a_snapshot_of_the_scheme_before_is_compared_its_way_once(
+    snapshots: Snapshots, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    import pyarrow.parquet as pq
+
+    from engine import diff
+
+    monkeypatch.setattr(diff, "SCHEME", PAIRS_1)  # what the lakeport before wrote
+    monkeypatch.setattr(diff._SnapshotWriter.__init__, "__defaults__", (PAIRS_1,))
+    monkeypatch.setattr(diff, "fingerprints", lambda b, f, s=PAIRS_1: fingerprints(b, f, PAIRS_1))
+    new_rows(snapshots, rows(("1", ""), ("2", "y")), "r1", first=True)
+    monkeypatch.undo()
+
+    def scheme() -> str:
+        metadata = pq.read_metadata(snapshots.current).metadata
+        return str(json.loads(metadata[diff.MADE.encode()])["scheme"])
+
+    assert scheme() == PAIRS_1
+    # The same rows: none new (compared the old way), and the snapshot is now made the new way.
+    assert new_rows(snapshots, rows(("1", ""), ("2", "y"), ("3", "z")), "r2", first=False) == [
+        ("3", "z")
+    ]
+    assert scheme() == SCHEME
+    assert new_rows(snapshots, rows(("1", ""), ("2", "y"), ("3", "z")), "r3", first=False) == []
+    assert list(snapshots.folder.glob("pending-*")) == []
+
+
 def _prints(
-    rows: list[tuple[str | None, ...]], names: list[str] | None = None
+    rows: list[tuple[str | None, ...]], names: list[str] | None = None, scheme: str = SCHEME
 ) -> list[tuple[int, int]]:
     names = names or [f"c{i}" for i in range(len(rows[0]))]
     batch = pa.record_batch(
         [pa.array([row[i] for row in rows], pa.string()) for i in range(len(names))], names=names
     )
-    prints = fingerprints(batch, names)
+    prints = fingerprints(batch, names, scheme)
     return list(zip(prints.column("hi").to_pylist(), prints.column("lo").to_pylist(), strict=True))
 
 
@@ -191,7 +245,14 @@ def test_a_row_with_a_nul_spells_out_its_lengths() -> None:
 def test_a_null_field_is_no_field_and_the_order_does_not_matter() -> None:
     assert _prints([("x", None)], ["a", "b"]) == _prints([("x",)], ["a"])
     assert _prints([("x", "y")], ["a", "b"]) == _prints([("y", "x")], ["b", "a"])
-    assert _prints([("x", "")], ["a", "b"]) != _prints([("x",)], ["a"])
+    # An empty value is no value too (a new column left empty is no change); it was a
+    # value of its own in the scheme before.
+    assert _prints([("x", "")], ["a", "b"]) == _prints([("x",)], ["a"])
+    assert _prints([("x", "")], ["a", "b"], PAIRS_1) != _prints([("x",)], ["a"], PAIRS_1)
+    empty_list = pa.record_batch(
+        [pa.array(["x"]), pa.array([[]], pa.list_(pa.string()))], names=["a", "t"]
+    )
+    assert fingerprints(empty_list, ["a", "t"]) == fingerprints(empty_list.select(["a"]), ["a"])
 
 
 def test_a_list_and_a_text_never_share_a_fingerprint() -> None:
@@ -199,8 +260,13 @@ def test_a_list_and_a_text_never_share_a_fingerprint() -> None:
     texted = pa.record_batch([pa.array(["1:a"])], names=["t"])
     assert fingerprints(listed, ["t"]) != fingerprints(texted, ["t"])
     lists = pa.array([["a", "b"], ["ab"], ["a:b"], [], None, [None], [""]], pa.list_(pa.string()))
-    prints = fingerprints(pa.record_batch([lists], names=["t"]), ["t"])
-    assert len(set(zip(prints["hi"].to_pylist(), prints["lo"].to_pylist(), strict=True))) == 7
+    batch = pa.record_batch([lists], names=["t"])
+    for scheme, distinct in ((SCHEME, 6), (PAIRS_1, 7)):  # now an empty list is no value
+        prints = fingerprints(batch, ["t"], scheme)
+        pairs = list(zip(prints["hi"].to_pylist(), prints["lo"].to_pylist(), strict=True))
+        assert len(set(pairs)) == distinct
+    assert pairs[3] != pairs[4]
+    assert _pairs(fingerprints(batch, ["t"]))[3] == _pairs(fingerprints(batch, ["t"]))[4]
 
 
 def test_nulls_nuls_and_their_positions_are_told_apart() -> None:
@@ -218,7 +284,9 @@ def test_nulls_nuls_and_their_positions_are_told_apart() -> None:
         ("\x00", "", ""),
         ("", "\x00", ""),
     ]
-    assert len(set(_prints(rows))) == len(rows)
+    assert len(set(_prints(rows, scheme=PAIRS_1))) == len(rows)
+    # An empty value is no value: rows that differ only so share a print, no others do.
+    assert len(set(_prints(rows))) == len({_no_empty(row) for row in rows})
     # NULs alone, in a batch without nulls, must be told apart too.
     nuls: list[tuple[str | None, ...]] = [
         ("a\x00", "", ""),
@@ -227,6 +295,7 @@ def test_nulls_nuls_and_their_positions_are_told_apart() -> None:
         ("a\x00\x00", "", ""),
     ]
     assert len(set(_prints(nuls))) == len(nuls)
+    assert len(set(_prints(nuls, scheme=PAIRS_1))) == len(nuls)
 
 
 @settings(max_examples=200, deadline=None)
@@ -238,10 +307,21 @@ def test_nulls_nuls_and_their_positions_are_told_apart() -> None:
     )
 )
 def test_different_rows_never_share_a_fingerprint(rows: list[tuple[str | None, ...]]) -> None:
-    prints = _prints(rows)
-    # Same row, same print; different rows, different prints.
-    assert len(set(prints)) == len(set(rows))
-    assert all(prints[i] == prints[j] for i, j in _pairs_of_equal(rows))
+    # Same row, same print; different rows, different prints (empty and null are the same
+    # value now, and were two before).
+    for scheme, same in ((SCHEME, _no_empty), (PAIRS_1, lambda row: row)):
+        prints = _prints(rows, scheme=scheme)
+        seen = [same(row) for row in rows]
+        assert len(set(prints)) == len(set(seen))
+        assert all(prints[i] == prints[j] for i, j in _pairs_of_equal(seen))
+
+
+def _no_empty(row: tuple[str | None, ...]) -> tuple[str | None, ...]:
+    return tuple(None if value == "" else value for value in row)
+
+
+def _pairs(prints: pa.RecordBatch) -> list[tuple[int, int]]:
+    return list(zip(prints["hi"].to_pylist(), prints["lo"].to_pylist(), strict=True))
 
 
 def _pairs_of_equal(rows: list[tuple[str | None, ...]]) -> list[tuple[int, int]]:
