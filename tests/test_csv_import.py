@@ -129,6 +129,23 @@ def test_diff_imports_only_changed_and_new_rows(tmp_path: Path, bucket: Path) ->
     assert sorted(second["_line"].to_list()) == [4, 5]
 
 
+def test_diff_a_new_empty_column_and_a_new_order_change_no_row(
+    tmp_path: Path, bucket: Path
+) -> None:
+    # Once: the same 3 rows plus 1 new imported 4.
+    store = tmp_path / "store"
+    (bucket / "events_20261101.csv").write_bytes(b"user,event\nu1,a\nu2,b\nu3,c\n")
+    job = job_file(tmp_path, bucket, prefix="events_", diff=True)
+    assert run_json(store, job)["rows_imported"] == 3
+    (bucket / "events_20261102.csv").write_bytes(
+        b"event,note,user\na,,u1\nb,,u2\nc,,u3\nd,,u4\n"
+    )
+    record = run_json(store, job)
+    assert (record["rows_read"], record["rows_imported"], record["rows_skipped"]) == (4, 1, 3)
+    (bucket / "events_20261103.csv").write_bytes(b"event,note,user\na,hi,u1\nb,,u2\n")
+    assert run_json(store, job)["rows_imported"] == 1  # a value in the new column is a change
+
+
 def test_a_missing_snapshot_is_an_error_unless_reset(tmp_path: Path, bucket: Path) -> None:
     store = tmp_path / "store"
     (bucket / "events_20261101.csv").write_bytes(events("u1,a,x,1"))
