@@ -4,8 +4,9 @@ A row's text is its non-empty fields as name/value pairs, in the order of the na
 `name NUL kind value` pairs joined by NUL, where kind is `s` for text and `l` for a list (its
 items written as `length:item`). A null value, empty text or an empty list leaves its pair out,
 so a field that one file has and another lacks (common in JSON), a new column left empty
-(common in CSV) or a reordering of the columns changes no fingerprint. When no name or value holds a NUL (every CSV row: its reader refuses
-NUL), that text splits back into the pairs one way only. A row with a NUL somewhere is written
+(common in CSV) or a reordering of the columns changes no fingerprint. When no name or value
+holds a NUL (every CSV row: its reader refuses NUL), that text splits back into the pairs one
+way only. A row with a NUL somewhere is written
 `L`, the length of each name and value, NUL, then the pairs: that splits back one way too, and
 its first letter keeps it apart from the other kind. Different rows therefore hash different
 texts, and XXH3-128 makes a collision between them a 2^-128 chance.

@@ -96,6 +96,7 @@ def common_values(job: Loaded) -> dict[str, Any]:
         "name": job["name"],
         "stream": job["stream"],
         "folder": source_url(job["bucket"], job["directory"], job["auth"], job.source),
+        "root": source_url(job["bucket"], None, job["auth"], job.source),
         "auth": job["auth"],
         "file": job["file"],
         "prefix": job["prefix"],
@@ -155,6 +156,11 @@ def source_url(bucket: str, directory: str | None, auth: str | None, job_file: s
         raise ConfigError(f"{job_file}: bucket {base} is in S3: set `auth` to an authorization")
     location = storage.parse_url(base)
     if directory:
+        if ".." in directory.split("/") or directory.startswith("/"):
+            raise ConfigError(
+                f"{job_file}: field 'directory' = '{directory}' would leave the bucket: name a "
+                "folder inside it, without '..' or a leading '/'"
+            )
         location = location.child(directory.strip("/") + "/")
     return location.url
 
@@ -345,6 +351,8 @@ class ImportJob:
     stream: str
     folder: str
     """The URL of the bucket/directory."""
+    root: str
+    """The URL of the bucket: of a local folder, nothing outside it is read."""
     auth: str | None
     file: str | None
     prefix: str | None
@@ -396,6 +404,7 @@ def run_import(
         record.note = _how_to_restart(job.name)
         return
     # 1. Pick the file.
+    storage.check_inside(job.root, job.folder, "the directory")
     picked = pick_file(store, job.name, job.folder, auth, file=job.file, prefix=job.prefix)
     if picked is None:
         if empty_periods is None or job.prefix is None:
@@ -413,6 +422,7 @@ def run_import(
     if empty_periods is not None:
         store.state.set_watermark(job.name, EMPTY_RUNS, "0")
     target = picked.file
+    storage.check_inside(job.root, target.url, "the file")
     source = Source(target.url, target.etag)
     record.object = target.url
     if record.run_id is not None:

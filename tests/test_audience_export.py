@@ -432,6 +432,21 @@ def test_a_failed_export_to_memory_leaves_the_previous_one(
     assert {path: memory.cat_file(path) for path in memory.find(root)} == before
 
 
+def test_a_local_export_writes_nothing_through_a_link_out_of_its_folder(
+    sample: Store, tmp_path: Path
+) -> None:
+    bucket, outside = tmp_path / "bucket", tmp_path / "outside"
+    bucket.mkdir()
+    outside.mkdir()
+    (bucket / "out").symlink_to(outside, target_is_directory=True)
+    job = jobs.load(job_toml(bucket=str(bucket), directory="out/daily"), "job.toml")
+    record = jobs.run(sample, job)
+    assert record.failed
+    assert f"leads to {outside}/daily/" in str(record.error)
+    assert "outside the folder" in str(record.error)
+    assert list(outside.iterdir()) == []  # not even the folder
+
+
 # Job files
 
 

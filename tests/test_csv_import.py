@@ -137,9 +137,7 @@ def test_diff_a_new_empty_column_and_a_new_order_change_no_row(
     (bucket / "events_20261101.csv").write_bytes(b"user,event\nu1,a\nu2,b\nu3,c\n")
     job = job_file(tmp_path, bucket, prefix="events_", diff=True)
     assert run_json(store, job)["rows_imported"] == 3
-    (bucket / "events_20261102.csv").write_bytes(
-        b"event,note,user\na,,u1\nb,,u2\nc,,u3\nd,,u4\n"
-    )
+    (bucket / "events_20261102.csv").write_bytes(b"event,note,user\na,,u1\nb,,u2\nc,,u3\nd,,u4\n")
     record = run_json(store, job)
     assert (record["rows_read"], record["rows_imported"], record["rows_skipped"]) == (4, 1, 3)
     (bucket / "events_20261103.csv").write_bytes(b"event,note,user\na,hi,u1\nb,,u2\n")
@@ -363,3 +361,19 @@ def test_a_bad_row_deep_in_the_file_is_reported_as_itself(tmp_path: Path, bucket
     assert "line 2002: expected 4 fields, found 5" in result.output
     assert "Delta" not in result.output
     assert "Traceback" not in result.output
+
+
+def test_nothing_outside_a_local_bucket_is_read(tmp_path: Path, bucket: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.csv").write_bytes(b"a,b\n1,2\n")
+    (bucket / "link").symlink_to(outside, target_is_directory=True)
+    store = tmp_path / "store"
+    dotted = job_file(tmp_path, bucket, directory="../outside", file="secret.csv")
+    result = run(store, "run", str(dotted))
+    assert result.exit_code == 1
+    assert "field 'directory' = '../outside' would leave the bucket" in result.stderr
+    linked = run_json(store, job_file(tmp_path, bucket, directory="link", file="secret.csv"))
+    assert linked["status"] == "failed"
+    assert f"the directory leads to {outside}, outside the folder {bucket}" in linked["error"]
+    assert not (store / "tables").exists() or Store(store).streams() == []

@@ -113,6 +113,27 @@ def table_options(location: Location, auth: Authorization | None) -> dict[str, s
     return options
 
 
+# Local folders
+
+
+def check_inside(root: str, url: str, what: str = "") -> None:
+    """Refuse a local `url` that is outside the local folder `root`, once links are followed
+    (a directory `..`, a link to elsewhere): lakeport reads and writes nothing outside the
+    folder a job names. S3 and memory have no links: nothing to check."""
+    top, location = parse_url(root), parse_url(url)
+    if top.scheme != "file" or location.scheme != "file":
+        return
+    from pathlib import Path
+
+    base, real = Path(top.key).resolve(), Path(location.key).resolve()
+    if real != base and base not in real.parents:
+        raise ConfigError(
+            f"{what or location.key} leads to {real}, outside the folder {base}: lakeport "
+            "reads and writes nothing outside the bucket's folder (links are followed); move "
+            "the files into it, or name another bucket"
+        )
+
+
 # Listing
 
 

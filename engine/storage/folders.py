@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from engine.auth import Authorization
 from engine.errors import ConfigError
+from engine.storage import check_inside
 from engine.storage.locations import parse_url
 
 
@@ -96,7 +97,10 @@ class LocalFolder:
         self.folder = folder
 
     def open(self, key: str, on_begin: Begun | None = None) -> Target:
-        return _LocalFile(self.folder / key, on_begin)
+        target = self.folder / key
+        # Before any folder is made: a directory that is a link to elsewhere is not followed.
+        check_inside(str(self.folder), str(target), "the export file")
+        return _LocalFile(target, on_begin)
 
     def remove(self, key: str) -> None:
         (self.folder / key).unlink(missing_ok=True)
