@@ -21,9 +21,11 @@ import click
 from engine.errors import Interrupted, LakeportError
 from engine.secrets import redact
 from pipelines.output import (
+    COLUMNS_OPTION,
     OUTPUT_OPTION,
     Output,
     activity,
+    choose_columns,
     echo,
     emit_json,
     emit_table,
@@ -487,6 +489,7 @@ def ls(obj: Context, url: str | None, auth_name: str | None, output: Output) -> 
         title=listing.url,
         empty="empty",
         right=["size", "bytes"],
+        wrap=["name"],
     )
 
 
@@ -533,13 +536,17 @@ def stream() -> None:
 @click.argument("name")
 @click.option("--limit", "-n", type=click.IntRange(min=0), default=20, show_default=True)
 @click.option("--rejected", is_flag=True, help="Show the rows the imports rejected instead.")
+@COLUMNS_OPTION
 @OUTPUT_OPTION
 @click.pass_obj
-def stream_show(obj: Context, name: str, limit: int, rejected: bool, output: Output) -> None:
+def stream_show(
+    obj: Context, name: str, limit: int, rejected: bool, chosen: str | None, output: Output
+) -> None:
     """Show the first rows of the stream NAME."""
     with activity(f"Reading stream {name}"):
         store = obj.store()
         frame = (store.rejected(name) if rejected else store.stream(name)).head(limit).collect()
+    frame = frame.select(choose_columns(frame.columns, chosen))
     rows = frame.to_dicts()
     if output == "json":
         emit_json(rows)

@@ -9,10 +9,12 @@ import click
 
 from pipelines.cli import Context, cli
 from pipelines.output import (
+    COLUMNS_OPTION,
     OUTPUT_OPTION,
     Output,
     activity,
     bytes_progress,
+    choose_columns,
     echo,
     emit_json,
     emit_table,
@@ -228,9 +230,12 @@ def cleanup(obj: Context, job: str | None) -> None:
 @cli.command("runs")
 @click.option("--job", "job_name", metavar="NAME", help="Only this job's runs.")
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True)
+@COLUMNS_OPTION
 @OUTPUT_OPTION
 @click.pass_obj
-def runs(obj: Context, job_name: str | None, limit: int, output: Output) -> None:
+def runs(
+    obj: Context, job_name: str | None, limit: int, chosen: str | None, output: Output
+) -> None:
     """The latest runs, newest first."""
     found = obj.store().state.runs(job_name, limit)
     rows = [
@@ -258,7 +263,7 @@ def runs(obj: Context, job_name: str | None, limit: int, output: Output) -> None
     ]
     emit_table(
         table,
-        ["id", "job", "status", "started", "object", "rows", "error"],
+        choose_columns(["id", "job", "status", "started", "object", "rows", "error"], chosen),
         empty="no runs yet",
         right=["id", "rows"],
     )

@@ -8,7 +8,16 @@ from pathlib import Path
 import click
 
 from pipelines.cli import Context, cli
-from pipelines.output import OUTPUT_OPTION, Output, activity, echo, emit_json, emit_table
+from pipelines.output import (
+    COLUMNS_OPTION,
+    OUTPUT_OPTION,
+    Output,
+    activity,
+    choose_columns,
+    echo,
+    emit_json,
+    emit_table,
+)
 
 
 @cli.group("profiles")
@@ -84,9 +93,12 @@ def profiles_load(obj: Context, url: str, by: str, auth_name: str | None) -> Non
 @profiles.command("show")
 @click.option("--where", "where", metavar="EXPR", help="An SQL condition on profile fields.")
 @click.option("--limit", "-n", type=click.IntRange(min=0), default=20, show_default=True)
+@COLUMNS_OPTION
 @OUTPUT_OPTION
 @click.pass_obj
-def profiles_show(obj: Context, where: str | None, limit: int, output: Output) -> None:
+def profiles_show(
+    obj: Context, where: str | None, limit: int, chosen: str | None, output: Output
+) -> None:
     """Show profiles (the first LIMIT, or those matching --where)."""
     import polars as pl
 
@@ -96,6 +108,7 @@ def profiles_show(obj: Context, where: str | None, limit: int, output: Output) -
             rows = pl.DataFrame(store.profile_matches(where, limit).read_all())
         else:
             rows = store.profiles().head(limit).collect()
+    rows = rows.select(choose_columns(rows.columns, chosen))
     found = rows.to_dicts()
     if output == "json":
         emit_json(found)
@@ -154,12 +167,14 @@ def audience_list(obj: Context, output: Output) -> None:
 @audience.command("show")
 @click.argument("name")
 @click.option("--limit", "-n", type=click.IntRange(min=0), default=20, show_default=True)
+@COLUMNS_OPTION
 @OUTPUT_OPTION
 @click.pass_obj
-def audience_show(obj: Context, name: str, limit: int, output: Output) -> None:
+def audience_show(obj: Context, name: str, limit: int, chosen: str | None, output: Output) -> None:
     """Preview the first LIMIT profiles of the audience NAME."""
     with activity(f"Reading audience {name}"):
         frame = obj.store().audience(name).head(limit).collect()
+    frame = frame.select(choose_columns(frame.columns, chosen))
     rows = frame.to_dicts()
     if output == "json":
         emit_json(rows)

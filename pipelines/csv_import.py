@@ -9,16 +9,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from engine import storage
 from engine.auth import Authorization
-from engine.readers.csv import CsvDialect, CsvReader
+from engine.errors import ConfigError
+from engine.readers.csv import CsvDialect, CsvReader, check_dialect
 from engine.storage import FileInfo
 from engine.store import Store
 from pipelines import importing
+from pipelines.errors import SpecError
 from pipelines.runs import RunRecord
-from pipelines.spec import STRING, Field, Loaded, encoding
+from pipelines.spec import BOOL, STRING, Field, Loaded, encoding
+
+
+def _field_of(message: str) -> tuple[str, str]:
+    """The job field a dialect error is about (its message starts with the field's name),
+    and the rest of the message."""
+    field, _, rest = message.partition(" ")
+    return field, rest
 
 
 def _delimiter(value: str) -> str:
@@ -34,11 +43,28 @@ def _quote_char(value: str) -> str:
     return value
 
 
+def _comment(value: str) -> str:
+    if len(value) != 1 or value in "\r\n":
+        raise ValueError('must be one character, e.g. "#"')
+    return value
+
+
+def _columns(value: list[Any]) -> list[str]:
+    if not value or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError("must be a non-empty list of field names")
+    if len(set(value)) != len(value):
+        raise ValueError("names a field twice")
+    return [str(v) for v in value]
+
+
 FIELDS: dict[str, Field] = {
     **importing.FIELDS,
     "delimiter": Field(*STRING, default=",", check=_delimiter),
     "encoding": Field(*STRING, default="utf-8", check=encoding),
     "quote_char": Field(*STRING, default='"', check=_quote_char),
+    "header": Field(*BOOL, default=True),
+    "columns": Field("a list of field names", (list,), check=_columns),
+    "comment": Field(*STRING, check=_comment),
 }
 
 
@@ -51,7 +77,25 @@ class CsvImportJob(importing.ImportJob):
 
     @classmethod
     def from_loaded(cls, job: Loaded) -> CsvImportJob:
-        dialect = CsvDialect(job["delimiter"], job["quote_char"] or None, job["encoding"])
+        if job["columns"] and job["header"]:
+            raise SpecError(
+                job.source,
+                "columns",
+                "name the fields of a file without a header: set header = false too",
+            )
+        columns = tuple(job["columns"]) if job["columns"] else None
+        try:
+            dialect = CsvDialect(
+                job["delimiter"],
+                job["quote_char"] or None,
+                job["encoding"],
+                header=job["header"],
+                columns=columns,
+                comment=job["comment"],
+            )
+            check_dialect(dialect)
+        except ConfigError as exc:
+            raise SpecError(job.source, *_field_of(str(exc))) from None
         return cls(**importing.common_values(job), dialect=dialect)
 
 

@@ -58,6 +58,33 @@ def emit_json(document: Any) -> None:
     click.echo(redact(text).translate(_JSON_SHOWN))
 
 
+COLUMNS_OPTION = click.option(
+    "--columns",
+    "-c",
+    "chosen",
+    metavar="A,B,C",
+    help="Only these columns, in this order (names separated by commas).",
+)
+
+MIN_CELL = 8
+"""Below this many characters a column, a table is shown one record at a time instead."""
+
+
+def choose_columns(columns: Sequence[str], chosen: str | None) -> list[str]:
+    """The columns named in `--columns` (all when None), or a usage error listing them."""
+    if not chosen:
+        return list(columns)
+    names = [name.strip() for name in chosen.split(",") if name.strip()]
+    unknown = [name for name in names if name not in columns]
+    if unknown or not names:
+        raise click.BadParameter(
+            f"no column {', '.join(unknown) or '(none named)'}: the columns are "
+            + ", ".join(columns),
+            param_hint="--columns",
+        )
+    return names
+
+
 def emit_table(
     rows: Sequence[Mapping[str, Any]],
     columns: Sequence[str],
@@ -65,24 +92,96 @@ def emit_table(
     title: str | None = None,
     empty: str = "nothing to show",
     right: Sequence[str] = (),
+    wrap: Sequence[str] = (),
 ) -> None:
+    """Rows as a table that fits the terminal: a cell too long for its column ends in …
+    (the columns in `wrap` fold onto more lines instead); with more columns than the width
+    holds at MIN_CELL characters each, one record at a time, a field a line."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    console = Console(soft_wrap=True)
+    console = Console()
     if title:
-        console.print(shown(title), highlight=False, markup=False)
+        console.print(shown(title), highlight=False, markup=False, soft_wrap=True)
     if not rows:
         console.print(f"({empty})", highlight=False, markup=False)
         return
+    cells = [[shown(redact(_cell(row.get(column)))) for column in columns] for row in rows]
+    if len(columns) * (MIN_CELL + 2) > console.width:
+        _emit_records(console, columns, cells)
+        return
+    natural = [
+        max([len(shown(column)), *(_width(row[at]) for row in cells)])
+        for at, column in enumerate(columns)
+    ]
+    widths = _fit(natural, console.width - 2 * (len(columns) - 1))
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in columns:
-        table.add_column(column, justify="right" if column in right else "left", overflow="fold")
-    for row in rows:
-        # Text: a cell's brackets are never read as rich markup.
-        table.add_row(*(Text(shown(redact(_cell(row.get(column))))) for column in columns))
+    for column, width in zip(columns, widths, strict=True):
+        folds = column in wrap
+        table.add_column(
+            Text(_cut(shown(column), width)),
+            justify="right" if column in right else "left",
+            overflow="fold" if folds else "ellipsis",
+            no_wrap=not folds,
+            width=width,
+        )
+    for row in cells:
+        table.add_row(
+            *(
+                Text(cell if column in wrap else _cut(cell, width))  # Text: never markup
+                for column, cell, width in zip(columns, row, widths, strict=True)
+            )
+        )
     console.print(table, highlight=False)
+
+
+def _width(cell: str) -> int:
+    return max((len(line) for line in cell.splitlines()), default=0)
+
+
+def _fit(natural: list[int], room: int) -> list[int]:
+    """Column widths within `room`: every column its natural width if they all fit; else
+    the narrow ones theirs, and the rest an even share of what is left."""
+    if sum(natural) <= room:
+        return natural
+    widths = list(natural)
+    left, open_columns = room, sorted(range(len(natural)), key=lambda at: natural[at])
+    while open_columns:
+        share = max(left // len(open_columns), 1)
+        at = open_columns[0]
+        if natural[at] <= share:
+            open_columns.pop(0)
+            left -= natural[at]
+            continue
+        for at in open_columns:
+            widths[at] = share
+        break
+    return widths
+
+
+def _cut(text: str, width: int) -> str:
+    """Each line of `text` at most `width` characters, a cut one ending in …."""
+    return "\n".join(
+        line if len(line) <= width else line[: max(width - 1, 0)] + "…"
+        for line in text.splitlines() or [""]
+    )
+
+
+def _emit_records(console: Any, columns: Sequence[str], cells: list[list[str]]) -> None:
+    """Each record as `field  value` lines, values cut to the width with …."""
+    from rich.text import Text
+
+    name_width = min(max(len(c) for c in columns), console.width // 3)
+    room = max(console.width - name_width - 2, MIN_CELL)
+    for at, row in enumerate(cells, start=1):
+        console.print(Text(f"-- record {at} --", style="bold"))
+        for column, cell in zip(columns, row, strict=True):
+            name = shown(column)[:name_width].ljust(name_width)
+            value = cell.replace("\n", " ")
+            if len(value) > room:
+                value = value[: room - 1] + "…"
+            console.print(Text(f"{name}  {value}"), highlight=False, soft_wrap=False)
 
 
 def _cell(value: Any) -> str:

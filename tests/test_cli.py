@@ -451,3 +451,39 @@ def test_a_file_name_too_long_for_a_file_system_is_refused_at_load(
     )
     result = run(store_path, "jobs", "add", str(job))
     assert_one_line_error(result, "filename", "bytes long", "shorten `filename`")
+
+
+def test_tables_fit_an_80_column_terminal(store_path: Path) -> None:
+    import pyarrow as pa
+
+    from engine.store import Source, Store
+
+    wide = {f"field_{i}": pa.array(["x" * 60, "y"]) for i in range(3)}
+    Store(store_path).append("narrow", [pa.record_batch(wide)], source=Source("a.csv"), job="j")
+    many = {f"field_{i}": pa.array(["v"]) for i in range(12)}
+    Store(store_path).append("wide", [pa.record_batch(many)], source=Source("b.csv"), job="j")
+    env = {"COLUMNS": "80"}
+    shown = CliRunner().invoke(
+        cli, ["--store", str(store_path), "stream", "show", "narrow"], env=env
+    )
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "…" in shown.output  # long cells are cut, never folded over lines
+    assert len(lines) == 1 + 1 + 2  # title, header, one line a row
+    records = CliRunner().invoke(
+        cli, ["--store", str(store_path), "stream", "show", "wide"], env=env
+    )
+    assert "-- record 1 --" in records.output  # too many columns: a field a line
+    assert "\nfield_11      v\n" in records.output
+    chosen = CliRunner().invoke(
+        cli,
+        ["--store", str(store_path), "stream", "show", "wide", "--columns", "field_3,_source"],
+        env=env,
+    )
+    assert chosen.output.splitlines()[1].split() == ["field_3", "_source"]
+    unknown = CliRunner().invoke(
+        cli, ["--store", str(store_path), "stream", "show", "wide", "-c", "nope"], env=env
+    )
+    assert unknown.exit_code == 2
+    assert "no column nope: the columns are _ts, field_0" in unknown.output

@@ -239,6 +239,12 @@ def test_a_missing_file_lists_the_nearest_names(tmp_path: Path, bucket: Path) ->
         ({"file": "a.csv", "keep_updated": True}, "field 'frequency' is needed when keep_updated"),
         ({"file": "a.csv", "time_of_day": "25:00"}, "field 'time_of_day' must be a 24-hour time"),
         ({"file": "a.csv", "max_rejected": 1.5}, "field 'max_rejected' must be a count"),
+        # Once passed at load and failed as a run naming neither the file nor the field:
+        ({"file": "a.csv", "quote_char": ","}, "field 'quote_char' must be one character other"),
+        ({"file": "a.csv", "comment": "##"}, "field 'comment' must be one character"),
+        ({"file": "a.csv", "comment": ","}, "field 'comment' must be one character other than"),
+        ({"file": "a.csv", "columns": ["a"]}, "field 'columns' name the fields of a file without"),
+        ({"file": "a.csv", "header": False, "columns": ["a", "a"]}, "field 'columns' names a"),
     ],
 )
 def test_job_file_errors_name_the_field(

@@ -371,3 +371,34 @@ def test_round_trip_of_what_python_csv_writes(rows: list[tuple[str, str, str]]) 
             for value in row
         )
     assert [r["_line"] for r in got] == expected_lines
+
+
+def test_a_file_without_a_header_takes_columns_or_numbered_names() -> None:
+    tbl = b"1|Customer#1|BUILDING|\n2|Customer#2|AUTOMOBILE|\n"
+    rows, reader = read(tbl, dialect=CsvDialect(delimiter="|", header=False))
+    assert reader.header == ["column_1", "column_2", "column_3", "column_4"]
+    assert [(r["column_1"], r["_line"]) for r in rows] == [("1", 1), ("2", 2)]
+    rows, _ = read(b"\n1,a\n2,b\n", dialect=CsvDialect(header=False, columns=("id", "name")))
+    assert rows == [{"id": "1", "name": "a", "_line": 2}, {"id": "2", "name": "b", "_line": 3}]
+    with pytest.raises(BadInput, match=r"line 2: expected 2 fields, found 3"):
+        read(b"1,a\n2,b,c\n", dialect=CsvDialect(header=False))
+    with pytest.raises(ConfigError, match="set header = false"):
+        read(b"1,a\n", dialect=CsvDialect(columns=("id", "name")))
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 4 << 20])
+def test_comment_lines_are_skipped_and_lines_stay_true(
+    chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engine.readers.source as source
+
+    monkeypatch.setattr(source, "CHUNK", chunk)  # comments cut across chunks
+    data = b"# exported by x\n#\r\nid,note\n1,#not a comment\n# a comment\n2,b\r\n#end"
+    rows, reader = read(data, dialect=CsvDialect(comment="#"))
+    assert reader.header == ["id", "note"]
+    assert rows == [
+        {"id": "1", "note": "#not a comment", "_line": 4},
+        {"id": "2", "note": "b", "_line": 6},
+    ]
+    with pytest.raises(ConfigError, match="comment must be one character other than"):
+        read(data, dialect=CsvDialect(comment=","))

@@ -165,3 +165,32 @@ def test_inspect_of_an_empty_json_array_shows_no_fields(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "JSON, array" in result.stdout
     assert "fields (0)" in result.stdout
+
+
+def test_inspect_suggests_no_header_and_the_quote_character(tmp_path: Path) -> None:
+    import json
+
+    (tmp_path / "customer.tbl").write_bytes(b"1|Customer#1|711.56|\n2|Customer#2|121.65|\n")
+    (tmp_path / "quoted.tsv").write_bytes(b"id\tname\n'1'\t'a\tb'\n'2'\t'c'\n")
+    store = str(tmp_path / "store")
+    found = {}
+    for name in ("customer.tbl", "quoted.tsv"):
+        result = CliRunner().invoke(
+            cli, ["--store", store, "inspect", str(tmp_path / name), "-o", "json"]
+        )
+        assert result.exit_code == 0, result.output
+        found[name] = json.loads(result.stdout)
+    assert found["customer.tbl"]["fields"][:2] == ["column_1", "column_2"]
+    assert "header = false" in found["customer.tbl"]["job"]
+    assert found["quoted.tsv"]["quote_char"] == "'"
+    assert found["quoted.tsv"]["rows"][0] == {"id": "1", "name": "a\tb"}
+    # The suggested jobs import the files as inspect showed them.
+    for name, job_text in (
+        ("customer.tbl", found["customer.tbl"]["job"]),
+        ("quoted.tsv", found["quoted.tsv"]["job"]),
+    ):
+        job = tmp_path / f"{name}.toml"
+        job.write_text(job_text.replace("CHANGE-ME", name.split(".")[0]))
+        ran = CliRunner().invoke(cli, ["--store", store, "run", str(job)])
+        assert ran.exit_code == 0, ran.output
+        assert "2 imported" in ran.output

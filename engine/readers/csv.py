@@ -44,6 +44,18 @@ class CsvDialect:
     quote_char: str | None = '"'
     """None: quotes are ordinary characters."""
     encoding: str = "utf-8"
+    header: bool = True
+    """False: the first line is data; the fields are `columns`, or column_1, column_2..."""
+    columns: tuple[str, ...] | None = None
+    """The field names of a file without a header line."""
+    comment: str | None = None
+    """Lines that start with this character are skipped (inside a quoted value that spans
+    lines too)."""
+
+    def source(self, handle: IO[bytes], **options: Any) -> TextSource:
+        """The object's text, as this dialect reads it."""
+        comment = self.comment.encode() if self.comment else None
+        return TextSource(handle, encoding=self.encoding, comment=comment, **options)
 
 
 def _breaks(text: str) -> int:
@@ -78,12 +90,11 @@ class CsvReader:
         self.limits = limits or Limits()
         self._open_handle = open_handle
         self._on_bad_row = on_bad_row
-        _check_dialect(self.dialect)
+        check_dialect(self.dialect)
         quote = self.dialect.quote_char
-        self._source = TextSource(
+        self._source = self.dialect.source(
             open_handle(),
             name=name,
-            encoding=self.dialect.encoding,
             limits=self.limits,
             watch_byte=quote.encode() if quote else None,
         )
@@ -101,7 +112,8 @@ class CsvReader:
         self.rows_bad = 0
         """Rows with the wrong number of fields."""
         self._next_line = self._header_line + 1 + header_breaks
-        self._next_record = 2  # pyarrow numbers records from 1, the header being 1
+        # pyarrow numbers records from 1: the header, when there is one.
+        self._next_record = 2 if self.dialect.header else 1
         self._invalid: dict[int, tuple[str, str]] = {}
         self._last_value: str | None = None
         self._last_line = 0
@@ -142,8 +154,9 @@ class CsvReader:
     # The header
 
     def _read_header(self) -> tuple[list[str], int]:
-        """The header's field names and the line breaks inside it. Blank lines before it are
-        skipped (and counted); its bytes must be valid UTF-8 (after `encoding`)."""
+        """The header's field names and the line breaks inside it (-1 without a header line:
+        the rows start on its line). Blank lines before it are skipped (and counted); its
+        bytes must be valid UTF-8 (after `encoding`)."""
         size = 64 << 10
         while True:
             try:
@@ -154,7 +167,8 @@ class CsvReader:
             blanks = len(head) - len(head.lstrip(b"\r\n"))
             if blanks == len(head) and whole:
                 what = "holds only blank lines" if head else "is empty"
-                raise BadInput(self.name, None, f"{what}: a CSV file needs a header line")
+                needs = "a header line" if self.dialect.header else "a line of data"
+                raise BadInput(self.name, None, f"{what}: a CSV file needs {needs}")
             text, bad_at = _decode_prefix(head[blanks:], whole)
             end = _record_end(text, self.dialect.quote_char)
             if end is None and bad_at is not None:
@@ -181,6 +195,10 @@ class CsvReader:
             )
         self._check_delimiter(text, whole)
         names = _parse_header(record, self.dialect, self.name)
+        if not self.dialect.header:  # the first record is data: it only counts the fields
+            names = list(self.dialect.columns or (f"column_{i}" for i in range(1, len(names) + 1)))
+            self._check_header(names)
+            return names, -1  # the rows start on the first line
         self._check_header(names)
         # A header alone, with or without its line break, is a file of no rows.
         self._no_rows = whole and (end is None or not text[end:].strip("\r\n"))
@@ -248,6 +266,7 @@ class CsvReader:
                     use_threads=False,
                     block_size=self.limits.max_line_bytes,
                     autogenerate_column_names=False,
+                    column_names=None if self.dialect.header else self.header,
                 ),
                 parse_options=pacsv.ParseOptions(
                     delimiter=self.dialect.delimiter,
@@ -379,9 +398,7 @@ class CsvReader:
         )
 
     def _count(self, byte: bytes) -> int:
-        source = TextSource(
-            self._open_handle(), name=self.name, encoding=self.dialect.encoding, limits=self.limits
-        )
+        source = self.dialect.source(self._open_handle(), name=self.name, limits=self.limits)
         total = 0
         try:
             while len(chunk := source.read(4 << 20)):
@@ -418,10 +435,9 @@ class CsvReader:
         The first pass does not count lines, which would cost a scan of every byte; an error
         found there is named by line here.
         """
-        checked = TextSource(
+        checked = self.dialect.source(
             self._open_handle(),
             name=self.name,
-            encoding=self.dialect.encoding,
             limits=self.limits,
             count_lines=True,
             validate_utf8=validate_utf8,
@@ -482,7 +498,9 @@ def _decode_prefix(data: bytes, whole: bool) -> tuple[str, int | None]:
         return data[: exc.start].decode("utf-8"), exc.start
 
 
-def _check_dialect(dialect: CsvDialect) -> None:
+def check_dialect(dialect: CsvDialect) -> None:
+    """A ConfigError, whose message starts with the setting's name, for a dialect that cannot
+    be read."""
     if len(dialect.delimiter) != 1 or dialect.delimiter in "\r\n":
         raise ConfigError(
             f"delimiter must be one character (not a line break), got {dialect.delimiter!r}"
@@ -493,6 +511,17 @@ def _check_dialect(dialect: CsvDialect) -> None:
         raise ConfigError(
             f"quote_char must be one character other than the delimiter, got {dialect.quote_char!r}"
         )
+    if dialect.comment is not None and (
+        len(dialect.comment) != 1
+        or dialect.comment in "\r\n"
+        or dialect.comment in (dialect.delimiter, dialect.quote_char)
+    ):
+        raise ConfigError(
+            "comment must be one character other than the delimiter, the quote and a line "
+            f"break, got {dialect.comment!r}"
+        )
+    if dialect.columns is not None and dialect.header:
+        raise ConfigError("columns name the fields of a file without a header: set header = false")
 
 
 def _record_end(text: str, quote: str | None) -> int | None:

@@ -9,6 +9,7 @@ timestamps, and the `prefix` of a file name that carries a timestamp.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import re
@@ -43,6 +44,8 @@ class Inspection:
     timestamp_fields: list[str] = field(default_factory=list)
     prefix: str | None = None
     """A regular expression for a continuous import of files named like this one."""
+    header: bool = True
+    """False: the first line looks like data (numbers, dates), not field names."""
     format: str = "csv"
     """`csv`, or `json` (newline-delimited or an array: `shape` says which)."""
     shape: str | None = None
@@ -67,6 +70,10 @@ class Inspection:
             lines.append(f"encoding = {_toml(self.encoding)}")
         if self.quote_char != '"':
             lines.append(f"quote_char = {_toml(self.quote_char or '')}")
+        if not self.header:
+            lines.append("header = false                 # fields column_1, column_2...; or:")
+            names = ", ".join(_toml(f"name_{i}") for i in range(1, len(self.fields) + 1))
+            lines.append(f"# columns = [{names}]")
         if self.timestamp_fields:
             lines.append(f"timestamp = {_toml(self.timestamp_fields[0])}")
         return "\n".join(lines) + "\n"
@@ -104,11 +111,13 @@ def inspect(
         raise BadInput(name, None, "is empty: it holds no data, only white space")
     if text.lstrip()[:1] in ("{", "[") or _named_json(name):
         return _inspect_json(text, name=name, size=size, compression=compression, rows=rows)
-    delimiter = guess_delimiter(text)
+    quote = guess_quote(text, guess_delimiter(text))
+    delimiter = guess_delimiter(text, quote)
+    header = not _looks_like_data(text, delimiter, quote)
     reader = CsvReader(
         open_handle,
         name=name,
-        dialect=CsvDialect(delimiter, '"', encoding),
+        dialect=CsvDialect(delimiter, quote, encoding, header=header),
         limits=Limits(max_line_bytes=256 << 10),
         on_bad_row=lambda _: None,
     )
@@ -127,12 +136,38 @@ def inspect(
         compression=compression,
         encoding=encoding,
         delimiter=delimiter,
-        quote_char='"',
+        quote_char=quote,
         fields=reader.header,
         rows=table.slice(0, rows).to_pylist(),
         timestamp_fields=[f for f in reader.header if _looks_like_time(table.column(f))],
         prefix=name_prefix(base),
+        header=header,
     )
+
+
+_NUMBER = re.compile(r"^\s*[-+]?(\d+([.,]\d*)?|[.,]\d+)([eE][-+]?\d+)?\s*$")
+
+
+def guess_quote(text: str, delimiter: str) -> str:
+    """The quote character: a single quote when fields are wrapped in single quotes and none
+    in double ones, else the double quote."""
+    single = double = 0
+    for line in text.splitlines()[:20]:
+        for value in line.split(delimiter):
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == "'":
+                single += 1
+            elif len(value) >= 2 and value[0] == value[-1] == '"':
+                double += 1
+    return "'" if single and not double else '"'
+
+
+def _looks_like_data(text: str, delimiter: str, quote: str) -> bool:
+    """Whether the first line is a row of data rather than field names: a name is never a
+    number or a time."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    values = next(csv.reader([first], delimiter=delimiter, quotechar=quote), [])
+    return any(_NUMBER.match(v) or _LOOKS_LIKE_TIME.match(v) for v in values)
 
 
 def _named_json(name: str) -> bool:

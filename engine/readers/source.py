@@ -19,6 +19,7 @@ from __future__ import annotations
 import codecs
 import io
 import math
+import re
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -159,6 +160,7 @@ class TextSource(io.RawIOBase):
         validate_utf8: bool = False,
         count_lines: bool = False,
         watch_byte: bytes | None = None,
+        comment: bytes | None = None,
     ) -> None:
         super().__init__()
         self.name = name
@@ -176,6 +178,17 @@ class TextSource(io.RawIOBase):
         """UTF-8 bytes produced so far (handed out, or held for the next read)."""
         self._lines_in_chunks = 0
         self._watch_byte = watch_byte
+        self._comment = comment
+        self._comments = (
+            None
+            if comment is None
+            else (
+                re.compile(rb"(?:\A|(?<=[\r\n]))" + re.escape(comment) + rb"[^\r\n]*"),
+                re.compile(rb"(?<=[\r\n])" + re.escape(comment) + rb"[^\r\n]*"),
+            )
+        )
+        self._line_start = True
+        self._in_comment = False
         self.saw_watched = False
         """Whether `watch_byte` (a CSV reader watches for quotes) occurs in any chunk so far."""
         head = bytes(handle.read(CHUNK))
@@ -282,6 +295,8 @@ class TextSource(io.RawIOBase):
 
     def _produce(self, data: bytes) -> bytes:
         """Check a chunk on its way out and keep the counts."""
+        if self._comments is not None and data:
+            data = self._uncomment(data)
         at = data.find(b"\x00")
         if at >= 0:
             raise NulByte(self.name, self._line_at(data, at), self.bytes_out + at, self._codec)
@@ -291,6 +306,24 @@ class TextSource(io.RawIOBase):
         if self._count_lines:
             self._lines_in_chunks += data.count(b"\n")
         return data
+
+    def _uncomment(self, data: bytes) -> bytes:
+        """The chunk with the text of each comment line taken out, its line break kept (the
+        line is then blank, and line numbers stay true). A comment line may go on in the
+        next chunk."""
+        assert self._comment is not None
+        assert self._comments is not None
+        if self._in_comment:
+            ends = [at for at in (data.find(b"\n"), data.find(b"\r")) if at >= 0]
+            if not ends:
+                return b""
+            data, self._in_comment = data[min(ends) :], False
+            self._line_start = False  # at a line break: the lookbehind sees it
+        last = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
+        self._in_comment = data.startswith(self._comment, last) and (last > 0 or self._line_start)
+        pattern = self._comments[0] if self._line_start else self._comments[1]
+        self._line_start = data.endswith((b"\n", b"\r"))
+        return pattern.sub(b"", data)
 
     def _sniff(self, data: bytes) -> bytes:
         for magic, what in _BINARY_MAGIC.items():
