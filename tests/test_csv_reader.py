@@ -192,6 +192,11 @@ def test_field_and_line_limits() -> None:
         read(long_field, limits=Limits(max_field_bytes=1000))
     with pytest.raises(LimitExceeded, match="longer than 4,096 bytes"):
         read(b"a,b\n1,2\n3," + b"y" * 10_000 + b"\n", limits=Limits(max_line_bytes=4096))
+    # A long header: lakeport's limits, never Python's csv module's 131072.
+    wide_header = b"a," + b"h" * 200_000 + b"\n1,2\n"
+    assert len(read(wide_header)[1].header[1]) == 200_000
+    with pytest.raises(LimitExceeded, match="line 1: header field 2 is longer than 1,000 bytes"):
+        read(wide_header, limits=Limits(max_field_bytes=1000))
 
 
 @pytest.mark.parametrize("data", [b"a,b\n", b"a,b", b"a,b\r\n\r\n", b'"a\nb",c'])

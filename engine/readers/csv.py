@@ -30,7 +30,7 @@ import pyarrow.csv as pacsv
 
 from engine.errors import BadInput, ConfigError, LimitExceeded
 from engine.readers.rows import LINE, BadRow, check_names
-from engine.readers.source import Limits, NulByte, TextSource, not_encoded
+from engine.readers.source import MAX_RECORD_BYTES, Limits, NulByte, TextSource, not_encoded
 
 _BREAK = r"\r\n|\r|\n"
 _BREAK_RE = re.compile(_BREAK)
@@ -195,6 +195,7 @@ class CsvReader:
             )
         self._check_delimiter(text, whole)
         names = _parse_header(record, self.dialect, self.name)
+        self._check_header_sizes(names)
         if not self.dialect.header:  # the first record is data: it only counts the fields
             names = list(self.dialect.columns or (f"column_{i}" for i in range(1, len(names) + 1)))
             self._check_header(names)
@@ -203,6 +204,17 @@ class CsvReader:
         # A header alone, with or without its line break, is a file of no rows.
         self._no_rows = whole and (end is None or not text[end:].strip("\r\n"))
         return names, _breaks(record.rstrip("\r\n"))
+
+    def _check_header_sizes(self, names: list[str]) -> None:
+        limit = self.limits.max_field_bytes
+        for position, name in enumerate(names, start=1):
+            if len(name.encode()) > limit:
+                what = "header field" if self.dialect.header else "field"
+                raise LimitExceeded(
+                    f"{self.name}, line {self._header_line}: {what} {position} is longer than "
+                    f"{limit:,} bytes (limit max_field_bytes): raise the limit in the job if "
+                    "such fields are expected"
+                )
 
     def _check_delimiter(self, sample: str, whole: bool) -> None:
         """Refuse a delimiter that does not split the first records when another does."""
@@ -535,6 +547,11 @@ def _record_end(text: str, quote: str | None) -> int | None:
         elif char == "\r" and not inside:
             return at + 2 if text[at + 1 : at + 2] == "\n" else at + 1
     return None
+
+
+# Python's csv module refuses fields past 128 KiB, a limit of its own: lakeport's are the job's
+# max_line_bytes (the header is read up to it) and max_field_bytes (checked after).
+pycsv.field_size_limit(MAX_RECORD_BYTES)
 
 
 def _parse_header(record: str, dialect: CsvDialect, name: str) -> list[str]:
