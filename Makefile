@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit test-slow install install-dev clean bench-store bench-import bench-profiles bench-export
+.PHONY: demo test lint typecheck unit test-slow test-min install install-dev clean bench-store bench-import bench-profiles bench-export
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +40,19 @@ test: lint typecheck unit
 test-slow: install-dev
 	$(BIN)/pytest -m slow
 
+# The tests on the oldest versions pyproject allows: every floor installed exactly.
+MIN_VENV := .venv-min
+test-min:
+	rm -rf $(MIN_VENV)
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PYTHON) tests/floors.py pyproject.toml > $(MIN_VENV)/floors.txt
+	$(MIN_VENV)/bin/python -m pip install --quiet -c $(MIN_VENV)/floors.txt -e '.[dev]'
+	$(MIN_VENV)/bin/python tests/floors.py pyproject.toml --check
+	$(MIN_VENV)/bin/pytest -p no:cacheprovider
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(MIN_VENV) .mypy_cache .ruff_cache .pytest_cache
 
 bench-store: install-dev
 	$(BIN)/python -m benchmarks.bench_store --rows 1000000 --rows 5000000

@@ -25,6 +25,13 @@ from tests.faults import FaultProxy
 CORPORA = Path(
     os.environ.get("LAKEPORT_CORPORA") or Path(__file__).parents[2] / "shared" / "corpora"
 )
+REQUIRE_CORPORA = "LAKEPORT_REQUIRE_CORPORA"
+"""Set (by CI, which has the corpora): their tests run, and fail if the corpora are missing."""
+needs_corpora = pytest.mark.skipif(
+    not CORPORA.is_dir() and not os.environ.get(REQUIRE_CORPORA),
+    reason=f"the public corpora are not at {CORPORA}: put shared/corpora beside the clone, or "
+    f"set LAKEPORT_CORPORA (set {REQUIRE_CORPORA}=1 to fail instead of skipping)",
+)
 REGION = "us-east-1"
 ADMIN_POLICY = {
     "Version": "2012-10-17",
