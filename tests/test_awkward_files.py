@@ -24,7 +24,11 @@ from click.testing import CliRunner
 from engine.store import Store
 from pipelines.cli import cli
 
-ROWS = [("1", "Ada", "London"), ("2", "Grace", "New York"), ("3", "Linus", "Helsinki")]
+ROWS: list[tuple[str, ...]] = [
+    ("1", "Ada", "London"),
+    ("2", "Grace", "New York"),
+    ("3", "Linus", "Helsinki"),
+]
 
 
 @dataclass(frozen=True)
@@ -182,7 +186,7 @@ def cases() -> list[Case]:
     json_job = {"type": "json-import"}
     records = [{"id": "1", "user": {"name": "Ada"}}, {"id": "2", "user": {"name": "Grace"}}]
     lines = "".join(json.dumps(r) + "\n" for r in records).encode()
-    expected = [("1", "Ada"), ("2", "Grace")]
+    expected: list[tuple[str, ...]] = [("1", "Ada"), ("2", "Grace")]
     found += [
         Case("json-ndjson", lines, name="data.json", job=json_job, expected=expected),
         Case(
