@@ -212,31 +212,23 @@ def _inspect_json(
                 else f"its first record is not valid JSON ({problem}), or the file is cut"
             ),
         )
+    fields: list[str] = []
+    shown: list[dict[str, str]] = []
+    times: list[str] = []
+    if records:  # none: an empty array
+        lines = "".join(r + "\n" for r in records).encode()
+        with tempfile.TemporaryDirectory() as spill:
+            # The sample is decompressed already: its name must not say .gz or .zst.
+            plain = name.rsplit(".", 1)[0] if compression else name
+            reader = JsonReader(
+                lambda: io.BytesIO(lines), name=plain, spill=Path(spill), on_bad_row=lambda _: None
+            )
+            table = pa.Table.from_batches(list(reader.batches()), schema=reader.schema)
+        table = table.drop_columns([LINE])
+        fields, shown = reader.header, table.slice(0, rows).to_pylist()
+        texts = [f for f in fields if pa.types.is_string(table.schema.field(f).type)]
+        times = [f for f in texts if _looks_like_time(table.column(f))]
     base = name.rsplit("/", 1)[-1]
-    if not records:  # an empty array, or an object of nothing but white space
-        return Inspection(
-            name=base,
-            size=size,
-            compression=compression,
-            encoding="utf-8",
-            delimiter="",
-            quote_char=None,
-            fields=[],
-            rows=[],
-            prefix=name_prefix(base),
-            format="json",
-            shape=shape,
-        )
-    lines = "".join(r + "\n" for r in records).encode()
-    with tempfile.TemporaryDirectory() as spill:
-        # The sample is decompressed already: its name must not say .gz or .zst.
-        plain = name.rsplit(".", 1)[0] if compression else name
-        reader = JsonReader(
-            lambda: io.BytesIO(lines), name=plain, spill=Path(spill), on_bad_row=lambda _: None
-        )
-        table = pa.Table.from_batches(list(reader.batches()), schema=reader.schema)
-    table = table.drop_columns([LINE])
-    texts = [f for f in reader.header if pa.types.is_string(table.schema.field(f).type)]
     return Inspection(
         name=base,
         size=size,
@@ -244,9 +236,9 @@ def _inspect_json(
         encoding="utf-8",
         delimiter="",
         quote_char=None,
-        fields=reader.header,
-        rows=table.slice(0, rows).to_pylist(),
-        timestamp_fields=[f for f in texts if _looks_like_time(table.column(f))],
+        fields=fields,
+        rows=shown,
+        timestamp_fields=times,
         prefix=name_prefix(base),
         format="json",
         shape=shape,
