@@ -487,3 +487,12 @@ def test_tables_fit_an_80_column_terminal(store_path: Path) -> None:
     )
     assert unknown.exit_code == 2
     assert "no column nope: the columns are _ts, field_0" in unknown.output
+
+
+def test_a_path_with_a_name_too_long_for_the_file_system_is_one_line(
+    store_path: Path, tmp_path: Path
+) -> None:
+    # Once: "OSError: [Errno 36] File name too long".
+    path = tmp_path / ("x" * 300 + ".csv")
+    result = run(store_path, "inspect", str(path))
+    assert_one_line_error(result, "a name in the path is longer than the file system allows")

@@ -3,6 +3,7 @@ bucket, key or authorization and say what to change, with the original kept as `
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -161,6 +162,14 @@ def _translate(
         )
     if isinstance(exc, NotADirectoryError):
         return NoSuchKey(f"{what} is not a folder")
+    too_long = next(
+        (link for link in _chain(exc) if getattr(link, "errno", None) == errno.ENAMETOOLONG), None
+    )
+    if too_long is not None:
+        return NoSuchKey(
+            f"{what} cannot exist here: a name in the path is longer than the file system "
+            "allows (255 bytes a name): check the path"
+        )
     if code is not None:
         return StorageError(f"{who} could not {action} {what}: {code}: {message}")
     return StorageError(f"could not {action} {what}: {type(exc).__name__}: {exc}")
