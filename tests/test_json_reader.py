@@ -285,9 +285,26 @@ def test_every_n_file_is_rejected_with_a_lakeport_error(tmp_path: Path, path: Pa
         read(path.read_bytes(), tmp_path, name=path.name)
 
 
+# Valid JSON a stream cannot hold: a field name with a NUL (Delta cut it short, renaming the
+# field silently). Refused, naming the fix: a mapping gives the field another name.
+Y_REFUSED = {"y_object_escaped_null_in_key.json": "holds a control character"}
+
+
 @needs_corpora
 @pytest.mark.parametrize("path", [p for p in _suite("y") if _objects(p)], ids=lambda p: p.name)
 def test_every_y_file_of_objects_imports(tmp_path: Path, path: Path) -> None:
+    if path.name in Y_REFUSED:
+        with pytest.raises(BadInput, match=Y_REFUSED[path.name] + ".*`mapping`"):
+            read(path.read_bytes(), tmp_path, name=path.name)
+        mapped = read(
+            path.read_bytes(),
+            tmp_path,
+            name=path.name,
+            fields=["foo_bar"],
+            mapping={"foo_bar": "foo\x00bar"},
+        )
+        assert [row["foo_bar"] for row in mapped] == ["42"]
+        return
     top = json.loads(path.read_bytes())
     assert len(read(path.read_bytes(), tmp_path, name=path.name)) == (
         len(top) if isinstance(top, list) else 1
