@@ -44,6 +44,7 @@ from engine.store_rows import (
     row_count,
     with_engine_fields,
 )
+from engine.store_rows import Source as Source
 
 DEFAULT_STORE = "lakeport-data"
 STORE_ENV = "LAKEPORT_STORE"
@@ -71,14 +72,6 @@ def check_stream_name(name: str) -> str:
 def default_store_path() -> Path:
     """`$LAKEPORT_STORE`, or `./lakeport-data`."""
     return Path(os.environ.get(STORE_ENV) or DEFAULT_STORE)
-
-
-@dataclass(frozen=True)
-class Source:
-    """The object a batch of rows came from: its URL or key and its version (ETag)."""
-
-    key: str
-    etag: str | None = None
 
 
 @dataclass(frozen=True)

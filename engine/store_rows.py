@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -15,8 +16,14 @@ from engine.errors import StoreError
 from engine.readers.rows import LINE
 from engine.state import now
 
-if TYPE_CHECKING:
-    from engine.store import Source
+
+@dataclass(frozen=True)
+class Source:
+    """The object a batch of rows came from: its URL or key and its version (ETag)."""
+
+    key: str
+    etag: str | None = None
+
 
 TS = "_ts"
 INGESTED_AT = "_ingested_at"

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 import engine.readers.json as jsonreader
 from engine.errors import BadInput, ConfigError, LakeportError, LimitExceeded
-from engine.readers.json import JsonReader, shortest_number
+from engine.readers.json import JsonReader
+from engine.readers.json_records import shortest_number
 from engine.readers.rows import BadRow, ReadAgain
 from engine.readers.source import Limits
 from tests.conftest import CORPORA, needs_corpora

@@ -33,16 +33,12 @@ Python's C JSON scanner.
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import itertools
-import json
-import re
 import tempfile
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -51,6 +47,18 @@ import pyarrow.ipc as ipc
 from engine.errors import BadInput, ConfigError, LimitExceeded
 from engine.executor import prefetch
 from engine.readers.json_fast import FastChunks, plain
+from engine.readers.json_records import (
+    LIST,
+    BadString,
+    Bytes,
+    Columns,
+    Fault,
+    Record,
+    Text,
+    fields_of,
+    lines_of,
+    shown,
+)
 from engine.readers.rows import LINE, BadRow, ReadAgain, check_names
 from engine.readers.source import Limits, TextSource
 
@@ -60,214 +68,6 @@ HEAD_ROWS = 100_000
 """Records read before the first batch is given, to know the file's fields."""
 CHUNK_BYTES = 8 << 20
 """NDJSON is read in chunks of whole lines about this large."""
-_SPACE = re.compile(r"[ \t\r\n]*")
-_LIST = pa.list_(pa.string())
-_MAX_EXPONENT = 1000
-"""Numbers beyond 10^±1000 are refused: their plain form would be thousands of digits."""
-
-
-class _Number(str):
-    """A number's text as written, until it is put in its shortest exact form."""
-
-    __slots__ = ()
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number (JSON has no NaN or Infinity)")
-
-
-_DECODER = json.JSONDecoder(
-    parse_float=_Number, parse_int=_Number, parse_constant=_refuse_constant, strict=True
-)
-
-
-def shortest_number(text: str) -> str:
-    """A JSON number in its shortest exact form; see the module docstring."""
-    if "." not in text and "e" not in text and "E" not in text:
-        return "0" if text == "-0" else text  # JSON has no leading zeros: already shortest
-    try:
-        value = Decimal(text)
-    except InvalidOperation:  # an exponent past what Decimal holds
-        value = Decimal("Infinity")
-    if not value.is_finite() or abs(value.adjusted()) > _MAX_EXPONENT:
-        raise ValueError(f"the number {text[:40]} is beyond 10^±{_MAX_EXPONENT}")
-    if value.is_zero():
-        return "0"
-    plain = format(value, "f")
-    if "." in plain:
-        plain = plain.rstrip("0").rstrip(".")
-    return plain
-
-
-def _scalar(value: Any) -> str | None:
-    if value is None:
-        return None
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, _Number):
-        return shortest_number(value)
-    return str(value)
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, _Number):
-        return "number"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, str):
-        return "string"
-    return "other"
-
-
-def _json_text(value: Any) -> str:
-    """Compact JSON text of a value, numbers in their shortest exact form."""
-    if isinstance(value, dict):
-        items = (f"{json.dumps(k, ensure_ascii=False)}:{_json_text(v)}" for k, v in value.items())
-        return "{" + ",".join(items) + "}"
-    if isinstance(value, list):
-        return "[" + ",".join(_json_text(v) for v in value) + "]"
-    if isinstance(value, _Number):
-        return shortest_number(value)
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _shown(record: Any) -> str:
-    """A record's text for a message (cut to 200 characters by the message)."""
-    try:
-        return _json_text(record)[:200]
-    except (RecursionError, UnicodeEncodeError, ValueError):
-        return repr(record)[:200]
-
-
-class _Record(Exception):
-    """Why one record cannot be imported (and its text, when it did not parse)."""
-
-    def __init__(self, reason: str, text: str = "") -> None:
-        super().__init__(reason)
-        self.text = text
-
-
-class _Columns:
-    """Flattened records, column by column, for one batch."""
-
-    def __init__(self, max_depth: int) -> None:
-        self.max_depth = max_depth
-        self.values: dict[str, list[Any]] = {}
-        self.lists: set[str] = set()
-        self.lines: list[int] = []
-
-    def __len__(self) -> int:
-        return len(self.lines)
-
-    def add(self, record: Any, line: int) -> None:
-        if not isinstance(record, dict):
-            kind = "an array" if isinstance(record, list) else f"a {_kind(record)} value"
-            raise _Record(f"the record is {kind}, not an object")
-        row = len(self.lines)
-        added: list[str] = []
-        try:
-            self._flatten(record, "", row, 1, added)
-        except BaseException as exc:
-            for name in added:  # leave the columns as they were before this record
-                del self.values[name][row:]
-            if isinstance(exc, ValueError):  # a number beyond the limit
-                raise _Record(str(exc)) from None
-            raise
-        self.lines.append(line)
-
-    def _flatten(
-        self, record: dict[str, Any], prefix: str, row: int, depth: int, added: list[str]
-    ) -> None:
-        if depth > self.max_depth:
-            raise _Record(f"it nests deeper than {self.max_depth} levels (limit max_depth)")
-        for key, value in record.items():
-            name = prefix + key
-            if isinstance(value, dict):
-                self._flatten(value, name + ".", row, depth + 1, added)
-                continue
-            if isinstance(value, list):
-                kinds = {_kind(v) for v in value if v is not None}
-                if len(kinds) <= 1 and "other" not in kinds:
-                    self.lists.add(name)
-                    value = [_scalar(v) for v in value]
-                else:
-                    _check_depth(value, depth + 1, self.max_depth)
-                    value = _json_text(value)
-            else:
-                value = _scalar(value)
-                if value is None:
-                    continue  # null is no value: it makes no field
-            column = self.values.get(name)
-            if column is None:
-                if _not_unicode(name):
-                    raise _Record(
-                        f"the key {name!r} is not valid Unicode (a lone surrogate escape)"
-                    )
-                column = self.values[name] = []
-            if len(column) > row:
-                raise _Record(
-                    f"the field '{name}' appears twice (a key with a dot, and a nested object)"
-                )
-            if len(column) < row:
-                column.extend([None] * (row - len(column)))
-            column.append(value)
-            added.append(name)
-
-    def batch(self) -> pa.RecordBatch:
-        """The batch, with `_line`; raises _Record with the row that cannot be stored."""
-        rows = len(self.lines)
-        arrays, names = [], []
-        for name, column in self.values.items():
-            if len(column) < rows:
-                column.extend([None] * (rows - len(column)))
-            if name in self.lists:
-                column = [v if v is None or isinstance(v, list) else [v] for v in column]
-            try:
-                arrays.append(pa.array(column, _LIST if name in self.lists else pa.string()))
-            except (UnicodeEncodeError, pa.ArrowInvalid) as exc:
-                raise _BadString(name, column, self.lines) from exc
-            names.append(name)
-        arrays.append(pa.array(self.lines, pa.int64()))
-        names.append(LINE)
-        return pa.RecordBatch.from_arrays(arrays, names=names)
-
-
-class _BadString(Exception):
-    """A string that is not valid Unicode (a lone surrogate): which row."""
-
-    def __init__(self, name: str, column: list[Any], lines: list[int]) -> None:
-        for at, value in enumerate(column):
-            texts = value if isinstance(value, list) else [value]
-            if any(t is not None and _not_unicode(t) for t in texts):
-                self.row, self.line = at, lines[at]
-                break
-        else:  # pragma: no cover - pyarrow refused something else
-            self.row, self.line = 0, lines[0]
-        super().__init__(
-            f"the field '{name}' has a string that is not valid Unicode "
-            "(a lone surrogate escape such as \\ud800)"
-        )
-
-
-def _not_unicode(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def _check_depth(value: Any, depth: int, limit: int) -> None:
-    if depth > limit:
-        raise _Record(f"it nests deeper than {limit} levels (limit max_depth)")
-    children = (
-        value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-    )
-    for child in children:
-        if isinstance(child, (dict, list)):
-            _check_depth(child, depth + 1, limit)
 
 
 class JsonReader:
@@ -412,13 +212,13 @@ class JsonReader:
 
     def _check_known(self, batch: pa.RecordBatch) -> None:
         selected = {source for _, source in self._columns}
-        for field in _fields_of(batch):
+        for field in fields_of(batch):
             known = self._found.get(field.name)
             grew = known is None and (self._all_fields or field.name in selected)
-            if grew or (field.name in selected and known != _LIST and field.type == _LIST):
+            if grew or (field.name in selected and known != LIST and field.type == LIST):
                 raise ReadAgain(
                     f"{self.name}: the field '{field.name}' first appears, or first holds a "
-                    f"list, at line {_lines(batch)[0].as_py()} or after"
+                    f"list, at line {lines_of(batch)[0].as_py()} or after"
                 )
 
     # Selection
@@ -464,7 +264,7 @@ class JsonReader:
             if values.type != wanted:  # text in this batch, lists elsewhere in the file
                 values = pa.array([None if v is None else [v] for v in values.to_pylist()], wanted)
             arrays.append(values)
-        arrays.append(_lines(batch))
+        arrays.append(lines_of(batch))
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
     # Reading
@@ -473,7 +273,7 @@ class JsonReader:
         """The file's records as batches of text fields and `_line`, in file order."""
         head = bytes(self._source.peek(1 << 16)).lstrip()
         if head.startswith(b"["):
-            text = _Text(self._source, self.name, self.limits.max_line_bytes)
+            text = Text(self._source, self.name, self.limits.max_line_bytes)
             yield from self._slow_batches(self._array(text, text.skip_space(0) + 1))
             return
         fast = FastChunks(self.max_depth)
@@ -559,19 +359,19 @@ class JsonReader:
     ) -> Iterator[pa.RecordBatch]:
         """A chunk read record by record; the bytes of a record it cuts off go to `carry`,
         to be read again with the next chunk."""
-        text = _Text(_Bytes(chunk), self.name, self.limits.max_line_bytes, first_line)
+        text = Text(Bytes(chunk), self.name, self.limits.max_line_bytes, first_line)
         yield from self._slow_batches(self._sequence(text, text.skip_space(0), final, carry))
 
     def _slow_batches(self, records: Iterator[tuple[Any, int]]) -> Iterator[pa.RecordBatch]:
-        columns = _Columns(self.max_depth)
+        columns = Columns(self.max_depth)
         for record, line in records:
-            if isinstance(record, _Record):
+            if isinstance(record, Record):
                 self._bad(line, str(record), record.text)
                 continue
             try:
                 columns.add(record, line)
-            except _Record as exc:
-                self._bad(line, str(exc), _shown(record))
+            except Record as exc:
+                self._bad(line, str(exc), shown(record))
                 continue
             except RecursionError:
                 self._bad(
@@ -580,14 +380,14 @@ class JsonReader:
                 continue
             if len(columns) >= BATCH_ROWS:
                 yield from self._columns_batch(columns)
-                columns = _Columns(self.max_depth)
+                columns = Columns(self.max_depth)
         yield from self._columns_batch(columns)
 
-    def _columns_batch(self, columns: _Columns) -> Iterator[pa.RecordBatch]:
+    def _columns_batch(self, columns: Columns) -> Iterator[pa.RecordBatch]:
         while len(columns):
             try:
                 batch = columns.batch()
-            except _BadString as exc:
+            except BadString as exc:
                 self._bad(exc.line, str(exc), "")
                 for column in columns.values.values():
                     del column[exc.row]
@@ -603,8 +403,8 @@ class JsonReader:
 
     def _learn(self, batch: pa.RecordBatch) -> None:
         """Note the batch's fields and types (a field that is a list anywhere is a list)."""
-        for field in _fields_of(batch):
-            if self._found.get(field.name) != _LIST:
+        for field in fields_of(batch):
+            if self._found.get(field.name) != LIST:
                 self._found[field.name] = field.type
 
     def _stage_batch(self, batch: pa.RecordBatch) -> None:
@@ -617,7 +417,7 @@ class JsonReader:
 
     def _check_field_sizes(self, batch: pa.RecordBatch) -> None:
         limit = self.limits.max_field_bytes
-        for field, column in zip(_fields_of(batch), batch.columns, strict=False):
+        for field, column in zip(fields_of(batch), batch.columns, strict=False):
             if len(column) == 0:
                 continue
             rows = None
@@ -630,7 +430,7 @@ class JsonReader:
                 at = pc.index(pc.greater(sizes, limit), True).as_py()
                 row = at if rows is None else rows[at].as_py()
                 raise LimitExceeded(
-                    f"{self.name}, line {_lines(batch)[row].as_py()}: field "
+                    f"{self.name}, line {lines_of(batch)[row].as_py()}: field "
                     f"'{field.name}' is longer than {limit:,} bytes (limit max_field_bytes): "
                     "raise the limit in the job if such fields are expected"
                 )
@@ -643,20 +443,20 @@ class JsonReader:
         self._on_bad_row(row)
 
     def _sequence(
-        self, text: _Text, at: int, final: bool, carry: list[bytes]
+        self, text: Text, at: int, final: bool, carry: list[bytes]
     ) -> Iterator[tuple[Any, int]]:
         """Records one after another (NDJSON). When the text is not the object's last and a
         record runs past its end, the record's bytes go to `carry`."""
         while not text.at_end(at):
             line = text.line(at)
             found = text.decode(at)
-            if isinstance(found, _Fault):
+            if isinstance(found, Fault):
                 if found.fatal and not final:
                     carry.append(text.rest(at).encode("utf-8"))
                     return
                 if found.fatal:
                     raise BadInput(self.name, line, found.reason)
-                yield _Record(found.reason, text.line_text(at)), line
+                yield Record(found.reason, text.line_text(at)), line
                 at = text.next_line(at)
             else:
                 record, at = found
@@ -664,7 +464,7 @@ class JsonReader:
                 end = text.skip_space(at)
                 if end == at and not text.at_end(at):
                     yield (
-                        _Record(
+                        Record(
                             f"after the record comes {text.snippet(at)!r}, not a line break",
                             text.line_text(at),
                         ),
@@ -676,7 +476,7 @@ class JsonReader:
             at = text.skip_space(at)
             text.forget(at)
 
-    def _array(self, text: _Text, at: int) -> Iterator[tuple[Any, int]]:
+    def _array(self, text: Text, at: int) -> Iterator[tuple[Any, int]]:
         at = text.skip_space(at)
         if not text.at_end(at) and text.char(at) == "]":
             yield from self._after_array(text, at + 1)
@@ -686,7 +486,7 @@ class JsonReader:
                 raise self._truncated_array(text, at)
             line = text.line(at)
             found = text.decode(at)
-            if isinstance(found, _Fault):
+            if isinstance(found, Fault):
                 # Inside an array, a broken element leaves no safe place to go on from.
                 raise BadInput(self.name, line, found.reason)
             record, at = found
@@ -713,12 +513,12 @@ class JsonReader:
                     "has a trailing comma before ']', which JSON does not allow",
                 )
 
-    def _truncated_array(self, text: _Text, at: int) -> BadInput:
+    def _truncated_array(self, text: Text, at: int) -> BadInput:
         return BadInput(
             self.name, text.line(at), "ends inside the top-level array: the file is truncated"
         )
 
-    def _after_array(self, text: _Text, at: int) -> Iterator[tuple[Any, int]]:
+    def _after_array(self, text: Text, at: int) -> Iterator[tuple[Any, int]]:
         at = text.skip_space(at)
         if not text.at_end(at):
             raise BadInput(
@@ -732,170 +532,3 @@ class JsonReader:
             path.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self._staging.rmdir()
-
-
-class _Fault:
-    """A record that does not parse: why, and whether reading can go on after it."""
-
-    def __init__(self, reason: str, fatal: bool) -> None:
-        self.reason = reason
-        self.fatal = fatal
-
-
-def _cut_off(text: str, start: int, exc: json.JSONDecodeError) -> bool:
-    """Whether the record starting at `start` fails only because the text ends."""
-    last = start + len(text[start:].rstrip()) - 1
-    if exc.msg.startswith("Unterminated string"):
-        return "\n" not in text[exc.pos :]
-    return exc.pos > last
-
-
-class _Readable(Protocol):
-    def read(self, size: int) -> Any: ...
-
-
-class _Bytes:
-    """Bytes already in memory, read like an object."""
-
-    def __init__(self, data: bytes | bytearray) -> None:
-        self._data = memoryview(data)
-        self._at = 0
-
-    def read(self, size: int) -> memoryview:
-        out = self._data[self._at : self._at + size]
-        self._at += len(out)
-        return out
-
-
-class _Text:
-    """The decoded text of the object, held from the record being read onwards.
-
-    Positions are absolute (characters from the start of the object). Lines are counted
-    incrementally, and consumed text is dropped in large pieces, so each character is scanned
-    a bounded number of times.
-    """
-
-    def __init__(self, source: _Readable, name: str, max_record: int, first_line: int = 1) -> None:
-        self._source = source
-        self._name = name
-        self._max = max_record
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
-        self.buffer = ""
-        self._offset = 0
-        """Characters of the object before `buffer`."""
-        self._counted = (0, first_line)
-        """(position, line at that position): where line counting goes on from."""
-        self._eof = False
-
-    def _more(self) -> bool:
-        if self._eof:
-            return False
-        chunk = bytes(self._source.read(1 << 20))
-        try:
-            text = self._decoder.decode(chunk, final=not chunk)
-        except UnicodeDecodeError as exc:
-            end = self._offset + len(self.buffer)
-            line = self.line(end) + chunk[: exc.start].count(b"\n")
-            bad = chunk[exc.start : exc.start + 4].hex(" ")
-            raise BadInput(
-                self._name, line, f"is not valid UTF-8 (bytes {bad}): JSON files must be UTF-8"
-            ) from None
-        if not chunk:
-            self._eof = True
-        self.buffer += text
-        return bool(chunk)
-
-    def forget(self, at: int) -> None:
-        """The text before `at` will not be needed again."""
-        cut = at - self._offset
-        if cut > (1 << 20):
-            self.line(at)  # count the lines of what goes
-            self.buffer = self.buffer[cut:]
-            self._offset = at
-
-    def at_end(self, at: int) -> bool:
-        while at - self._offset >= len(self.buffer):
-            if not self._more():
-                return True
-        return False
-
-    def char(self, at: int) -> str:
-        return self.buffer[at - self._offset]
-
-    def snippet(self, at: int) -> str:
-        self.at_end(at + 20)
-        return self.buffer[at - self._offset : at - self._offset + 20]
-
-    def line(self, at: int) -> int:
-        """The line of position `at`, which is never before a position already asked for."""
-        position, line = self._counted
-        line += self.buffer.count("\n", position - self._offset, at - self._offset)
-        self._counted = (at, line)
-        return line
-
-    def skip_space(self, at: int) -> int:
-        while True:
-            end = _SPACE.match(self.buffer, at - self._offset).end()  # type: ignore[union-attr]
-            if end < len(self.buffer) or not self._more():
-                return self._offset + end
-
-    def rest(self, at: int) -> str:
-        """All the text from `at` on."""
-        while self._more():
-            pass
-        return self.buffer[at - self._offset :]
-
-    def line_text(self, at: int) -> str:
-        """The text from `at` to the end of its line (at most 200 characters)."""
-        self.at_end(at + 200)
-        local = at - self._offset
-        return self.buffer[local : local + 200].split("\n", 1)[0]
-
-    def next_line(self, at: int) -> int:
-        while True:
-            found = self.buffer.find("\n", at - self._offset)
-            if found >= 0:
-                return self._offset + found + 1
-            if not self._more():
-                return self._offset + len(self.buffer)
-
-    def decode(self, at: int) -> tuple[Any, int] | _Fault:
-        """The JSON value starting at `at` and where it ends, reading more text as needed."""
-        while True:
-            local = at - self._offset
-            try:
-                value, end = _DECODER.raw_decode(self.buffer, local)
-            except json.JSONDecodeError as exc:
-                # The record may only be cut off by the end of the text held so far.
-                if not self._eof and len(self.buffer) - local <= self._max:
-                    self._more()
-                    continue
-                if self._eof and _cut_off(self.buffer, local, exc):
-                    return _Fault(
-                        f"the file ends inside a record: it is truncated ({exc.msg})", fatal=True
-                    )
-                return _Fault(
-                    f"invalid JSON at character {exc.pos - local + 1} of the record: {exc.msg}",
-                    fatal=False,
-                )
-            except ValueError as exc:  # NaN, Infinity, an integer too long for Python
-                return _Fault(f"invalid JSON: {exc}", fatal=False)
-            except RecursionError:
-                return _Fault("it nests too deeply to parse (limit max_depth)", fatal=False)
-            if end - local > self._max:
-                return _Fault(
-                    f"the record is larger than {self._max:,} bytes (limit max_line_bytes)",
-                    fatal=False,
-                )
-            return value, self._offset + end
-
-
-def _fields_of(batch: pa.RecordBatch) -> list[pa.Field]:
-    """The batch's fields from the file: all but the last, the line column every batch ends
-    with (a field of the file may have its name too)."""
-    return list(batch.schema)[:-1]
-
-
-def _lines(batch: pa.RecordBatch) -> pa.Array:
-    """The batch's line column: its last."""
-    return batch.column(batch.num_columns - 1)

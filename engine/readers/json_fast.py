@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from engine.readers.json_records import shortest_number
 from engine.readers.rows import LINE
 
 EXACT = pa.decimal256(40, 18)
@@ -260,8 +261,6 @@ def _text(values: pa.Array) -> pa.Array:
 
 def _decimal_text(values: pa.Array) -> pa.Array:
     """Decimals in plain notation without trailing fractional zeros; zero as 0."""
-    from engine.readers.json import shortest_number
-
     size = pc.abs(values)
     if pc.any(pc.greater(size, _EXACT_MAX)).as_py():
         raise _NotPlain

@@ -4,7 +4,7 @@ bucket, key or authorization and say what to change, with the original kept as `
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from engine.auth import Authorization, DelegatedRole
@@ -69,6 +69,17 @@ def _without_reason(exc: Exception) -> bool:
     return code in ("403", "Forbidden") or (code is None and isinstance(exc, PermissionError))
 
 
+Asker = Callable[[Authorization, Location], None]
+"""Sends S3 a request whose answer has a body, about `location` (it raises what S3 says)."""
+_askers: list[Asker] = []
+
+
+def ask_again_with(asker: Asker) -> None:
+    """Let refusals without a reason be asked about with `asker` (engine.storage.s3 gives
+    it: the client lives there)."""
+    _askers.append(asker)
+
+
 def _why_refused(
     auth: Authorization | None, action: str, location: Location | None
 ) -> LakeportError | None:
@@ -76,16 +87,13 @@ def _why_refused(
     same name): the error for bad keys if that is what it was, None if it was not."""
     if auth is None or location is None or location.scheme != "s3":
         return None
-    from engine.storage.s3 import _s3_filesystem
-
-    try:
-        _s3_filesystem(auth).call_s3(
-            "list_objects_v2", Bucket=location.bucket, Prefix=location.key, MaxKeys=1
-        )
-    except Exception as probe:
-        code, _ = _aws_error(probe)
-        if code in _INVALID_KEYS or code in _EXPIRED:
-            return _translate(probe, auth, action, location, False)
+    for asker in _askers:
+        try:
+            asker(auth, location)
+        except Exception as probe:
+            code, _ = _aws_error(probe)
+            if code in _INVALID_KEYS or code in _EXPIRED:
+                return _translate(probe, auth, action, location, False)
     return None
 
 

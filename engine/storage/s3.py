@@ -12,7 +12,7 @@ from fsspec.spec import AbstractFileSystem
 
 from engine.auth import Authorization, AwsKeys, DefaultChain, DelegatedRole
 from engine.errors import ConfigError, LakeportError, SourceChanged
-from engine.storage.errors import _translating, source_changed
+from engine.storage.errors import _translating, ask_again_with, source_changed
 from engine.storage.locations import FileInfo, Location, Reader, _utc
 
 logger = logging.getLogger("engine.storage")
@@ -43,6 +43,16 @@ def _s3_filesystem(auth: Authorization) -> AbstractFileSystem:
     with _translating(auth, "log in"):
         options.update(_credentials(auth))
     return s3fs.S3FileSystem(**options)
+
+
+def _list_one(auth: Authorization, location: Location) -> None:
+    """A listing of one key under `location`: S3's answer to it always says why it refuses."""
+    _s3_filesystem(auth).call_s3(
+        "list_objects_v2", Bucket=location.bucket, Prefix=location.key, MaxKeys=1
+    )
+
+
+ask_again_with(_list_one)
 
 
 def _credentials(auth: Authorization) -> dict[str, Any]:

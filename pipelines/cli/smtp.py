@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pipelines.cli import Context, cli
+from pipelines.cli.root import Context, cli
 from pipelines.output import OUTPUT_OPTION, Output, echo, emit_json, emit_table
 
 
@@ -53,7 +53,7 @@ def smtp_set(
     option, the password is asked for."""
     from engine import mail
     from engine.secrets import Secret
-    from pipelines.cli import _read_secret_file
+    from pipelines.cli.root import read_secret_file
 
     if password_env and password_file:
         raise click.UsageError("give --password-env or --password-file, not both")
@@ -62,7 +62,7 @@ def smtp_set(
         if password_env:
             password = Secret.from_env(password_env)
         elif password_file:
-            password = Secret(_read_secret_file(password_file))
+            password = Secret(read_secret_file(password_file))
         else:
             password = Secret(click.prompt(f"Password of {user}", hide_input=True))
     elif password_env or password_file:

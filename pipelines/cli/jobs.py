@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pipelines.cli import Context, cli
+from pipelines.cli.root import Context, cli
 from pipelines.output import (
     COLUMNS_OPTION,
     OUTPUT_OPTION,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pipelines.cli import Context, cli
+from pipelines.cli.root import Context, cli
 from pipelines.output import (
     COLUMNS_OPTION,
     OUTPUT_OPTION,
