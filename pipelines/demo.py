@@ -64,7 +64,16 @@ def run_demo(folder: Path | None) -> None:
     bucket = root / "bucket"
     store = Store(root / "store")
     echo(f"demo folder: {root}\n  bucket: {bucket}\n  store:  {store.path}")
+    _the_bucket(bucket)
+    _an_authorization(store)
+    _imports(root, bucket, store)
+    _reading_back(store)
+    _profiles(root, store)
+    _audiences(store)
+    _an_export(root, bucket, store)
 
+
+def _the_bucket(bucket: Path) -> None:
     _say("1. A local folder stands in for the bucket; it holds one CSV export")
     _write_csv(bucket / "exports" / "events_20261101.csv", _EVENTS)
     listing = storage.list_directory(str(bucket / "exports"))
@@ -77,6 +86,8 @@ def run_demo(folder: Path | None) -> None:
         title=f"lakeport ls {listing.url}",
     )
 
+
+def _an_authorization(store: Store) -> None:
     _say("2. An authorization: its secret goes to the 0600 secrets file and is never shown")
     name = "demo-keys"
     if name in {a.name for a in store.authorizations()}:
@@ -95,6 +106,8 @@ def run_demo(folder: Path | None) -> None:
         title=f"lakeport auth show {name}",
     )
 
+
+def _imports(root: Path, bucket: Path, store: Store) -> None:
     _say("3. A csv-import job takes the file into the stream 'events', exactly once")
     job = _job_file(
         root / "events-import.toml",
@@ -120,6 +133,8 @@ def run_demo(folder: Path | None) -> None:
     echo(jobs.run(store, job).summary())
     echo(jobs.run(store, job).summary())
 
+
+def _reading_back(store: Store) -> None:
     _say("5. Read back: the streams, and the first rows as a Polars LazyFrame")
     emit_table(
         [
@@ -135,6 +150,8 @@ def run_demo(folder: Path | None) -> None:
     frame = rows.collect()
     emit_table(frame.to_dicts(), frame.columns, title="lakeport stream show events --limit 5")
 
+
+def _profiles(root: Path, store: Store) -> None:
     _say("6. Profiles: events that share a user_id or an email make one user")
     rules = root / "profiles.toml"
     rules.write_text(_PROFILES, encoding="utf-8")
@@ -152,6 +169,8 @@ def run_demo(folder: Path | None) -> None:
     )
     emit_table(profiles.to_dicts(), profiles.columns, title="lakeport profiles show")
 
+
+def _audiences(store: Store) -> None:
     _say("7. An audience: an SQL condition on profile fields, checked when it is made")
     for audience, condition in (("big-spenders", "spent > 40"), ("gb", "country = 'GB'")):
         if audience in store.audiences():
@@ -169,6 +188,8 @@ def run_demo(folder: Path | None) -> None:
     members = store.memberships().sort("_profile_id").collect()
     emit_table(members.to_dicts(), members.columns, title="store.memberships()")
 
+
+def _an_export(root: Path, bucket: Path, store: Store) -> None:
     _say("8. An audience-export job writes the audience to the bucket, with a manifest")
     export = _job_file(
         root / "gb-export.toml",

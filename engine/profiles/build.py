@@ -99,9 +99,20 @@ def build(
         f"CREATE TEMP VIEW events AS SELECT *, {anchor_field} AS a_field, "
         f"{anchor_value} AS a_value FROM ({events})",
     )
-    # 2. Every (anchor, identity) pair once: the nodes and edges of the identity graph. One
-    # scan groups the events by their identity values (most carry one); the pairs come from
-    # those groups, and so do the event counts.
+    edges, nodes = _identity_graph(con, identities, report)
+    _profile_of(con, edges, nodes, previous, config)
+    report.unconverted = _unconverted(con, config, streams)
+    # 4. One row a profile.
+    query = _profiles_query(con, config, streams)
+    reader = con.sql(query).to_arrow_reader(64 * 1024)
+    return reader, report, con
+
+
+def _identity_graph(con: Any, identities: list[str], report: BuildReport) -> tuple[Any, int]:
+    """2. Every (anchor, identity) pair once: the nodes and edges of the identity graph (the
+    edges as an Arrow table, and the number of nodes). One scan groups the events by their
+    identity values (most carry one); the pairs come from those groups, and so do the event
+    counts, which go to the report."""
     listed = ", ".join(identities)
     _run(
         con,
@@ -128,9 +139,16 @@ def build(
         "JOIN nodes b ON b.field = p.field AND b.value = p.value "
         "WHERE a.node <> b.node"
     ).to_arrow_table()
-    nodes = con.execute("SELECT count(*) FROM nodes").fetchall()[0][0]
+    nodes: int = con.execute("SELECT count(*) FROM nodes").fetchall()[0][0]
     report.identities = nodes
-    # 3. Components and their ids, keeping the last build's.
+    return edges, nodes
+
+
+def _profile_of(
+    con: Any, edges: Any, nodes: int, previous: duck.TableScan | None, config: ProfilesConfig
+) -> None:
+    """3. Components and their ids, keeping the last build's: the table profile_of (field,
+    value, pid) of every identity value."""
     from engine.profiles.identity import components, profile_ids
 
     roots = components(
@@ -152,11 +170,6 @@ def build(
     for table in ("pairs", "nodes"):
         _run(con, f"DROP TABLE {table}")
     con.unregister("node_ids")
-    report.unconverted = _unconverted(con, config, streams)
-    # 4. One row a profile.
-    query = _profiles_query(con, config, streams)
-    reader = con.sql(query).to_arrow_reader(64 * 1024)
-    return reader, report, con
 
 
 def _run(con: Any, statement: str) -> None:

@@ -106,10 +106,35 @@ def _translate(
 ) -> LakeportError:
     who = f"authorization '{auth.name}'" if auth is not None else "lakeport"
     what = location.url if location is not None else "S3"
-    bucket = location.bucket if location is not None else ""
     code, message = _aws_error(exc)
+    refused = _credential_error(exc, auth, action, who, what, code, message)
+    if refused is not None:
+        return refused
     failure = _endpoint_failure(exc)
+    if failure is not None:
+        endpoint = (auth.endpoint_url if auth else None) or "the AWS S3 endpoint"
+        return EndpointUnreachable(
+            f"cannot reach {endpoint} to {action} {what} ({failure}): check the endpoint URL "
+            f"of {who} and the network, then retry"
+        )
+    if code in ("PreconditionFailed", "412"):
+        return SourceChanged(
+            f"{what} changed while it was read (it is no longer the version that was listed): "
+            "run the job again"
+        )
+    return _place_error(exc, auth, action, location, listing_buckets, who, what, code, message)
 
+
+def _credential_error(
+    exc: Exception,
+    auth: Authorization | None,
+    action: str,
+    who: str,
+    what: str,
+    code: str | None,
+    message: str,
+) -> LakeportError | None:
+    """The error when the keys are missing, wrong or expired, or a role cannot be assumed."""
     if _no_credentials(exc):
         return InvalidCredentials(
             f"{who} found no AWS credentials (environment, shared profile or instance role): "
@@ -121,17 +146,6 @@ def _translate(
             f"{who}: STS refused to let lakeport assume {auth.role_arn} ({code}: {message}): "
             f"the role's trust policy must allow lakeport's principal and require the external "
             f"id {auth.external_id}"
-        )
-    if failure is not None:
-        endpoint = (auth.endpoint_url if auth else None) or "the AWS S3 endpoint"
-        return EndpointUnreachable(
-            f"cannot reach {endpoint} to {action} {what} ({failure}): check the endpoint URL "
-            f"of {who} and the network, then retry"
-        )
-    if code in ("PreconditionFailed", "412"):
-        return SourceChanged(
-            f"{what} changed while it was read (it is no longer the version that was listed): "
-            "run the job again"
         )
     if code in _INVALID_KEYS:
         reason = (
@@ -148,6 +162,22 @@ def _translate(
             f"{who} has an expired session token ({action} {what}): give it a fresh token "
             "(`lakeport auth remove` then `lakeport auth add ... --session-token-env VAR`)"
         )
+    return None
+
+
+def _place_error(
+    exc: Exception,
+    auth: Authorization | None,
+    action: str,
+    location: Location | None,
+    listing_buckets: bool,
+    who: str,
+    what: str,
+    code: str | None,
+    message: str,
+) -> LakeportError:
+    """The error about the bucket or the object: missing, refused, or something else."""
+    bucket = location.bucket if location is not None else ""
     if code == "NoSuchBucket" or (code == "404" and location is not None and not location.key):
         return NoSuchBucket(
             f"bucket '{bucket}' does not exist or is not visible to {who}: check the name "
