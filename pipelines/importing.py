@@ -388,6 +388,10 @@ def run_import(
 ) -> None:
     """One run of an import job, step by step; a reader of the job's format does the reading.
 
+    0. settle what the last run of the job left; 1. pick the file; 2-3. stream it through the
+    reader (fields, event time, line numbers); 4. keep the rows to import (all, or the diff);
+    5. append them exactly once and move the job's state on; then record what was done.
+
     A job with `empty_periods` (a continuous JSON import) waits while no next file has come,
     and stops itself after that many runs in a row found none; `restart` starts it again.
     """
@@ -395,6 +399,19 @@ def run_import(
     settled = settle(store, job.name, raising=True)
     if settled is not None:
         record.note = settled
+    picked = _pick(store, job, record, restart)
+    if picked is None:
+        return
+    run = _ImportRun(store, job, record, picked, open_reader, reset_diff, progress)
+    if run.committed_before():
+        return
+    reader, rejections, result = run.read_and_append()
+    run.record_result(reader, rejections, result)
+
+
+def _pick(store: Store, job: ImportJob, record: RunRecord, restart: bool) -> Picked | None:
+    """1. The file to import, or None when there is none (the record says why: no new file,
+    waiting for one, or stopped)."""
     auth = store.authorization(job.auth) if job.auth else None
     empty_periods = job.empty_periods
     if empty_periods is not None and restart:
@@ -402,14 +419,13 @@ def run_import(
     if empty_periods is not None and _stopped(store, job.name, empty_periods):
         record.status = STOPPED
         record.note = _how_to_restart(job.name)
-        return
-    # 1. Pick the file.
+        return None
     storage.check_inside(job.root, job.folder, "the directory")
     picked = pick_file(store, job.name, job.folder, auth, file=job.file, prefix=job.prefix)
     if picked is None:
         if empty_periods is None or job.prefix is None:
             record.status = NO_NEW_FILE
-            return
+            return None
         empty = int(store.state.get_watermark(job.name, EMPTY_RUNS) or 0) + 1
         store.state.set_watermark(job.name, EMPTY_RUNS, str(empty))
         if empty > empty_periods:
@@ -418,35 +434,79 @@ def run_import(
         else:
             record.status = WAITING
             record.note = f"{empty} of {empty_periods} empty periods before the job stops"
-        return
+        return None
     if empty_periods is not None:
         store.state.set_watermark(job.name, EMPTY_RUNS, "0")
-    target = picked.file
-    storage.check_inside(job.root, target.url, "the file")
-    source = Source(target.url, target.etag)
-    record.object = target.url
-    if record.run_id is not None:
-        store.state.set_run_object(record.run_id, target.url)
-    crash_point("listed")
-    commit = Commit(job.name, job.stream, source, picked)
-    snapshots = commit.snapshots(store)
-    staged_rejects = commit.staged_rejects(store)
-    if store.is_committed(job.stream, job.name, source):
-        # Committed by an earlier run that stopped before moving the job's state on.
-        commit.finish(store)
-        record.status = ALREADY_IMPORTED
-        return
+    storage.check_inside(job.root, picked.file.url, "the file")
+    return picked
 
-    # 2-3. Stream the object through the reader: fields, event time, line numbers.
-    wanted = job.fields
-    if wanted is not None and job.timestamp and job.timestamp.column not in wanted:
-        wanted = [*wanted, job.timestamp.column]
-    keep_ts_column = job.fields is None or (
-        job.timestamp is not None and _names(job.fields, job.timestamp.column)
-    )
 
-    def read(rejections: Rejections, again: bool) -> tuple[RowReader, pa.RecordBatchReader]:
-        reader = open_reader(target, auth, wanted, rejections, again)
+class _ImportRun:
+    """Steps 2-5 of one run, on the file picked."""
+
+    def __init__(
+        self,
+        store: Store,
+        job: ImportJob,
+        record: RunRecord,
+        picked: Picked,
+        open_reader: OpenReader,
+        reset_diff: bool,
+        progress: Callable[[int, int], None] | None,
+    ) -> None:
+        self.store, self.job, self.record = store, job, record
+        self.open_reader, self.reset_diff, self.progress = open_reader, reset_diff, progress
+        self.auth = store.authorization(job.auth) if job.auth else None
+        self.target = picked.file
+        self.source = Source(self.target.url, self.target.etag)
+        record.object = self.target.url
+        if record.run_id is not None:
+            store.state.set_run_object(record.run_id, self.target.url)
+        crash_point("listed")
+        self.commit = Commit(job.name, job.stream, self.source, picked)
+        self.snapshots = self.commit.snapshots(store)
+        self.staged_rejects = self.commit.staged_rejects(store)
+        # The fields to read: the job's, with the timestamp's. The timestamp's column is
+        # kept when the job's fields name it (or an object it is under), or name no field.
+        self.wanted = job.fields
+        if self.wanted is not None and job.timestamp and job.timestamp.column not in self.wanted:
+            self.wanted = [*self.wanted, job.timestamp.column]
+        self.keep_ts_column = job.fields is None or (
+            job.timestamp is not None and _names(job.fields, job.timestamp.column)
+        )
+
+    def committed_before(self) -> bool:
+        """Whether an earlier run committed the file and stopped before moving the job's
+        state on: then this run only moves it on."""
+        if not self.store.is_committed(self.job.stream, self.job.name, self.source):
+            return False
+        self.commit.finish(self.store)
+        self.record.status = ALREADY_IMPORTED
+        return True
+
+    def read_and_append(self) -> tuple[RowReader, Rejections, AppendResult]:
+        """Steps 2-5, under the run's journal entry: from `begin` until `finish` the journal
+        holds what this run began, and however the run ends, it (or the next run of the job)
+        finishes it if the Delta log has the commit, or undoes it if it has not."""
+        self.commit.begin(self.store)
+        try:
+            try:
+                done = self._attempt(again=False)
+            except ReadAgain:
+                # A streaming reader met a field it had not announced, before anything was
+                # committed: read the object again, all of it before the first row.
+                self.commit.undo_files(self.store)
+                done = self._attempt(again=True)
+        except BaseException:
+            settle(self.store, self.job.name)
+            raise
+        self.commit.finish(self.store)
+        return done
+
+    def _read(self, rejections: Rejections, again: bool) -> tuple[RowReader, pa.RecordBatchReader]:
+        """2-3. The object through the reader: fields, event time, line numbers."""
+        job, target = self.job, self.target
+        reader = self.open_reader(target, self.auth, self.wanted, rejections, again)
         if job.timestamp and job.timestamp.column not in reader.schema.names:
             reader.close()
             raise ConfigError(
@@ -454,20 +514,22 @@ def run_import(
                 f"the fields are {', '.join(reader.header)}"
             )
         rows = with_event_time(
-            reader.batches(), job.timestamp, rejections, keep_column=keep_ts_column
+            reader.batches(), job.timestamp, rejections, keep_column=self.keep_ts_column
         )
-        schema = event_time_schema(reader.schema, job.timestamp, keep_ts_column)
+        schema = event_time_schema(reader.schema, job.timestamp, self.keep_ts_column)
         return reader, pa.RecordBatchReader.from_batches(schema, prefetch(rows))
 
-    def attempt(again: bool) -> tuple[RowReader, Rejections, AppendResult]:
-        # 4. Read the object (once, also with `diff`) and keep the rows to import.
+    def _attempt(self, again: bool) -> tuple[RowReader, Rejections, AppendResult]:
+        """4. Read the object (once, also with `diff`) and keep the rows to import; 5. append
+        them exactly once."""
+        job, target, progress = self.job, self.target, self.progress
         rejections = Rejections(target.url, job.bad_rows, job.max_rejected)
-        reader, rows = read(rejections, again)
+        reader, rows = self._read(rejections, again)
         report = (lambda: progress(reader.bytes_read, target.size)) if progress else None
 
         def before_commit() -> None:
             rejections.check(reader.rows_read + reader.rows_bad)
-            rejections.stage(staged_rejects)
+            rejections.stage(self.staged_rejects)
             crash_point("before-commit")
 
         read_all = pa.RecordBatchReader.from_batches(
@@ -478,47 +540,33 @@ def run_import(
         if job.diff:
             # With --reset-diff the current snapshot is ignored, and replaced once this
             # file is committed.
-            first = reset_diff or not has_imported(store, job.name)
+            first = self.reset_diff or not has_imported(self.store, job.name)
             # `_ts` is left out when its column is imported: the column says the same,
             # and as text it costs less to fingerprint.
-            derived = {LINE, TS} if keep_ts_column else {LINE}
+            derived = {LINE, TS} if self.keep_ts_column else {LINE}
             fingerprinted = [f.name for f in rows.schema if f.name not in derived]
-            diffed = snapshots.diff(read_all, fingerprinted, commit.id, first=first)
+            diffed = self.snapshots.diff(read_all, fingerprinted, self.commit.id, first=first)
             batches = pa.RecordBatchReader.from_batches(
                 diffed.schema, crashing(iter(diffed), "diffed")
             )
-
-        # 5. Append exactly once, then move the job's state on.
-        result = store.append(job.stream, batches, source=source, job=job.name)
+        result = self.store.append(job.stream, batches, source=self.source, job=job.name)
         crash_point("committed")
         return reader, rejections, result
 
-    # From here until `finish`, the journal holds what this run began: however the run ends,
-    # it (or the next run of the job) finishes it if the Delta log has the commit, or
-    # undoes it if it has not.
-    commit.begin(store)
-    try:
-        try:
-            reader, rejections, result = attempt(again=False)
-        except ReadAgain:
-            # A streaming reader met a field it had not announced, before anything was
-            # committed: read the object again, all of it before the first row.
-            commit.undo_files(store)
-            reader, rejections, result = attempt(again=True)
-    except BaseException:
-        settle(store, job.name)
-        raise
-    commit.finish(store)
-
-    record.rows_read = reader.rows_read + reader.rows_bad
-    record.rows_imported = result.rows
-    record.rows_rejected = len(rejections.rows)
-    record.rows_skipped = (snapshots.fingerprinted - result.rows) if job.diff else 0
-    record.bytes = reader.bytes_read
-    notes = [record.note] if record.note else []  # what the start of the run settled
-    if reader.rows_read == 0 and not rejections.rows:
-        nothing = "a header and no rows" if reader.header else "no records"
-        notes.append(f"the file has {nothing}: nothing to import")
-    elif reader.rows_blank:
-        notes.append(f"{reader.rows_blank:,} blank rows skipped")
-    record.note = "; ".join(notes) or None
+    def record_result(
+        self, reader: RowReader, rejections: Rejections, result: AppendResult
+    ) -> None:
+        """What the run did, on its record."""
+        record = self.record
+        record.rows_read = reader.rows_read + reader.rows_bad
+        record.rows_imported = result.rows
+        record.rows_rejected = len(rejections.rows)
+        record.rows_skipped = (self.snapshots.fingerprinted - result.rows) if self.job.diff else 0
+        record.bytes = reader.bytes_read
+        notes = [record.note] if record.note else []  # what the start of the run settled
+        if reader.rows_read == 0 and not rejections.rows:
+            nothing = "a header and no rows" if reader.header else "no records"
+            notes.append(f"the file has {nothing}: nothing to import")
+        elif reader.rows_blank:
+            notes.append(f"{reader.rows_blank:,} blank rows skipped")
+        record.note = "; ".join(notes) or None
