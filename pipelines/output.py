@@ -85,6 +85,16 @@ def choose_columns(columns: Sequence[str], chosen: str | None) -> list[str]:
     return names
 
 
+def emit_frame(frame: Any, output: Output, chosen: str | None, *, title: str, empty: str) -> None:
+    """A Polars frame's rows, its `--columns` chosen: one JSON list, or a table."""
+    frame = frame.select(choose_columns(frame.columns, chosen))
+    rows = frame.to_dicts()
+    if output == "json":
+        emit_json(rows)
+        return
+    emit_table(rows, frame.columns, title=title, empty=empty)
+
+
 def emit_table(
     rows: Sequence[Mapping[str, Any]],
     columns: Sequence[str],

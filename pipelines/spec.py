@@ -12,12 +12,10 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError
 from engine.readers.source import Limits, check_encoding
-from engine.textfile import read_text
 from engine.timestamps import check_timezone
 from pipelines.errors import SpecError
 
@@ -152,10 +150,6 @@ class Loaded:
             max_line_bytes=self.values.get("max_line_bytes") or defaults.max_line_bytes,
             max_field_bytes=self.values.get("max_field_bytes") or defaults.max_field_bytes,
         )
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    return parse_toml(read_text(path, "job file"), str(path))
 
 
 def parse_toml(text: str, source: str) -> dict[str, Any]:

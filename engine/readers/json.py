@@ -253,10 +253,11 @@ class JsonReader:
 
     def _conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         arrays = []
+        names = batch.schema.names
         for _, source in self._columns:
             wanted = self._found[source]
             # A field of the file named like the line column is the first of the two.
-            index = batch.schema.names.index(source) if source in batch.schema.names else -1
+            index = names.index(source) if source in names else -1
             if index < 0:
                 arrays.append(pa.nulls(batch.num_rows, wanted))
                 continue

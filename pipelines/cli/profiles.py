@@ -13,8 +13,8 @@ from pipelines.output import (
     OUTPUT_OPTION,
     Output,
     activity,
-    choose_columns,
     echo,
+    emit_frame,
     emit_json,
     emit_table,
 )
@@ -108,12 +108,7 @@ def profiles_show(
             rows = pl.DataFrame(store.profile_matches(where, limit).read_all())
         else:
             rows = store.profiles().head(limit).collect()
-    rows = rows.select(choose_columns(rows.columns, chosen))
-    found = rows.to_dicts()
-    if output == "json":
-        emit_json(found)
-        return
-    emit_table(found, rows.columns, title=f"profiles: {len(found)} shown", empty="no profiles")
+    emit_frame(rows, output, chosen, title=f"profiles: {rows.height} shown", empty="no profiles")
 
 
 @cli.group("audience")
@@ -174,12 +169,8 @@ def audience_show(obj: Context, name: str, limit: int, chosen: str | None, outpu
     """Preview the first LIMIT profiles of the audience NAME."""
     with activity(f"Reading audience {name}"):
         frame = obj.store().audience(name).head(limit).collect()
-    frame = frame.select(choose_columns(frame.columns, chosen))
-    rows = frame.to_dicts()
-    if output == "json":
-        emit_json(rows)
-        return
-    emit_table(rows, frame.columns, title=f"audience {name}: {len(rows)} shown", empty="empty")
+    title = f"audience {name}: {frame.height} shown"
+    emit_frame(frame, output, chosen, title=title, empty="empty")
 
 
 @audience.command("remove")

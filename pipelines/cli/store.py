@@ -14,8 +14,8 @@ from pipelines.output import (
     OUTPUT_OPTION,
     Output,
     activity,
-    choose_columns,
     echo,
+    emit_frame,
     emit_json,
     emit_table,
     human_bytes,
@@ -208,17 +208,8 @@ def stream_show(
     with activity(f"Reading stream {name}"):
         store = obj.store()
         frame = (store.rejected(name) if rejected else store.stream(name)).head(limit).collect()
-    frame = frame.select(choose_columns(frame.columns, chosen))
-    rows = frame.to_dicts()
-    if output == "json":
-        emit_json(rows)
-        return
-    emit_table(
-        rows,
-        frame.columns,
-        title=f"stream {name}: first {len(rows)} rows",
-        empty="the stream is empty",
-    )
+    title = f"stream {name}: first {frame.height} rows"
+    emit_frame(frame, output, chosen, title=title, empty="the stream is empty")
 
 
 @cli.command("demo")
