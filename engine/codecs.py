@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import io
 import zlib
-from typing import IO, Any
+from typing import IO, Any, Literal, get_args
 
 from engine.errors import BadInput, ConfigError
 
-SUFFIXES = {"none": "", "gzip": ".gz", "zstd": ".zst"}
+Codec = Literal["none", "gzip", "zstd"]
+NAMES: tuple[str, ...] = get_args(Codec)
+SUFFIXES: dict[str, str] = dict(zip(NAMES, ("", ".gz", ".zst"), strict=True))
 """Each codec, and the suffix it adds to a file's name."""
-NAMES = tuple(SUFFIXES)
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"

@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, WithJsonSchema, model_validator
 
 from engine import codecs, mail
+from engine.declared import Check, Kind, Problem
 from engine.errors import ConfigError
 from engine.storage.folders import Destination, folder
 from engine.store import Store
 from engine.writers import commit
-from engine.writers.export import FORMATS, Options, Result, export
+from engine.writers.export import Format, Options, Result, export
 from engine.writers.names import (
     DEFAULT_TEMPLATE,
     DEFAULT_TIMESTAMP_FORMAT,
@@ -35,10 +37,8 @@ from engine.writers.names import (
     check_timestamp_format,
     format_timestamp,
 )
-from pipelines.errors import SpecError
-from pipelines.importing import source_url
 from pipelines.runs import RunRecord, recorded
-from pipelines.spec import BOOL, STRING, Field, Loaded, Schedule, one_of, reworded
+from pipelines.spec import FieldNames, InBucket, JobSpec, JobType, reworded
 
 SEGMENTS = "segments"
 MAX_LINK_DAYS = 7
@@ -47,159 +47,154 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$", re.IG
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 1 << 10, "mib": 1 << 20}
 _UNITS["gib"] = 1 << 30
 MIN_FILE_SIZE = 1 << 20
-
-
-def _fields(value: list[Any]) -> list[str]:
-    if not value or not all(isinstance(v, str) and v for v in value):
-        raise ValueError("must be a non-empty list of profile field names")
-    if len(set(value)) != len(value):
-        raise ValueError("names a field twice")
-    return [str(v) for v in value]
+_A_SIZE = 'must be a size like 104857600, "100MB" or "1GiB"'
 
 
 def _user_limit(value: int) -> int:
-    if isinstance(value, bool) or value < 1:
+    if value < 1:
         raise ValueError("must be a whole number of users, 1 or more")
     return value
 
 
-def _size(value: int | str) -> int:
-    """Bytes, from a number or a text like "256MB" or "1GiB"."""
-    if isinstance(value, bool):
-        raise ValueError('must be a size like 104857600, "100MB" or "1GiB"')
+def _size(value: Any) -> Any:
+    """Bytes, from a number or a text like "256MB" or "1GiB" (anything else is left to the
+    type check)."""
     size = value
     if isinstance(value, str):
         found = _SIZE.match(value)
         if found is None:
-            raise ValueError('must be a size like 104857600, "100MB" or "1GiB"')
+            raise ValueError(_A_SIZE)
         size = int(float(found.group(1)) * _UNITS[(found.group(2) or "b").lower()])
-    assert isinstance(size, int)
-    if size < MIN_FILE_SIZE:
+    if isinstance(size, int) and not isinstance(size, bool) and size < MIN_FILE_SIZE:
         raise ValueError("must be at least 1 MiB (1048576 bytes)")
     return size
 
 
-def _addresses(value: str | list[Any]) -> list[str]:
+def _addresses(value: Any) -> Any:
+    """An address or a list of them, as a list, each checked."""
     found = [value] if isinstance(value, str) else value
-    if not found or not all(isinstance(a, str) for a in found):
-        raise ValueError("must be an email address or a list of them")
-    try:
-        return [mail.check_address(str(a)) for a in found]
-    except ConfigError as exc:
-        raise ValueError(str(exc)) from None
+    if isinstance(found, list) and all(isinstance(a, str) for a in found):
+        if not found:
+            raise ValueError("must be an email address or a list of them")
+        try:
+            return [mail.check_address(a) for a in found]
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+    return value
 
 
 def _link_days(value: int) -> int:
-    if isinstance(value, bool) or not 1 <= value <= MAX_LINK_DAYS:
+    if not 1 <= value <= MAX_LINK_DAYS:
         raise ValueError(f"must be 1 to {MAX_LINK_DAYS} days (S3's longest presigned link)")
     return value
 
 
-FIELDS: dict[str, Field] = {
-    "auth": Field(*STRING),
-    "audience": Field(*STRING, required=True),
-    "bucket": Field(*STRING, required=True),
-    "directory": Field(*STRING, default=""),
-    "format": Field(*STRING, default="csv", check=one_of(*FORMATS)),
-    "fields": Field("a list of profile field names", (list,), check=_fields),
-    "user_limit": Field("a whole number", (int,), check=_user_limit),
-    "segments": Field(*BOOL, default=False),
-    "headers": Field(*BOOL, default=True),
-    "compress": Field(*STRING, check=one_of(*codecs.NAMES)),
-    "filename": Field(
-        *STRING,
-        default=DEFAULT_TEMPLATE,
-        check=reworded(
+Template = Annotated[
+    str,
+    Check(
+        reworded(
             check_template,
             "must be a file name template of text and {TIMESTAMP}, {AUDIENCE}, {JOB}, {PART}, "
             "with no '..', leading '/', backslash or control character",
-        ),
+        )
     ),
-    "timestamp_format": Field(
-        *STRING,
-        default=DEFAULT_TIMESTAMP_FORMAT,
-        check=reworded(
+]
+TimestampFormat = Annotated[
+    str,
+    Check(
+        reworded(
             check_timestamp_format,
             "must be made of the tokens YYYY, YY, MM, DD, HH, mm, ss or unix, with -, _, . or "
             "T between them",
-        ),
+        )
     ),
-    "max_file_size": Field('a size (bytes, or "100MB")', (int, str), check=_size),
-    "email_to": Field("an email address or a list of them", (str, list), check=_addresses),
-    "email_link_days": Field("a whole number of days", (int,), default=7, check=_link_days),
-    "formula_guard": Field(*BOOL, default=True),
-}
+]
+Size = Annotated[
+    int,
+    BeforeValidator(_size),
+    Kind('a size (bytes, or "100MB")'),
+    WithJsonSchema({"type": ["integer", "string"], "pattern": _SIZE.pattern}),
+]
+Addresses = Annotated[
+    list[str],
+    BeforeValidator(_addresses),
+    Kind("an email address or a list of them"),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}),
+]
 
 
-@dataclass(frozen=True, kw_only=True)
-class AudienceExportJob:
-    """A validated `audience-export` job file."""
+class AudienceExportJob(InBucket, JobSpec):
+    """An `audience-export` job file."""
 
-    type: ClassVar[str] = "audience-export"
-    name: str
+    type: Literal["audience-export"]
+    """`"audience-export"`."""
     audience: str
-    bucket: str
-    """The URL of the bucket (or local folder) the directory is in."""
-    directory: str
-    auth: str | None
-    format: str
-    fields: list[str] | None
-    user_limit: int | None
-    segments: bool
-    headers: bool
-    compress: str
-    filename: str
-    timestamp_format: str
-    max_file_size: int | None
-    email_to: list[str] | None
-    email_link_days: int
-    formula_guard: bool
-    keep_updated: bool
-    schedule: Schedule
+    """The audience to export (`lakeport audience list`)."""
+    format: Format = "csv"
+    """`csv`, `multi-csv`, `json` or `parquet`."""
+    fields: Annotated[FieldNames, Kind("a list of profile field names")] | None = None
+    """Profile fields, in the order given; all of them when absent."""
+    user_limit: Annotated[int, Check(_user_limit)] | None = None
+    """At most this many users: the first ones in the profiles table's order."""
+    segments: bool = False
+    """A list field `segments` with the names of every audience the user is in."""
+    headers: bool = True
+    """Each CSV file (each part) starts with the header line."""
+    compress: codecs.Codec | None = None
+    """`none` (default for text), `gzip` or `zstd`; for Parquet the codec inside the file
+    (default `zstd`)."""
+    filename: Template = DEFAULT_TEMPLATE
+    """The name without its extension: text and `{TIMESTAMP}`, `{AUDIENCE}`, `{JOB}`, `{PART}`."""
+    timestamp_format: TimestampFormat = DEFAULT_TIMESTAMP_FORMAT
+    """How `{TIMESTAMP}` (the run's start, UTC) is written."""
+    max_file_size: Size | None = None
+    """Files are split into parts of at most this size (at least 1 MiB)."""
+    email_to: Addresses | None = None
+    """An address or a list: after the export, an email with a link to each file."""
+    email_link_days: Annotated[int, Kind("a whole number of days"), Check(_link_days)] = 7
+    """How long the links work: 1 to 7 days."""
+    formula_guard: bool = True
+    """CSV cells that a spreadsheet would run are prefixed with `'`."""
 
-    @classmethod
-    def from_loaded(cls, job: Loaded) -> AudienceExportJob:
-        compress = job["compress"] or ("zstd" if job["format"] == "parquet" else "none")
-        if job["format"] == "parquet" and not job["headers"]:
-            raise SpecError(job.source, "headers", "is for CSV: Parquet files carry their schema")
-        directory = job["directory"] or ""
+    @model_validator(mode="after")
+    def _inside(self) -> AudienceExportJob:
+        """The directory as the export writes it: a path every file system takes (this
+        replaces InBucket's check, of a directory an import reads)."""
+        self.root  # noqa: B018 - checks the bucket, once
         try:
-            check_directory(directory)
+            check_directory(self.directory)
         except ConfigError as exc:
-            raise SpecError(job.source, "directory", str(exc)) from None
+            raise Problem("directory", str(exc)) from None
+        return self
+
+    @model_validator(mode="after")
+    def _writable(self) -> AudienceExportJob:
+        if self.format == "parquet" and not self.headers:
+            raise Problem("headers", "is for CSV: Parquet files carry their schema")
         try:  # the names as the first run would write them
-            sample = format_timestamp(datetime.now(UTC), job["timestamp_format"])
-            FileNames(
-                directory,
-                job["filename"],
-                sample,
-                job["audience"],
-                job["name"],
-                job["format"],
-                compress,
-            ).manifest()
+            sample = format_timestamp(datetime.now(UTC), self.timestamp_format)
+            self.names(sample).manifest()
         except ConfigError as exc:
-            raise SpecError(job.source, "filename", str(exc)) from None
-        return cls(
-            name=job["name"],
-            audience=job["audience"],
-            bucket=source_url(job["bucket"], None, job["auth"], job.source),
-            directory=directory,
-            auth=job["auth"],
-            format=job["format"],
-            fields=job["fields"],
-            user_limit=job["user_limit"],
-            segments=job["segments"],
-            headers=job["headers"],
-            compress=compress,
-            filename=job["filename"],
-            timestamp_format=job["timestamp_format"],
-            max_file_size=job["max_file_size"],
-            email_to=job["email_to"],
-            email_link_days=job["email_link_days"],
-            formula_guard=job["formula_guard"],
-            keep_updated=job["keep_updated"],
-            schedule=job.schedule(),
+            raise Problem("filename", str(exc)) from None
+        return self
+
+    @property
+    def codec(self) -> codecs.Codec:
+        """The codec: `compress`, else zstd inside Parquet files and none for text."""
+        if self.compress is not None:
+            return self.compress
+        return "zstd" if self.format == "parquet" else "none"
+
+    def names(self, timestamp: str) -> FileNames:
+        """The names of a run's files, for the run's timestamp."""
+        return FileNames(
+            self.directory,
+            self.filename,
+            timestamp,
+            self.audience,
+            self.name,
+            self.format,
+            self.codec,
         )
 
 
@@ -231,20 +226,12 @@ def export_audience(
     """The run's steps, in order; the record is filled in as they finish. `progress` hears
     the bytes written so far."""
     auth = store.authorization(job.auth) if job.auth else None
-    destination = folder(job.bucket, auth)
+    destination = folder(job.root, auth)
     # Finish or take back what the last run of the job left (it was killed, or stopped).
     settled = settle_export(store, job.name)
     server = mail.load(store) if job.email_to else None  # before any file is written
     started = datetime.now(UTC)
-    names = FileNames(
-        job.directory,
-        job.filename,
-        format_timestamp(started, job.timestamp_format),
-        job.audience,
-        job.name,
-        job.format,
-        job.compress,
-    )
+    names = job.names(format_timestamp(started, job.timestamp_format))
     by = store.profiles_config().by if job.format == "multi-csv" else ()
     chosen = job.fields
     hidden = [] if chosen is None else [name for name in by if name not in chosen]
@@ -262,7 +249,7 @@ def export_audience(
     )
     options = Options(
         format=job.format,
-        compress=job.compress,
+        compress=job.codec,
         headers=job.headers,
         formula_guard=job.formula_guard,
         max_file_size=job.max_file_size,
@@ -282,7 +269,7 @@ def export_audience(
     record.users = result.users
     record.bytes = result.bytes
     record.files = [f.key for f in result.files] + [result.manifest]
-    record.object = _url(job.bucket, result.manifest)
+    record.object = _url(job.root, result.manifest)
     notes = [settled] if settled else []
     if broken:
         notes.append(
@@ -305,7 +292,7 @@ def _journal(store: Store, job: AudienceExportJob) -> Callable[[dict[str, Any] |
         if ledger is None:
             store.state.delete_journal(job.name, JOURNAL)
         else:
-            entry = {**ledger, "bucket": job.bucket, "auth": job.auth}
+            entry = {**ledger, "bucket": job.root, "auth": job.auth}
             store.state.put_journal(job.name, JOURNAL, entry)
 
     return save
@@ -346,6 +333,9 @@ def _email(
         mail.send(server, job.email_to, subject, body)
     except mail.MailError as exc:
         raise mail.MailError(
-            f"the export is complete ({_url(job.bucket, result.manifest)}), but its email was "
+            f"the export is complete ({_url(job.root, result.manifest)}), but its email was "
             f"not sent: {exc}"
         ) from None
+
+
+JOB = JobType("audience-export", AudienceExportJob, run)

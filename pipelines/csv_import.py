@@ -8,26 +8,23 @@ job's delimiter, quoting, encoding and limits.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from functools import cached_property
+from typing import Annotated, Literal
+
+from pydantic import model_validator
 
 from engine import storage
 from engine.auth import Authorization
+from engine.declared import Check, Kind, Problem
 from engine.errors import ConfigError
+from engine.intake import Rejections
 from engine.readers.csv import CsvDialect, CsvReader, check_dialect
+from engine.readers.source import check_encoding
 from engine.storage import FileInfo
 from engine.store import Store
 from pipelines import importing
-from pipelines.errors import SpecError
 from pipelines.runs import RunRecord
-from pipelines.spec import BOOL, STRING, Field, Loaded, encoding
-
-
-def _field_of(message: str) -> tuple[str, str]:
-    """The job field a dialect error is about (its message starts with the field's name),
-    and the rest of the message."""
-    field, _, rest = message.partition(" ")
-    return field, rest
+from pipelines.spec import FieldNames, JobType
 
 
 def _delimiter(value: str) -> str:
@@ -49,54 +46,48 @@ def _comment(value: str) -> str:
     return value
 
 
-def _columns(value: list[Any]) -> list[str]:
-    if not value or not all(isinstance(v, str) and v.strip() for v in value):
-        raise ValueError("must be a non-empty list of field names")
-    if len(set(value)) != len(value):
-        raise ValueError("names a field twice")
-    return [str(v) for v in value]
-
-
-FIELDS: dict[str, Field] = {
-    **importing.FIELDS,
-    "delimiter": Field(*STRING, default=",", check=_delimiter),
-    "encoding": Field(*STRING, default="utf-8", check=encoding),
-    "quote_char": Field(*STRING, default='"', check=_quote_char),
-    "header": Field(*BOOL, default=True),
-    "columns": Field("a list of field names", (list,), check=_columns),
-    "comment": Field(*STRING, check=_comment),
-}
-
-
-@dataclass(frozen=True, kw_only=True)
 class CsvImportJob(importing.ImportJob):
-    """A validated `csv-import` job file."""
+    """A `csv-import` job file."""
 
-    type: ClassVar[str] = "csv-import"
-    dialect: CsvDialect
+    type: Literal["csv-import"]
+    """`"csv-import"`."""
+    delimiter: Annotated[str, Check(_delimiter)] = ","
+    """One character; `t` or `\\t` for tab."""
+    encoding: Annotated[str, Check(check_encoding)] = "utf-8"
+    """`utf-8`, `latin-1`, `cp1252` or `utf-16`."""
+    quote_char: Annotated[str, Check(_quote_char)] = '"'
+    """One character; `""` turns quoting off."""
+    header: bool = True
+    """`false`: the first line is data; the fields are `columns`, or `column_1`, ..."""
+    columns: Annotated[FieldNames, Kind("a list of field names")] | None = None
+    """With `header = false`: the field names, in order."""
+    comment: Annotated[str, Check(_comment)] | None = None
+    """One character: a line that starts with it is skipped."""
 
-    @classmethod
-    def from_loaded(cls, job: Loaded) -> CsvImportJob:
-        if job["columns"] and job["header"]:
-            raise SpecError(
-                job.source,
-                "columns",
-                "name the fields of a file without a header: set header = false too",
+    @model_validator(mode="after")
+    def _readable(self) -> CsvImportJob:
+        if self.columns and self.header:
+            raise Problem(
+                "columns", "name the fields of a file without a header: set header = false too"
             )
-        columns = tuple(job["columns"]) if job["columns"] else None
         try:
-            dialect = CsvDialect(
-                job["delimiter"],
-                job["quote_char"] or None,
-                job["encoding"],
-                header=job["header"],
-                columns=columns,
-                comment=job["comment"],
-            )
-            check_dialect(dialect)
+            check_dialect(self.dialect)
         except ConfigError as exc:
-            raise SpecError(job.source, *_field_of(str(exc))) from None
-        return cls(**importing.common_values(job), dialect=dialect)
+            # The message starts with the setting's name.
+            key, _, rest = str(exc).partition(" ")
+            raise Problem(key, rest) from None
+        return self
+
+    @cached_property
+    def dialect(self) -> CsvDialect:
+        return CsvDialect(
+            self.delimiter,
+            self.quote_char or None,
+            self.encoding,
+            header=self.header,
+            columns=tuple(self.columns) if self.columns else None,
+            comment=self.comment,
+        )
 
 
 def run(
@@ -115,7 +106,7 @@ def run(
         target: FileInfo,
         auth: Authorization | None,
         fields: list[str] | None,
-        rejections: importing.Rejections,
+        rejections: Rejections,
         again: bool,
     ) -> CsvReader:
         return CsvReader(
@@ -136,3 +127,6 @@ def run(
         restart=restart,
         wait=wait,
     )
+
+
+JOB = JobType("csv-import", CsvImportJob, run)

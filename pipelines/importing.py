@@ -1,31 +1,38 @@
-"""What every import job shares: the run itself (`run_import`), and its parts: the source
-location, picking the file, event times, the bad-row policy, and committing with the job's
-state. A job type (`csv_import`, later `json_import`) brings its spec and its reader."""
+"""What every import job shares: its declaration (`ImportJob`, which a format's job type
+extends) and its run, read as its steps (`run_import`): settle, pick the file, read it, keep the
+rows (all, or the diff), append them exactly once, record what was done. The rows' mechanics
+(bad-row policy, event time) are engine.intake's; the job's state is pipelines.import_state's."""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from collections.abc import Callable
+from functools import cached_property
+from typing import Annotated, Literal
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+from pydantic import model_validator
 
 from engine import sequence, storage
 from engine.auth import Authorization
 from engine.crash import crash_point
-from engine.errors import ConfigError, LimitExceeded
+from engine.declared import Check, Kind, Problem
+from engine.errors import ConfigError
 from engine.executor import prefetch
-from engine.readers.rows import LINE, BadRow, ReadAgain
-from engine.readers.source import Limits
+from engine.intake import (
+    Rejections,
+    RowReader,
+    after_all,
+    crashing,
+    event_time_schema,
+    progress_every,
+    with_event_time,
+)
+from engine.readers.rows import LINE, ReadAgain
 from engine.storage import FileInfo
 from engine.store import AppendResult, Source, Store, check_stream_name
 from engine.store_rows import TS
-from engine.timestamps import UTC_US, TimestampRule, parse
-from pipelines.errors import SpecError
+from engine.timestamps import TimestampRule
 from pipelines.import_state import (
     Commit,
     Picked,
@@ -41,74 +48,77 @@ from pipelines.runs import (
     RunRecord,
     recorded,
 )
-from pipelines.spec import BOOL, STRING, Field, Loaded, Schedule, one_of, reworded
-from pipelines.spec import regex as regex_check
-from pipelines.spec import timezone as timezone_check
+from pipelines.spec import FieldNames, InBucket, JobSpec, Limited, Regex, Timezone, reworded
 
 EMPTY_RUNS = "empty_runs"
 """Runs in a row that found no next file (a continuous JSON import stops after some)."""
-REJECTED_SCHEMA = pa.schema([(LINE, pa.int64()), ("reason", pa.string()), ("text", pa.string())])
-
-
-_stream = reworded(check_stream_name, "must be a stream name: letters, digits, '_', '.' or '-'")
-
-
-def _fields(value: list[Any]) -> list[str]:
-    if not value or not all(isinstance(v, str) and v for v in value):
-        raise ValueError("must be a non-empty list of field names")
-    return [str(v) for v in value]
 
 
 def _max_rejected(value: int | float) -> int | float:
-    if isinstance(value, bool) or value < 0 or (isinstance(value, float) and value >= 1):
+    if value < 0 or (isinstance(value, float) and value >= 1):
         raise ValueError("must be a count (0, 1, 2...) or a fraction below 1 (0.01 for 1%)")
     return value
 
 
-FIELDS: dict[str, Field] = {
-    "auth": Field(*STRING),
-    "bucket": Field(*STRING, required=True),
-    "directory": Field(*STRING, default=""),
-    "file": Field(*STRING),
-    "prefix": Field(*STRING, check=regex_check),
-    "stream": Field(*STRING, check=_stream, required=True),
-    "timestamp": Field(*STRING),
-    "timestamp_format": Field(*STRING),
-    "timezone": Field(*STRING, default="UTC", check=timezone_check),
-    "fields": Field("a list of field names", (list,), check=_fields),
-    "diff": Field(*BOOL, default=False),
-    "bad_rows": Field(*STRING, default="fail", check=one_of("fail", "quarantine")),
-    "max_rejected": Field("a count or a fraction", (int, float), default=0.01, check=_max_rejected),
-}
-"""The fields every import job file has; a format adds its own."""
+StreamName = Annotated[
+    str,
+    Check(reworded(check_stream_name, "must be a stream name: letters, digits, '_', '.' or '-'")),
+]
 
 
-def common_values(job: Loaded) -> dict[str, Any]:
-    """The values of `ImportJob`'s fields, checked (a file or a prefix, not both)."""
-    if (job["file"] is None) == (job["prefix"] is None):
-        raise SpecError(job.source, "file", "or 'prefix' must be given, and not both")
-    if job["timestamp_format"] and not job["timestamp"]:
-        raise SpecError(job.source, "timestamp_format", "needs `timestamp` (the field)")
-    timestamp = None
-    if job["timestamp"]:
-        timestamp = TimestampRule(job["timestamp"], job["timestamp_format"], job["timezone"])
-    return {
-        "name": job["name"],
-        "stream": job["stream"],
-        "folder": source_url(job["bucket"], job["directory"], job["auth"], job.source),
-        "root": source_url(job["bucket"], None, job["auth"], job.source),
-        "auth": job["auth"],
-        "file": job["file"],
-        "prefix": job["prefix"],
-        "timestamp": timestamp,
-        "fields": job["fields"],
-        "diff": job["diff"],
-        "bad_rows": job["bad_rows"],
-        "max_rejected": job["max_rejected"],
-        "keep_updated": job["keep_updated"],
-        "schedule": job.schedule(job["timezone"]),
-        "limits": job.limits(),
-    }
+class ImportJob(Limited, InBucket, JobSpec):
+    """What every import job file holds; a format's job type adds its own fields."""
+
+    file: str | None = None
+    """The object to import (a name in `directory`). Exactly one of `file` and `prefix`."""
+    prefix: Regex | None = None
+    """A regular expression matched at the start of file names, up to their timestamp."""
+    stream: StreamName
+    """The target stream."""
+    timestamp: str | None = None
+    """The field that holds the event time, parsed into `_ts` (UTC)."""
+    timestamp_format: str | None = None
+    """A `strptime` format when the field is not ISO 8601 or epoch."""
+    timezone: Timezone = "UTC"
+    """The IANA timezone of times that carry no zone."""
+    fields: FieldNames | None = None
+    """The fields to import, in order (all when absent)."""
+    diff: bool = False
+    """Import only the rows that were not in the previous file this job imported."""
+    bad_rows: Literal["fail", "quarantine"] = "fail"
+    """`fail`: the first bad row fails the run; `quarantine`: bad rows go to the rejected table."""
+    max_rejected: Annotated[int | float, Kind("a count or a fraction"), Check(_max_rejected)] = 0.01
+    """With `quarantine`: a count, or a fraction of the rows below 1."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ImportJob:
+        if (self.file is None) == (self.prefix is None):
+            raise Problem("file", "or 'prefix' must be given, and not both")
+        if self.timestamp_format and not self.timestamp:
+            raise Problem("timestamp_format", "needs `timestamp` (the field)")
+        return self
+
+    @property
+    def default_timezone(self) -> str:
+        return self.timezone
+
+    @cached_property
+    def event_time(self) -> TimestampRule | None:
+        """How the event time is read, if the job has one."""
+        if self.timestamp is None:
+            return None
+        return TimestampRule(self.timestamp, self.timestamp_format, self.timezone)
+
+    @property
+    def chosen(self) -> list[str] | None:
+        """The fields to read (all when None)."""
+        return self.fields
+
+    @property
+    def stops_after(self) -> int | None:
+        """Runs in a row without a next file before a continuous import stops itself (None:
+        it never stops)."""
+        return None
 
 
 def run_job(
@@ -138,31 +148,6 @@ def run_job(
         ),
         wait=wait,
     )
-
-
-def source_url(bucket: str, directory: str | None, auth: str | None, job_file: str) -> str:
-    """The URL of the job's folder: an S3 bucket (with `auth`) or a local folder."""
-    is_url = bucket.startswith(("s3://", "file://", "memory://"))
-    if is_url or "/" in bucket or bucket.startswith((".", "~")):
-        base = bucket
-    elif auth is not None:
-        base = f"s3://{bucket}"
-    else:
-        raise ConfigError(
-            f"{job_file}: field 'bucket' = '{bucket}' reads as an S3 bucket name, which needs "
-            "`auth`; for a local folder write a path such as ./" + bucket
-        )
-    if base.startswith("s3://") and auth is None:
-        raise ConfigError(f"{job_file}: bucket {base} is in S3: set `auth` to an authorization")
-    location = storage.parse_url(base)
-    if directory:
-        if ".." in directory.split("/") or directory.startswith("/"):
-            raise ConfigError(
-                f"{job_file}: field 'directory' = '{directory}' would leave the bucket: name a "
-                "folder inside it, without '..' or a leading '/'"
-            )
-        location = location.child(directory.strip("/") + "/")
-    return location.url
 
 
 def pick_file(
@@ -202,171 +187,9 @@ def _how_to_restart(job: str) -> str:
     )
 
 
-class Rejections:
-    """The bad-row policy: fail at the first bad row, or quarantine up to `max_rejected`."""
-
-    def __init__(self, name: str, policy: str, max_rejected: int | float) -> None:
-        self.name = name
-        self.quarantine = policy == "quarantine"
-        self.max_rejected = max_rejected
-        self.rows: list[BadRow] = []
-
-    @property
-    def handler(self) -> Callable[[BadRow], None] | None:
-        """What a reader calls with a bad row; None makes the reader fail at the first one."""
-        return self.add if self.quarantine else None
-
-    def add(self, row: BadRow) -> None:
-        if not self.quarantine:
-            raise row.error(self.name)
-        self.rows.append(row)
-        limit = self.max_rejected
-        if isinstance(limit, int) and len(self.rows) > limit:
-            raise LimitExceeded(self._too_many(f"more than {limit:,} rows were rejected"))
-
-    def check(self, total: int) -> None:
-        """At the end of the object, before anything is committed: `total` rows were read."""
-        limit = self.max_rejected
-        if isinstance(limit, float) and total and len(self.rows) / total > limit:
-            share = len(self.rows) / total
-            raise LimitExceeded(self._too_many(f"{share:.2%} of the rows were rejected"))
-
-    def _too_many(self, what: str) -> str:
-        first = self.rows[0]
-        return (
-            f"{self.name}: {what} (max_rejected = {self.max_rejected}); nothing was imported. "
-            f"The first, line {first.line}: {first.reason}. Fix the file or raise max_rejected"
-        )
-
-    def stage(self, path: Path) -> None:
-        """Write the rejected rows next to the job's snapshots, before the stream commit."""
-        if not self.rows:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        batch = pa.record_batch(
-            [
-                pa.array([r.line for r in self.rows], pa.int64()),
-                pa.array([r.reason for r in self.rows], pa.string()),
-                pa.array([r.text for r in self.rows], pa.string()),
-            ],
-            schema=REJECTED_SCHEMA,
-        )
-        pq.write_table(pa.Table.from_batches([batch]), path)
-
-
 def _names(fields: list[str], column: str) -> bool:
     """Whether `fields` select `column`: by its name, or by an object it is under."""
     return any(column == f or column.startswith(f + ".") for f in fields)
-
-
-def crashing(batches: Iterator[pa.RecordBatch], stage: str) -> Iterator[pa.RecordBatch]:
-    """The batches, with the crash point `stage` after the first."""
-    for batch in batches:
-        yield batch
-        crash_point(stage)
-
-
-def with_event_time(
-    batches: Iterator[pa.RecordBatch],
-    rule: TimestampRule | None,
-    rejections: Rejections,
-    *,
-    keep_column: bool,
-) -> Iterator[pa.RecordBatch]:
-    """Add `_ts` from the rule's column; rows whose time does not parse are bad rows."""
-    if rule is None:
-        yield from batches
-        return
-    for batch in batches:
-        values = batch.column(rule.column)
-        times, bad = parse(values, rule)
-        if bad:
-            lines = batch.column(LINE)
-            for at in bad:
-                value = values[at].as_py()
-                rejections.add(
-                    BadRow(
-                        int(lines[at].as_py()),
-                        f"field '{rule.column}' is not a timestamp: {value!r}"
-                        + (f" (format {rule.format})" if rule.format else ""),
-                        str(value),
-                    )
-                )
-            keep = pc.invert(pc.is_null(times))
-            batch, times = batch.filter(keep), times.filter(keep)
-        if not keep_column:
-            batch = batch.drop_columns([rule.column])
-        yield batch.append_column(pa.field(TS, times.type), times)
-
-
-def event_time_schema(
-    schema: pa.Schema, rule: TimestampRule | None, keep_column: bool
-) -> pa.Schema:
-    if rule is None:
-        return schema
-    if not keep_column:
-        schema = schema.remove(schema.get_field_index(rule.column))
-    return schema.append(pa.field(TS, UTC_US))
-
-
-def progress_every(
-    batches: Iterator[pa.RecordBatch], report: Callable[[], None] | None
-) -> Iterator[pa.RecordBatch]:
-    for batch in batches:
-        if report is not None:
-            report()
-        yield batch
-
-
-def after_all(
-    batches: Iterator[pa.RecordBatch], check: Callable[[], Any]
-) -> Iterator[pa.RecordBatch]:
-    """Run `check` when the batches are done, before the consumer can commit them."""
-    yield from batches
-    check()
-
-
-class RowReader(Protocol):
-    """What `run_import` needs of a format's reader."""
-
-    header: list[str]
-    schema: pa.Schema
-    rows_read: int
-    rows_bad: int
-    rows_blank: int
-
-    @property
-    def bytes_read(self) -> int: ...
-
-    def batches(self) -> Iterator[pa.RecordBatch]: ...
-
-    def close(self) -> None: ...
-
-
-@dataclass(frozen=True, kw_only=True)
-class ImportJob:
-    """What every import job file holds, validated; a format's job class adds its own."""
-
-    name: str
-    stream: str
-    folder: str
-    """The URL of the bucket/directory."""
-    root: str
-    """The URL of the bucket: of a local folder, nothing outside it is read."""
-    auth: str | None
-    file: str | None
-    prefix: str | None
-    timestamp: TimestampRule | None
-    fields: list[str] | None
-    diff: bool
-    bad_rows: str
-    max_rejected: int | float
-    keep_updated: bool
-    schedule: Schedule
-    limits: Limits
-    empty_periods: int | None = None
-    """Runs in a row without a next file before a continuous import stops itself (None:
-    it never stops)."""
 
 
 OpenReader = Callable[
@@ -413,7 +236,7 @@ def _pick(store: Store, job: ImportJob, record: RunRecord, restart: bool) -> Pic
     """1. The file to import, or None when there is none (the record says why: no new file,
     waiting for one, or stopped)."""
     auth = store.authorization(job.auth) if job.auth else None
-    empty_periods = job.empty_periods
+    empty_periods = job.stops_after
     if empty_periods is not None and restart:
         store.state.set_watermark(job.name, EMPTY_RUNS, "0")
     if empty_periods is not None and _stopped(store, job.name, empty_periods):
@@ -468,12 +291,11 @@ class _ImportRun:
         self.staged_rejects = self.commit.staged_rejects(store)
         # The fields to read: the job's, with the timestamp's. The timestamp's column is
         # kept when the job's fields name it (or an object it is under), or name no field.
-        self.wanted = job.fields
-        if self.wanted is not None and job.timestamp and job.timestamp.column not in self.wanted:
-            self.wanted = [*self.wanted, job.timestamp.column]
-        self.keep_ts_column = job.fields is None or (
-            job.timestamp is not None and _names(job.fields, job.timestamp.column)
-        )
+        rule, chosen = job.event_time, job.chosen
+        self.wanted = chosen
+        if self.wanted is not None and rule and rule.column not in self.wanted:
+            self.wanted = [*self.wanted, rule.column]
+        self.keep_ts_column = chosen is None or (rule is not None and _names(chosen, rule.column))
 
     def committed_before(self) -> bool:
         """Whether an earlier run committed the file and stopped before moving the job's
@@ -507,16 +329,15 @@ class _ImportRun:
         """2-3. The object through the reader: fields, event time, line numbers."""
         job, target = self.job, self.target
         reader = self.open_reader(target, self.auth, self.wanted, rejections, again)
-        if job.timestamp and job.timestamp.column not in reader.schema.names:
+        rule = job.event_time
+        if rule and rule.column not in reader.schema.names:
             reader.close()
             raise ConfigError(
-                f"the timestamp field '{job.timestamp.column}' is not in {target.url}: "
+                f"the timestamp field '{rule.column}' is not in {target.url}: "
                 f"the fields are {', '.join(reader.header)}"
             )
-        rows = with_event_time(
-            reader.batches(), job.timestamp, rejections, keep_column=self.keep_ts_column
-        )
-        schema = event_time_schema(reader.schema, job.timestamp, self.keep_ts_column)
+        rows = with_event_time(reader.batches(), rule, rejections, keep_column=self.keep_ts_column)
+        schema = event_time_schema(reader.schema, rule, self.keep_ts_column)
         return reader, pa.RecordBatchReader.from_batches(schema, prefetch(rows))
 
     def _attempt(self, again: bool) -> tuple[RowReader, Rejections, AppendResult]:

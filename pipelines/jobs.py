@@ -6,47 +6,45 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engine.declared import json_schema, parse
 from engine.errors import ConfigError
 from engine.store import Store
 from engine.textfile import read_text
 from pipelines import audience_export, csv_import, json_import
 from pipelines.errors import SpecError
 from pipelines.runs import RunRecord
-from pipelines.spec import parse_toml, validate
+from pipelines.spec import JobType, parse_toml
 
 Job = csv_import.CsvImportJob | json_import.JsonImportJob | audience_export.AudienceExportJob
 
-# Each job type: its spec class, its fields, and its run function.
-_TYPES: dict[str, tuple[Any, Any, Any]] = {
-    csv_import.CsvImportJob.type: (csv_import.CsvImportJob, csv_import.FIELDS, csv_import.run),
-    json_import.JsonImportJob.type: (
-        json_import.JsonImportJob,
-        json_import.FIELDS,
-        json_import.run,
-    ),
-    audience_export.AudienceExportJob.type: (
-        audience_export.AudienceExportJob,
-        audience_export.FIELDS,
-        audience_export.run,
-    ),
+TYPES: dict[str, JobType[Any]] = {
+    t.name: t for t in (csv_import.JOB, json_import.JOB, audience_export.JOB)
 }
+"""Every job type, by the name job files give in `type`."""
 
 
 def load(text: str, source: str) -> Job:
     """A validated job from TOML text; `source` names it in errors."""
     raw = parse_toml(text, source)
-    kind = raw.get("type")
-    if kind not in _TYPES:
+    job: Job = parse(_type_of(raw.get("type"), source).spec, raw, source)
+    return job
+
+
+def schema(kind: str) -> dict[str, Any]:
+    """The JSON Schema of a job type's files."""
+    return json_schema(_type_of(kind, "lakeport jobs schema").spec, f"lakeport {kind} job")
+
+
+def _type_of(kind: Any, source: str) -> JobType[Any]:
+    if kind not in TYPES:
         raise SpecError(
             source,
             "type",
-            f"must be one of {', '.join(_TYPES)} (got {kind!r})"
+            f"must be one of {', '.join(TYPES)} (got {kind!r})"
             if kind is not None
-            else f"is missing: it must be one of {', '.join(_TYPES)}",
+            else f"is missing: it must be one of {', '.join(TYPES)}",
         )
-    cls, fields, _ = _TYPES[kind]
-    job: Job = cls.from_loaded(validate(raw, fields, source))
-    return job
+    return TYPES[kind]
 
 
 def load_file(path: Path) -> tuple[Job, str]:
@@ -75,8 +73,7 @@ def run(
 ) -> RunRecord:
     """One run of a job, whatever its type; `wait` is how long to wait for a run of the job
     that is under way (None: as long as it takes)."""
-    runner: Any = _TYPES[job.type][2]
-    record: RunRecord = runner(
+    record: RunRecord = TYPES[job.type].run(
         store, job, reset_diff=reset_diff, progress=progress, restart=restart, wait=wait
     )
     return record

@@ -9,73 +9,66 @@ itself after `empty_periods` runs in a row found none.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from functools import cached_property
+from typing import Annotated, Literal
+
+from pydantic import model_validator
 
 from engine import storage
 from engine.auth import Authorization
+from engine.declared import Check, Kind, Problem
+from engine.intake import Rejections
 from engine.readers.json import MAX_DEPTH, JsonReader
 from engine.storage import FileInfo
 from engine.store import Store
 from engine.timestamps import TimestampRule
 from pipelines import importing
-from pipelines.errors import SpecError
 from pipelines.runs import RunRecord
-from pipelines.spec import Field, Loaded, positive
+from pipelines.spec import AtLeastOne, JobType
 
 
-def _mapping(value: dict[str, Any]) -> dict[str, str]:
-    if not value or not all(isinstance(v, str) and v and k for k, v in value.items()):
+def _mapping(value: dict[str, str]) -> dict[str, str]:
+    if not value or not all(v and k for k, v in value.items()):
         raise ValueError('must be a table of field = "dotted.source.path"')
-    return {str(k): str(v) for k, v in value.items()}
-
-
-def _whole(value: int) -> int:
-    if isinstance(value, bool) or value < 1:
-        raise ValueError("must be a whole number, 1 or more")
     return value
 
 
-FIELDS: dict[str, Field] = {
-    **importing.FIELDS,
-    "mapping": Field("a table of field = source path", (dict,), check=_mapping),
-    "max_depth": Field("a whole number", (int,), default=MAX_DEPTH, check=positive),
-    "empty_periods": Field("a whole number", (int,), default=1, check=_whole),
-}
-
-
-@dataclass(frozen=True, kw_only=True)
 class JsonImportJob(importing.ImportJob):
-    """A validated `json-import` job file. Its `fields` are `mapping`'s names when there is a
-    mapping."""
+    """A `json-import` job file. Its fields are `mapping`'s names when there is a mapping."""
 
-    type: ClassVar[str] = "json-import"
-    mapping: dict[str, str] = field(default_factory=dict)
-    max_depth: int = MAX_DEPTH
-    empty_periods: int | None = 1
+    type: Literal["json-import"]
+    """`"json-import"`."""
+    mapping: (
+        Annotated[dict[str, str], Kind("a table of field = source path"), Check(_mapping)] | None
+    ) = None
+    """A table `name = "dotted.source.path"`: only these fields, under these names."""
+    max_depth: AtLeastOne = MAX_DEPTH
+    """How deeply objects and arrays may nest."""
+    empty_periods: AtLeastOne = 1
+    """For a `prefix` sequence: runs in a row without a next file before the job stops."""
 
-    @classmethod
-    def from_loaded(cls, job: Loaded) -> JsonImportJob:
-        values = importing.common_values(job)
-        mapping: dict[str, str] = job["mapping"] or {}
-        if mapping and job["fields"]:
-            raise SpecError(
-                job.source, "fields", "and `mapping` cannot both be given: the mapping picks"
-            )
-        timestamp: TimestampRule | None = values["timestamp"]
-        if mapping and timestamp is not None:
-            # The timestamp names a field as imported, or a source path (read, then dropped).
-            by_source = {source: name for name, source in mapping.items()}
-            column = by_source.get(timestamp.column, timestamp.column)
-            values["timestamp"] = TimestampRule(column, timestamp.format, timestamp.timezone)
-        if mapping:
-            values["fields"] = list(mapping)
-        return cls(
-            **values,
-            mapping=mapping,
-            max_depth=job["max_depth"],
-            empty_periods=job["empty_periods"],
-        )
+    @model_validator(mode="after")
+    def _mapped(self) -> JsonImportJob:
+        if self.mapping and self.fields:
+            raise Problem("fields", "and `mapping` cannot both be given: the mapping picks")
+        return self
+
+    @cached_property
+    def event_time(self) -> TimestampRule | None:
+        """The timestamp names a field as imported, or a source path (read, then dropped)."""
+        rule = super().event_time
+        if not self.mapping or rule is None:
+            return rule
+        by_source = {source: name for name, source in self.mapping.items()}
+        return TimestampRule(by_source.get(rule.column, rule.column), rule.format, rule.timezone)
+
+    @property
+    def chosen(self) -> list[str] | None:
+        return list(self.mapping) if self.mapping else self.fields
+
+    @property
+    def stops_after(self) -> int | None:
+        return self.empty_periods
 
 
 def run(
@@ -93,7 +86,7 @@ def run(
         target: FileInfo,
         auth: Authorization | None,
         fields: list[str] | None,
-        rejections: importing.Rejections,
+        rejections: Rejections,
         again: bool,
     ) -> JsonReader:
         return JsonReader(
@@ -117,3 +110,6 @@ def run(
         restart=restart,
         wait=wait,
     )
+
+
+JOB = JobType("json-import", JsonImportJob, run)

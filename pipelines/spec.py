@@ -1,40 +1,36 @@
-"""Job specs: flat TOML files, validated on load, every error naming the field and the fix.
+"""Job specs: flat TOML files, one typed model per job type (engine.declared), checked on load.
 
-Each job type is a frozen dataclass built from a table of `Field`s; what is shared (name, type,
-schedule, limits) is declared once here and reused by every job type.
+What every job shares is declared once here and composed: `JobSpec` (name, type, schedule),
+`InBucket` (bucket, directory, auth) and `Limited` (the limits of what an import reads). A job
+type is a model made of them plus its own fields, and a `JobType` in the registry
+(pipelines.jobs): its model and its run function.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Annotated, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
+from pydantic import model_validator
+
+from engine import storage
+from engine.declared import Check, Declared, Kind, Problem
 from engine.errors import ConfigError
-from engine.readers.source import Limits, check_encoding
+from engine.readers.source import Limits
+from engine.store import Store
 from engine.timestamps import check_timezone
 from pipelines.errors import SpecError
+from pipelines.runs import RunRecord
 
-FREQUENCIES = ("hourly", "daily", "weekly", "monthly")
+Frequency = Literal["hourly", "daily", "weekly", "monthly"]
+FREQUENCIES: tuple[str, ...] = Frequency.__args__  # type: ignore[attr-defined]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _TIME_OF_DAY = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
-
-
-@dataclass(frozen=True)
-class Field:
-    """One key of a job file: its kind, default, and how to check it."""
-
-    kind: str
-    """What the value must be, in words: `a string`, `true or false`, `a whole number`..."""
-    types: tuple[type, ...]
-    default: Any = None
-    check: Callable[[Any], Any] | None = None
-    """Returns the value to keep, or raises ValueError with the fix."""
-    required: bool = False
 
 
 @dataclass(frozen=True)
@@ -44,27 +40,6 @@ class Schedule:
     frequency: str | None = None
     time_of_day: str | None = None
     timezone: str = "UTC"
-
-
-def one_of(*choices: str) -> Callable[[Any], Any]:
-    def check(value: Any) -> Any:
-        if value not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}")
-        return value
-
-    return check
-
-
-def job_name(value: str) -> str:
-    if not _NAME.match(value):
-        raise ValueError("must be 1-64 letters, digits, '_', '.' or '-', starting with a letter")
-    return value
-
-
-def time_of_day(value: str) -> str:
-    if not _TIME_OF_DAY.match(value):
-        raise ValueError('must be a 24-hour time like "06:30"')
-    return value
 
 
 def reworded(check: Callable[[str], str], fix: str) -> Callable[[str], str]:
@@ -79,21 +54,32 @@ def reworded(check: Callable[[str], str], fix: str) -> Callable[[str], str]:
     return checked
 
 
-timezone = reworded(check_timezone, "must be an IANA timezone name like Europe/London or UTC")
+def _job_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError("must be 1-64 letters, digits, '_', '.' or '-', starting with a letter")
+    return value
 
 
-def encoding(value: str) -> str:
-    return check_encoding(value)
+def _time_of_day(value: str) -> str:
+    if not _TIME_OF_DAY.match(value):
+        raise ValueError('must be a 24-hour time like "06:30"')
+    return value
 
 
-def positive(value: int | float) -> int | float:
+def _positive(value: int | float) -> int | float:
     # NaN compares false with everything: `not value > 0` refuses it, and inf is no limit.
-    if isinstance(value, bool) or not value > 0 or not math.isfinite(value):
+    if not value > 0 or not math.isfinite(value):
         raise ValueError("must be a positive, finite number")
     return value
 
 
-def regex(value: str) -> str:
+def _at_least_one(value: int) -> int:
+    if value < 1:
+        raise ValueError("must be a whole number, 1 or more")
+    return value
+
+
+def _regex(value: str) -> str:
     try:
         re.compile(value)
     except re.error as exc:
@@ -101,54 +87,144 @@ def regex(value: str) -> str:
     return value
 
 
-STRING = ("a string", (str,))
-BOOL = ("true or false", (bool,))
-
-COMMON: dict[str, Field] = {
-    "name": Field("a job name", (str,), check=job_name, required=True),
-    "type": Field("a job type", (str,), required=True),
-    "keep_updated": Field(*BOOL, default=False),
-    "frequency": Field(*STRING, check=one_of(*FREQUENCIES)),
-    "time_of_day": Field(*STRING, check=time_of_day),
-    "schedule_timezone": Field(*STRING, check=timezone),
-    "max_bytes": Field("a whole number of bytes", (int,), check=positive),
-    "max_ratio": Field("a number", (int, float), check=positive),
-    "max_line_bytes": Field("a whole number of bytes", (int,), check=positive),
-    "max_field_bytes": Field("a whole number of bytes", (int,), check=positive),
-}
+def _names(value: list[str]) -> list[str]:
+    if not value or not all(v.strip() for v in value):
+        raise ValueError("must be a non-empty list of field names")
+    if len(set(value)) != len(value):
+        raise ValueError("names a field twice")
+    return value
 
 
-@dataclass(frozen=True)
-class Loaded:
-    """A validated job file: its values by key, and where it came from."""
+Timezone = Annotated[
+    str, Check(reworded(check_timezone, "must be an IANA timezone name like Europe/London or UTC"))
+]
+Positive = Annotated[int, Kind("a whole number of bytes"), Check(_positive)]
+AtLeastOne = Annotated[int, Check(_at_least_one)]
+Regex = Annotated[str, Check(_regex)]
+FieldNames = Annotated[list[str], Kind("a list of field names"), Check(_names)]
 
-    source: str
-    values: dict[str, Any] = field(default_factory=dict)
 
-    def __getitem__(self, key: str) -> Any:
-        return self.values[key]
+class JobSpec(Declared):
+    """What every job file has: its name and type, and its schedule."""
 
-    def schedule(self, default_timezone: str = "UTC") -> Schedule:
-        schedule = Schedule(
-            frequency=self.values.get("frequency"),
-            time_of_day=self.values.get("time_of_day"),
-            timezone=self.values.get("schedule_timezone") or default_timezone,
-        )
-        if self.values.get("keep_updated") and schedule.frequency is None:
-            raise SpecError(
-                self.source,
-                "frequency",
-                f"is needed when keep_updated is true: one of {', '.join(FREQUENCIES)}",
+    noun: ClassVar[str] = "field of a {type} job"
+    nouns: ClassVar[str] = "fields"
+    flat: ClassVar[bool] = True
+
+    name: Annotated[str, Kind("a job name"), Check(_job_name)]
+    """The job's name (letters, digits, `_ . -`): its state is kept under it."""
+    type: str
+    """The job type."""
+    keep_updated: bool = False
+    """Whether the job runs on its schedule."""
+    frequency: Frequency | None = None
+    """How often a kept-updated job runs."""
+    time_of_day: Annotated[str, Check(_time_of_day)] | None = None
+    """When it runs, "HH:MM" in `schedule_timezone`."""
+    schedule_timezone: Timezone | None = None
+    """The IANA timezone of `time_of_day`."""
+
+    @classmethod
+    def error(cls, source: str, key: str | None, problem: str) -> ConfigError:
+        return SpecError(source, key, problem)
+
+    @model_validator(mode="after")
+    def _scheduled(self) -> JobSpec:
+        if self.keep_updated and self.frequency is None:
+            raise Problem(
+                "frequency", f"is needed when keep_updated is true: one of {', '.join(FREQUENCIES)}"
             )
-        return schedule
+        return self
 
+    @property
+    def default_timezone(self) -> str:
+        """The timezone of a schedule without `schedule_timezone`."""
+        return "UTC"
+
+    @property
+    def schedule(self) -> Schedule:
+        return Schedule(
+            self.frequency, self.time_of_day, self.schedule_timezone or self.default_timezone
+        )
+
+
+class InBucket(Declared):
+    """Where a job reads or writes: a bucket (or local folder) and a directory in it."""
+
+    auth: str | None = None
+    """The authorization for an S3 bucket."""
+    bucket: str
+    """An S3 bucket name (with `auth`), an `s3://bucket` URL, or a local folder."""
+    directory: str = ""
+    """The folder inside the bucket, without `..` or a leading `/`."""
+
+    @model_validator(mode="after")
+    def _inside(self) -> InBucket:
+        self.root  # noqa: B018 - checks the bucket, once
+        if ".." in self.directory.split("/") or self.directory.startswith("/"):
+            raise Problem(
+                "directory",
+                f"= '{self.directory}' would leave the bucket: name a folder inside it, "
+                "without '..' or a leading '/'",
+            )
+        return self
+
+    @cached_property
+    def root(self) -> str:
+        """The URL of the bucket: of a local folder, nothing outside it is read."""
+        bucket = self.bucket
+        if bucket.startswith(("s3://", "file://", "memory://", ".", "~")) or "/" in bucket:
+            base = bucket
+        elif self.auth is not None:
+            base = f"s3://{bucket}"
+        else:
+            raise Problem(
+                "bucket",
+                f"= '{bucket}' reads as an S3 bucket name, which needs `auth`; for a local "
+                f"folder write a path such as ./{bucket}",
+            )
+        if base.startswith("s3://") and self.auth is None:
+            raise Problem("bucket", f"= '{base}' is in S3: set `auth` to an authorization")
+        return storage.parse_url(base).url
+
+    @cached_property
+    def folder(self) -> str:
+        """The URL of the bucket's directory."""
+        location = storage.parse_url(self.root)
+        if self.directory:
+            location = location.child(self.directory.strip("/") + "/")
+        return location.url
+
+
+class Limited(Declared):
+    """The limits that protect the machine from what an import reads."""
+
+    max_bytes: Positive | None = None
+    """Decompressed bytes per object (default 256 GiB)."""
+    max_ratio: Annotated[float, Kind("a number"), Check(_positive)] | None = None
+    """Decompressed/compressed ratio (default 1000, checked past 64 MiB)."""
+    max_line_bytes: Positive | None = None
+    """The longest record (default 2 MiB)."""
+    max_field_bytes: Positive | None = None
+    """The longest field (default 1 MiB)."""
+
+    @model_validator(mode="after")
+    def _within(self) -> Limited:
+        try:
+            self.limits  # noqa: B018 - Limits checks what a reader can take
+        except ConfigError as exc:  # "limit NAME must be at most ..."
+            said = str(exc).removeprefix("limit ")
+            raise Problem(said.partition(" ")[0], f"is too large: {said}") from None
+        return self
+
+    @cached_property
     def limits(self) -> Limits:
         defaults = Limits()
         return Limits(
-            max_bytes=self.values.get("max_bytes") or defaults.max_bytes,
-            max_ratio=float(self.values.get("max_ratio") or defaults.max_ratio),
-            max_line_bytes=self.values.get("max_line_bytes") or defaults.max_line_bytes,
-            max_field_bytes=self.values.get("max_field_bytes") or defaults.max_field_bytes,
+            max_bytes=self.max_bytes or defaults.max_bytes,
+            max_ratio=float(self.max_ratio or defaults.max_ratio),
+            max_line_bytes=self.max_line_bytes or defaults.max_line_bytes,
+            max_field_bytes=self.max_field_bytes or defaults.max_field_bytes,
         )
 
 
@@ -159,38 +235,29 @@ def parse_toml(text: str, source: str) -> dict[str, Any]:
         raise SpecError(source, None, f"is not valid TOML: {exc}") from None
 
 
-def validate(raw: Mapping[str, Any], fields: Mapping[str, Field], source: str) -> Loaded:
-    """Check every key of a job file against `fields` (plus the common ones)."""
-    known = {**COMMON, **fields}
-    for key, value in raw.items():
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = (
-                f": did you mean '{close[0]}'?" if close else f"; the fields are {', '.join(known)}"
-            )
-            raise SpecError(source, key, f"is not a field of a {raw.get('type', '?')} job{hint}")
-        if isinstance(value, dict) and (key not in known or dict not in known[key].types):
-            raise SpecError(source, key, "must be a value, not a table: job files are flat")
-    values: dict[str, Any] = {}
-    for key, spec in known.items():
-        if key not in raw:
-            if spec.required:
-                raise SpecError(source, key, f"is missing: it must be {spec.kind}")
-            values[key] = spec.default
-            continue
-        value = raw[key]
-        wrong_bool = isinstance(value, bool) and bool not in spec.types
-        if not isinstance(value, spec.types) or wrong_bool:
-            raise SpecError(source, key, f"must be {spec.kind}, not {_shown(value)}")
-        if spec.check is not None:
-            try:
-                value = spec.check(value)
-            except ValueError as exc:
-                raise SpecError(source, key, f"{exc} (got {_shown(value)})") from None
-        values[key] = value
-    return Loaded(source, values)
+J = TypeVar("J", bound=JobSpec)
+J_contra = TypeVar("J_contra", bound=JobSpec, contravariant=True)
 
 
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+class Runner(Protocol[J_contra]):
+    """A job type's run function: one recorded run of a job."""
+
+    def __call__(
+        self,
+        store: Store,
+        job: J_contra,
+        *,
+        reset_diff: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+        restart: bool = False,
+        wait: float | None = 0.0,
+    ) -> RunRecord: ...
+
+
+@dataclass(frozen=True)
+class JobType(Generic[J]):
+    """A job type: its name (the files' `type`), its model and its run function."""
+
+    name: str
+    spec: type[J]
+    run: Runner[J]

@@ -7,6 +7,7 @@ server (`auth add` would ask for a real secret key), and the SMTP server is the 
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -73,13 +74,79 @@ def commands(script: str) -> list[list[str] | tuple[str, str]]:
 def test_every_job_and_profiles_file_in_the_readme_loads() -> None:
     from engine.profiles import config as profiles_config
 
-    found = [text for text in blocks("toml") if text.startswith("name = ")]
-    for script in blocks("sh"):
-        found += [item[1] for item in commands(script) if isinstance(item, tuple)]
+    found = readme_files()
     assert len(found) >= 4
     for text in found:
         jobs.load(text, "README.md")
     profiles_config.parse(one_block("toml", "by = "), "README.md")
+
+
+def readme_files() -> list[str]:
+    """Every job file of the README: its TOML blocks and the walk-through's here-documents."""
+    found = [text for text in blocks("toml") if text.startswith("name = ")]
+    for script in blocks("sh"):
+        found += [item[1] for item in commands(script) if isinstance(item, tuple)]
+    return found
+
+
+def test_every_file_in_the_readme_validates_against_its_json_schema() -> None:
+    """What an editor would check: `lakeport jobs schema TYPE` takes each job file of the
+    README, and `lakeport jobs schema profiles` its profiles file; and each schema says no to
+    a misspelt key, as the job's own loading does."""
+    import tomllib
+
+    import jsonschema
+
+    def schema(kind: str) -> dict[str, Any]:
+        result = CliRunner().invoke(cli, ["jobs", "schema", kind])
+        assert result.exit_code == 0, result.output
+        found: dict[str, Any] = json.loads(result.output)
+        jsonschema.Draft202012Validator.check_schema(found)
+        return found
+
+    kinds = set()
+    for text in readme_files():
+        document = tomllib.loads(text)
+        jsonschema.validate(document, schema(document["type"]))
+        kinds.add(document["type"])
+        with pytest.raises(jsonschema.ValidationError, match="nmae"):
+            jsonschema.validate({**document, "nmae": "x"}, schema(document["type"]))
+    assert kinds == set(jobs.TYPES)
+    jsonschema.validate(tomllib.loads(one_block("toml", "by = ")), schema("profiles"))
+
+
+def field_table(heading: str) -> set[str]:
+    """The fields the README's table under `heading` names (a row may name several)."""
+    text = README.read_text().split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (`[^|]*`) \|", text, flags=re.M)
+    return {name for row in rows for name in re.findall(r"`([a-z_]+)`", row)}
+
+
+@pytest.mark.parametrize(
+    ("kind", "heading", "shared"),
+    [
+        ("csv-import", "The csv-import job", None),
+        ("json-import", "The json-import job", "The csv-import job"),
+        ("audience-export", "The audience-export job", None),
+    ],
+)
+def test_the_readme_tables_every_field_of_each_job_type(
+    kind: str, heading: str, shared: str | None
+) -> None:
+    """Each job type's table names its fields, no more; the json-import's names its own, and
+    takes the ones every import has from the csv-import's."""
+    from pipelines.importing import ImportJob
+
+    spec = jobs.TYPES[kind].spec
+    declared = {f.alias or name for name, f in spec.model_fields.items()}
+    named = field_table(heading)
+    assert named <= declared
+    if shared is None:
+        assert named == declared
+    else:
+        common = set(ImportJob.model_fields)
+        assert declared - common <= named
+        assert common <= field_table(shared)
 
 
 @pytest.fixture

@@ -25,21 +25,20 @@ Every error names the key (`fields.country.agg`) and the fix.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
+from pydantic import BeforeValidator, Field, model_validator
+
+from engine import declared
+from engine.declared import Check, Declared, Kind, Problem
 from engine.errors import ConfigError
 from engine.textfile import read_text
 
-AGGREGATIONS = ("latest", "first", "min", "max", "sum", "count", "set", "list", "map")
-TYPES = ("string", "int", "float", "bool", "timestamp")
-NORMALIZERS = ("trim", "lower", "upper", "digits")
-"""`digits` keeps only the digits (phone numbers)."""
 RESERVED = ("_profile_id", "_identities", "_events", "_first_seen", "_last_seen")
 """Columns every profile has, set by the build."""
 _DEFAULT_TYPE = {"count": "int", "sum": "float"}
@@ -112,147 +111,163 @@ def parse(text: str, name: str = "profiles.toml") -> ProfilesConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{name} is not valid TOML: {exc}") from exc
-    _known(data, ("by", "normalize", "sources", "fields"), name, "")
-    by = _identity_fields(data.get("by"), name)
-    normalize = _normalize(data.get("normalize", {}), by, name)
-    sources = _sources(data.get("sources"), name)
-    rules = _fields(data.get("fields", {}), by, name)
-    return ProfilesConfig(by=by, fields=rules, normalize=normalize, sources=sources)
+    return declared.parse(ProfilesFile, data, name).config()
 
 
-def _fail(name: str, key: str, message: str) -> ConfigError:
-    return ConfigError(f"{name}: {key} {message}")
+def schema() -> dict[str, Any]:
+    """The JSON Schema of profiles files."""
+    return declared.json_schema(ProfilesFile, "lakeport profiles file")
 
 
-def _known(table: dict[str, Any], allowed: tuple[str, ...], name: str, prefix: str) -> None:
-    for key in table:
-        if key not in allowed:
-            near = difflib.get_close_matches(key, allowed, n=1)
-            hint = f" (did you mean '{near[0]}'?)" if near else ""
-            raise _fail(
-                name,
-                f"{prefix}{key}",
-                f"is not a known key{hint}; the keys are {', '.join(allowed)}",
-            )
-
-
-def _identity_fields(value: Any, name: str) -> tuple[str, ...]:
-    if value is None:
-        raise _fail(name, "by", 'is missing: list the identity fields, e.g. by = ["user_id"]')
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise _fail(name, "by", 'must be a list of field names, e.g. ["user_id", "email"]')
-    for item in value:
-        _check_name(item, name, "by")
-    if len(set(value)) != len(value):
-        raise _fail(name, "by", "names a field twice")
-    return tuple(value)
-
-
-def _check_name(value: str, name: str, key: str) -> None:
+def _usable(value: str) -> str:
     if not _NAME.match(value) or value in RESERVED:
-        raise _fail(
-            name,
-            key,
+        raise ValueError(
             f"'{value}' is not a usable field name: letters, digits, '_' and '.', not starting "
-            f"with a digit, and none of {', '.join(RESERVED)}",
+            f"with a digit, and none of {', '.join(RESERVED)}"
         )
+    return value
 
 
-def _normalize(value: Any, by: tuple[str, ...], name: str) -> dict[str, tuple[str, ...]]:
-    if not isinstance(value, dict):
-        raise _fail(
-            name, "normalize", 'must be a table, e.g. [normalize] email = ["trim", "lower"]'
-        )
-    rules: dict[str, tuple[str, ...]] = {}
-    for identity, steps in value.items():
-        key = f"normalize.{identity}"
-        if identity not in by:
-            raise _fail(name, key, f"is not an identity field; those are {', '.join(by)}")
-        if isinstance(steps, str):
-            steps = [steps]
-        if not isinstance(steps, list) or not all(s in NORMALIZERS for s in steps):
-            raise _fail(name, key, f"must list rules among {', '.join(NORMALIZERS)}")
-        rules[identity] = tuple(steps)
-    return rules
+def _one_or_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
 
 
-def _sources(value: Any, name: str) -> tuple[Source, ...] | None:
-    if value is None:
-        return None
+def _as_tables(value: Any) -> Any:
+    """`sources = ["events"]` is `[sources.events]` with no options."""
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return tuple(Source(v) for v in value)
-    if not isinstance(value, dict) or not value:
-        raise _fail(
-            name,
-            "sources",
-            'must be a list of streams (sources = ["events"]) or a table of them '
-            '([sources.events] rename = { uid = "user_id" })',
-        )
-    found = []
-    for stream, options in value.items():
-        key = f"sources.{stream}"
-        if not isinstance(options, dict):
-            raise _fail(name, key, 'must be a table, e.g. rename = { uid = "user_id" }')
-        _known(options, ("rename",), name, f"{key}.")
-        rename = options.get("rename", {})
-        if not isinstance(rename, dict) or not all(isinstance(v, str) for v in rename.values()):
-            raise _fail(
-                name, f"{key}.rename", 'must map stream fields to names: { uid = "user_id" }'
-            )
-        for target in rename.values():
-            _check_name(target, name, f"{key}.rename")
-        found.append(Source(stream, dict(rename)))
-    return tuple(found)
+        return {stream: {} for stream in value}
+    return value
 
 
-def _fields(value: Any, by: tuple[str, ...], name: str) -> tuple[FieldRule, ...]:
-    if not isinstance(value, dict):
-        raise _fail(name, "fields", "must be a table of [fields.NAME] tables")
-    rules = []
-    for target, spec in value.items():
-        key = f"fields.{target}"
-        _check_name(target, name, key)
-        if target in by:
-            raise _fail(name, key, "is an identity field: profiles keep its latest value already")
-        if not isinstance(spec, dict):
-            raise _fail(name, key, 'must be a table, e.g. { from = "country", agg = "latest" }')
-        _known(spec, ("from", "agg", "type", "key", "value"), name, f"{key}.")
-        agg = spec.get("agg")
-        if agg not in AGGREGATIONS:
-            raise _fail(name, f"{key}.agg", f"must be one of {', '.join(AGGREGATIONS)}")
-        kind = spec.get("type", _DEFAULT_TYPE.get(agg, "string"))
-        if kind not in TYPES:
-            raise _fail(name, f"{key}.type", f"must be one of {', '.join(TYPES)}")
-        texts = {k: spec.get(k) for k in ("from", "key", "value")}
-        for k, v in texts.items():
-            if v is not None and not isinstance(v, str):
-                raise _fail(name, f"{key}.{k}", "must be an event field name (a string)")
-        if agg == "map":
-            if texts["key"] is None or texts["value"] is None or texts["from"] is not None:
-                raise _fail(
-                    name, key, 'is a map: give key and value fields, e.g. key = "k", value = "v"'
+def _identities(value: list[str]) -> list[str]:
+    if not value:
+        raise ValueError('must list the identity fields, e.g. ["user_id", "email"]')
+    if len(set(value)) != len(value):
+        raise ValueError("names a field twice")
+    return value
+
+
+FieldName = Annotated[str, Check(_usable)]
+Aggregation = Literal["latest", "first", "min", "max", "sum", "count", "set", "list", "map"]
+ValueType = Literal["string", "int", "float", "bool", "timestamp"]
+Normalizer = Literal["trim", "lower", "upper", "digits"]
+AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
+TYPES: tuple[str, ...] = get_args(ValueType)
+NORMALIZERS: tuple[str, ...] = get_args(Normalizer)
+"""`digits` keeps only the digits (phone numbers)."""
+
+
+class FieldDeclaration(Declared):
+    """A `[fields.NAME]` table: how one profile field is made from the events."""
+
+    noun: ClassVar[str] = "key of a [fields.NAME] table"
+
+    from_: str | None = Field(None, alias="from")
+    """The event field to read; for `count`, absent counts the events."""
+    agg: Aggregation
+    """How the events' values become the profile's."""
+    type: ValueType | None = None
+    """The profile field's type (default string; int for count, float for sum)."""
+    key: str | None = None
+    """For `map`: the event field that holds each entry's key."""
+    value: str | None = None
+    """For `map`: the event field that holds each entry's value."""
+
+    def rule(self, name: str) -> FieldRule:
+        """The rule, checked as a whole; `name` is the profile field's."""
+        where = f"fields.{name}"
+        kind = self.type or _DEFAULT_TYPE.get(self.agg, "string")
+        if self.agg == "map":
+            if self.key is None or self.value is None or self.from_ is not None:
+                raise Problem(
+                    where, 'is a map: give key and value fields, e.g. key = "k", value = "v"'
                 )
             if kind != "string":
-                raise _fail(name, f"{key}.type", "of a map is string (map<string,string>)")
+                raise Problem(f"{where}.type", "of a map is string (map<string,string>)")
         else:
-            if texts["key"] is not None or texts["value"] is not None:
-                raise _fail(name, key, 'takes key and value only with agg = "map"')
-            if texts["from"] is None and agg != "count":
-                raise _fail(name, f"{key}.from", "is missing: name the event field to read")
-        if agg == "count" and kind != "int":
-            raise _fail(name, f"{key}.type", "of a count is int")
-        if agg == "sum" and kind not in ("int", "float"):
-            raise _fail(name, f"{key}.type", "of a sum is int or float")
-        rules.append(
-            FieldRule(
-                name=target,
-                agg=agg,
-                type=kind,
-                source=texts["from"],
-                key=texts["key"],
-                value=texts["value"],
-            )
+            if self.key is not None or self.value is not None:
+                raise Problem(where, 'takes key and value only with agg = "map"')
+            if self.from_ is None and self.agg != "count":
+                raise Problem(f"{where}.from", "is missing: name the event field to read")
+        if self.agg == "count" and kind != "int":
+            raise Problem(f"{where}.type", "of a count is int")
+        if self.agg == "sum" and kind not in ("int", "float"):
+            raise Problem(f"{where}.type", "of a sum is int or float")
+        return FieldRule(name, self.agg, kind, self.from_, self.key, self.value)
+
+
+class SourceDeclaration(Declared):
+    """A `[sources.STREAM]` table."""
+
+    noun: ClassVar[str] = "key of a [sources.STREAM] table"
+
+    rename: dict[str, FieldName] = Field(default_factory=dict)
+    """Stream field -> the name used here."""
+
+
+class ProfilesFile(Declared):
+    """A `profiles.toml`."""
+
+    noun: ClassVar[str] = "key of a profiles file"
+
+    by: Annotated[
+        list[FieldName],
+        BeforeValidator(_one_or_list),
+        Kind('a list of field names, e.g. by = ["user_id"]'),
+        Check(_identities),
+    ]
+    """The identity fields, strongest first."""
+    normalize: dict[str, Annotated[list[Normalizer], BeforeValidator(_one_or_list)]] = Field(
+        default_factory=dict
+    )
+    """Rules applied to identity values, in order."""
+    sources: (
+        Annotated[
+            dict[str, SourceDeclaration],
+            BeforeValidator(_as_tables),
+            Kind(
+                'a list of streams (sources = ["events"]) or a table of them '
+                '([sources.events] rename = { uid = "user_id" })'
+            ),
+        ]
+        | None
+    ) = None
+    """The streams to read (all when absent): a list, or a table of them with renames."""
+    fields: Annotated[dict[str, FieldDeclaration], Kind("a table of [fields.NAME] tables")] = Field(
+        default_factory=dict
+    )
+    """The profile fields, each a `[fields.NAME]` table."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProfilesFile:
+        self.config()
+        return self
+
+    def config(self) -> ProfilesConfig:
+        for identity in self.normalize:
+            if identity not in self.by:
+                raise Problem(
+                    f"normalize.{identity}",
+                    f"is not an identity field; those are {', '.join(self.by)}",
+                )
+        rules = []
+        for name, declaration in self.fields.items():
+            try:
+                _usable(name)
+            except ValueError as exc:
+                raise Problem(f"fields.{name}", str(exc)) from None
+            if name in self.by:
+                raise Problem(
+                    f"fields.{name}", "is an identity field: profiles keep its latest value already"
+                )
+            rules.append(declaration.rule(name))
+        if self.sources is not None and not self.sources:
+            raise Problem("sources", "must name at least one stream")
+        return ProfilesConfig(
+            by=tuple(self.by),
+            fields=tuple(rules),
+            normalize={k: tuple(v) for k, v in self.normalize.items()},
+            sources=None
+            if self.sources is None
+            else tuple(Source(k, dict(v.rename)) for k, v in self.sources.items()),
         )
-    return tuple(rules)

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 import pyarrow as pa
 
@@ -33,7 +33,8 @@ from engine.writers.manifest import manifest
 from engine.writers.names import FileNames
 from engine.writers.sink import FileSink, ParquetSink, WrittenFile
 
-FORMATS = ("csv", "multi-csv", "json", "parquet")
+Format = Literal["csv", "multi-csv", "json", "parquet"]
+FORMATS: tuple[Format, ...] = get_args(Format)
 logger = logging.getLogger("engine.writers")
 
 

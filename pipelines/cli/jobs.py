@@ -202,6 +202,17 @@ def jobs_remove(obj: Context, name: str) -> None:
     echo(f"removed job '{name}'")
 
 
+@jobs_group.command("schema")
+@click.argument("kind", metavar="TYPE")
+def jobs_schema(kind: str) -> None:
+    """Print the JSON Schema of a job type's files (csv-import, json-import, audience-export,
+    or `profiles` for profiles.toml), for an editor's completion and checks in TOML."""
+    from engine.profiles import config
+    from pipelines import jobs
+
+    emit_json(config.schema() if kind == "profiles" else jobs.schema(kind))
+
+
 @cli.command("cleanup")
 @click.argument("job", required=False)
 @click.pass_obj
