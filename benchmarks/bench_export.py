@@ -42,11 +42,12 @@ from engine import Store
 from pipelines.profiles import load_profiles
 store = Store(sys.argv[1])
 load_profiles(store, sys.argv[2], ["user_id"])
-store.create_audience("everyone", "_profile_id IS NOT NULL")
+Audiences(store).create("everyone", "_profile_id IS NOT NULL")
 """
 EXPORT = """
 import sys
 from engine import Store
+from engine.audiences import Audiences
 from pipelines import jobs
 store = Store(sys.argv[1])
 record = jobs.run(store, jobs.load(sys.argv[2], "bench"))
@@ -251,7 +252,7 @@ def measure_size(rows: int, repeat: int, moto: Moto, s3_runs: int) -> list[str]:
         measure(
             "import sys\nfrom engine import Store\nfrom engine.auth import AwsKeys\n"
             "from engine.secrets import Secret\n"
-            "Store(sys.argv[1]).add_authorization(AwsKeys(name='moto', "
+            "Store(sys.argv[1]).authorizations.add(AwsKeys(name='moto', "
             "access_key_id='AKIABENCH', secret_key=Secret('bench-secret'), "
             f"region='us-east-1', endpoint_url='{moto.endpoint}'))",
             str(store),

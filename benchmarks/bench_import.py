@@ -59,7 +59,7 @@ store = Store(sys.argv[1])
 if len(sys.argv) > 3:
     from engine.auth import AwsKeys
     from engine.secrets import Secret
-    store.add_authorization(AwsKeys(name="bench", access_key_id="AKIABENCH0000000",
+    store.authorizations.add(AwsKeys(name="bench", access_key_id="AKIABENCH0000000",
         secret_key=Secret("bench"), region="us-east-1", endpoint_url=sys.argv[3]))
 for text in sys.argv[2].split("\\n---\\n"):
     record = jobs.run(store, jobs.load(text, "bench"))

@@ -110,11 +110,13 @@ AUDIENCES = [
 MEMBERSHIPS = """
 import sys, polars as pl
 from engine import Store
-store = Store(sys.argv[1])
+from engine.audiences import Audiences
+audiences = Audiences(Store(sys.argv[1]))
 for name, condition in {audiences}:
-    if name not in store.audiences():
-        store.create_audience(name, condition)
-in_any = store.memberships().filter(pl.col("audiences").list.len() > 0).select(pl.len()).collect()
+    if name not in audiences.conditions():
+        audiences.create(name, condition)
+members = audiences.memberships()
+in_any = members.filter(pl.col("audiences").list.len() > 0).select(pl.len()).collect()
 print(in_any.item())
 """
 

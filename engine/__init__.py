@@ -2,6 +2,7 @@
 
     >>> from engine import Store
     >>> events = Store("lakeport-data").stream("events")  # a polars.LazyFrame
+    >>> Audiences(Store("lakeport-data")).members("vip")   # a polars.LazyFrame
 
 The names below load on first use, so that `import engine.errors` (as the CLI does at start-up)
 does not pull in pyarrow, polars and deltalake.
@@ -13,12 +14,14 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from engine.audiences import Audiences
     from engine.auth import Authorization, AwsKeys, DefaultChain, DelegatedRole
     from engine.errors import LakeportError, TerminalError, TransientError
     from engine.secrets import Secret
     from engine.store import AppendResult, Source, Store, StreamInfo
 
 _HOMES = {
+    "Audiences": "engine.audiences",
     "Authorization": "engine.auth",
     "AwsKeys": "engine.auth",
     "DefaultChain": "engine.auth",
@@ -35,6 +38,7 @@ _HOMES = {
 
 __all__ = [
     "AppendResult",
+    "Audiences",
     "Authorization",
     "AwsKeys",
     "DefaultChain",

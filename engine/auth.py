@@ -16,11 +16,15 @@ from __future__ import annotations
 import re
 import secrets as _random
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlparse
 
 from engine.errors import ConfigError
 from engine.secrets import Secret
+
+if TYPE_CHECKING:
+    from engine.secrets import SecretsFile
+    from engine.state import StateDB
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
@@ -201,3 +205,64 @@ def trust_policy(principal: str, external_id: str) -> dict[str, Any]:
             }
         ],
     }
+
+
+class Authorizations:
+    """The authorizations of a store: their settings in `state.db`, their secrets in the
+    secrets file (or named environment variables)."""
+
+    def __init__(self, state: StateDB, secrets: SecretsFile) -> None:
+        self.state = state
+        self.secrets = secrets
+        self.in_use: dict[str, str] = {}
+        """Authorizations that cannot be removed, with what uses them."""
+
+    def add(self, auth: Authorization) -> Authorization:
+        """Save an authorization; secrets typed in are moved to the secrets file first."""
+        check_name(auth.name)
+        if self.state.get_authorization(auth.name) is not None:
+            raise ConfigError(
+                f"an authorization named '{auth.name}' exists already: remove it first "
+                f"(`lakeport auth remove {auth.name}`) or choose another name"
+            )
+        refs: dict[str, str] = {}
+        stored: dict[str, Secret] = {}
+        try:
+            for field_name, secret in auth.secrets().items():
+                kept = secret if secret.ref is not None else self.secrets.put(secret)
+                refs[field_name] = kept.ref or ""
+                stored[field_name] = kept
+            self.state.put_authorization(auth.name, auth.kind, auth.settings(), refs)
+        except BaseException:
+            for ref in refs.values():
+                self.secrets.delete(ref)
+            raise
+        return from_stored(auth.name, auth.kind, auth.settings(), stored)
+
+    def get(self, name: str) -> Authorization:
+        row = self.state.get_authorization(name)
+        if row is None:
+            known = ", ".join(a.name for a in self.state.list_authorizations()) or "none yet"
+            raise ConfigError(
+                f"no authorization named '{name}' in {self.state.path.parent} (known: {known}): "
+                "add it with `lakeport auth add`"
+            )
+        secrets = {key: self.secrets.load(ref) for key, ref in row.secret_refs.items()}
+        return from_stored(row.name, row.kind, row.settings, secrets)
+
+    def list(self) -> list[Authorization]:
+        return [self.get(row.name) for row in self.state.list_authorizations()]
+
+    def remove(self, name: str) -> None:
+        """Forget an authorization and delete its stored secrets."""
+        row = self.state.get_authorization(name)
+        if row is None:
+            raise ConfigError(f"no authorization named '{name}' in {self.state.path.parent}")
+        if name in self.in_use:
+            raise ConfigError(
+                f"authorization '{name}' reaches {self.in_use[name]}: it cannot be removed "
+                "while the store uses it"
+            )
+        self.state.delete_authorization(name)
+        for ref in row.secret_refs.values():
+            self.secrets.delete(ref)

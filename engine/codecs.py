@@ -70,6 +70,15 @@ def detect(name: str, head: bytes) -> str | None:
     return None
 
 
+def decompressed(name: str, data: bytes) -> bytes:
+    """A small object's bytes, decompressed as its magic bytes say (for a look at them)."""
+    kind = detect(name, data[:4])
+    if kind is None:
+        return data
+    reader = Decompressor(kind, Counted(io.BytesIO(data), b""), name)
+    return b"".join(iter(lambda: reader.read(RAW_PIECE), b""))
+
+
 class Counted(io.RawIOBase):
     """An object's bytes as stored, `head` (already read, to sniff) first; counts what it
     hands on."""

@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from engine import storage
-from engine.auth import Authorization, check_name, from_stored
+from engine.auth import Authorization, Authorizations
 from engine.duck import TableScan
 from engine.errors import ConfigError, LakeportError, StoreError
 from engine.lease import Lease
-from engine.secrets import Secret, SecretsFile
+from engine.secrets import SecretsFile
 from engine.state import StateDB
 from engine.store_rows import (
     CountingReader,
@@ -57,7 +57,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_AUDIENCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def check_stream_name(name: str) -> str:
@@ -125,8 +124,16 @@ class Store:
                 f"or set {STORE_ENV} to a folder you can write"
             ) from exc
         self.state = StateDB(self.path / "state.db")
+        """The catalog: jobs, runs, leases, watermarks, audiences, settings."""
         self.secrets = SecretsFile(self.path / "secrets")
+        """The secrets file: authorizations' secret keys, the SMTP password."""
+        self.authorizations = Authorizations(self.state, self.secrets)
+        """How lakeport gets into buckets, with their secrets."""
         self.tables, self._tables_auth = self._tables_location(tables, tables_auth)
+        if self._tables_auth is not None:
+            self.authorizations.in_use[self._tables_auth] = (
+                f"this store's tables ({self.tables.url})"
+            )
         if self.tables.scheme == "file":
             for folder in ("streams", "profiles", "snapshots"):
                 (Path(self.tables.key) / folder).mkdir(parents=True, exist_ok=True)
@@ -154,7 +161,7 @@ class Store:
             if location.scheme == "s3":
                 if tables_auth is None:
                     raise ConfigError(f"tables in {location.url} need tables_auth=NAME")
-                self.authorization(tables_auth)  # it must exist now, not at the first append
+                self.authorizations.get(tables_auth)  # it must exist now, not at the first append
                 self._drop_empty_local_layout(location)
             storage.table_options(location, self._auth_or_none(tables_auth))
             self.state.set_setting("tables", location.url)
@@ -174,58 +181,7 @@ class Store:
                 folder.rmdir()
 
     def _auth_or_none(self, name: str | None) -> Authorization | None:
-        return None if name is None else self.authorization(name)
-
-    # Authorizations
-
-    def add_authorization(self, auth: Authorization) -> Authorization:
-        """Save an authorization; secrets typed in are moved to the secrets file first."""
-        check_name(auth.name)
-        if self.state.get_authorization(auth.name) is not None:
-            raise ConfigError(
-                f"an authorization named '{auth.name}' exists already: remove it first "
-                f"(`lakeport auth remove {auth.name}`) or choose another name"
-            )
-        refs: dict[str, str] = {}
-        stored: dict[str, Secret] = {}
-        try:
-            for field, secret in auth.secrets().items():
-                kept = secret if secret.ref is not None else self.secrets.put(secret)
-                refs[field] = kept.ref or ""
-                stored[field] = kept
-            self.state.put_authorization(auth.name, auth.kind, auth.settings(), refs)
-        except BaseException:
-            for ref in refs.values():
-                self.secrets.delete(ref)
-            raise
-        return from_stored(auth.name, auth.kind, auth.settings(), stored)
-
-    def authorization(self, name: str) -> Authorization:
-        row = self.state.get_authorization(name)
-        if row is None:
-            known = ", ".join(a.name for a in self.state.list_authorizations()) or "none yet"
-            raise ConfigError(
-                f"no authorization named '{name}' in {self.path} (known: {known}): "
-                "add it with `lakeport auth add`"
-            )
-        secrets = {field: self.secrets.load(ref) for field, ref in row.secret_refs.items()}
-        return from_stored(row.name, row.kind, row.settings, secrets)
-
-    def authorizations(self) -> list[Authorization]:
-        return [self.authorization(row.name) for row in self.state.list_authorizations()]
-
-    def remove_authorization(self, name: str) -> None:
-        row = self.state.get_authorization(name)
-        if row is None:
-            raise ConfigError(f"no authorization named '{name}' in {self.path}")
-        if name == self._tables_auth:
-            raise ConfigError(
-                f"authorization '{name}' reaches this store's tables ({self.tables.url}): "
-                "it cannot be removed while the store uses it"
-            )
-        self.state.delete_authorization(name)
-        for ref in row.secret_refs.values():
-            self.secrets.delete(ref)
+        return None if name is None else self.authorizations.get(name)
 
     # Streams
 
@@ -323,136 +279,8 @@ class Store:
             raise self._no_profiles()
         return self._scan(uri)
 
-    # Audiences
-
-    def create_audience(self, name: str, condition: str) -> None:
-        """Keep an audience: the profiles for which the SQL `condition` holds. It is checked
-        now against the profiles' fields (engine.profiles.audiences.check)."""
-        from engine.profiles import audiences
-
-        if not _AUDIENCE_NAME.match(name):
-            raise ConfigError(
-                f"'{name}' is not a valid audience name: use 1-64 letters, digits, '_', '.' or "
-                "'-', starting with a letter or digit"
-            )
-        audiences.check(condition, self._profile_columns())
-        if not self.state.put_audience(name, condition):
-            raise ConfigError(
-                f"an audience named '{name}' exists: remove it first, or choose another name"
-            )
-
-    def remove_audience(self, name: str) -> None:
-        if not self.state.delete_audience(name):
-            raise ConfigError(f"no audience named '{name}' ({self._audience_names()})")
-
-    def audiences(self) -> dict[str, str]:
-        """Every audience's condition, by name."""
-        return self.state.audiences()
-
-    def broken_audiences(self) -> dict[str, str]:
-        """The audiences whose condition no longer runs on the profiles (a rebuild changed or
-        dropped a field it uses), each with the reason."""
-        from engine.profiles import audiences
-
-        columns = self._profile_columns()
-        broken = {}
-        for name, condition in self.audiences().items():
-            try:
-                audiences.check(condition, columns)
-            except ConfigError as exc:
-                broken[name] = str(exc)
-        return broken
-
-    def _working_audiences(self) -> dict[str, str]:
-        broken = self.broken_audiences()
-        return {n: c for n, c in self.audiences().items() if n not in broken}
-
-    def audience_sizes(self) -> dict[str, int]:
-        """How many profiles each audience holds (one pass over the profiles); a broken
-        audience (see `broken_audiences`) is left out."""
-        from engine.profiles import audiences
-
-        working = self._working_audiences()
-        return audiences.sizes(self._profiles_or_fail(), working, spill=self._spill())
-
-    def audience(self, name: str) -> pl.LazyFrame:
-        """The profiles in an audience, as a Polars LazyFrame."""
-        from engine.profiles import audiences
-
-        condition = self._condition(name)
-        profiles = self._profiles_or_fail()
-        return audiences.lazy(
-            lambda columns, limit: audiences.members(
-                profiles, condition, spill=self._spill(), columns=columns, limit=limit
-            ),
-            profiles.schema,
-        )
-
-    def memberships(self) -> pl.LazyFrame:
-        """For each profile (`_profile_id`), the names of all the audiences it is in
-        (`audiences`, a list): one pass over the profiles, however many audiences."""
-        from engine.profiles import audiences
-
-        profiles = self._profiles_or_fail()
-        conditions = self._working_audiences()
-        schema = pa.schema(
-            [profiles.schema.field("_profile_id"), pa.field("audiences", pa.list_(pa.string()))]
-        )
-
-        def open_reader(columns: list[str] | None, limit: int | None) -> pa.RecordBatchReader:
-            reader = audiences.memberships(profiles, conditions, spill=self._spill())
-            return reader if columns is None else _select(reader, columns)
-
-        return audiences.lazy(open_reader, schema)
-
-    def audience_rows(
-        self,
-        name: str,
-        *,
-        columns: list[str] | None = None,
-        limit: int | None = None,
-        segments: str | None = None,
-    ) -> pa.RecordBatchReader:
-        """The profiles in an audience as a stream of record batches, in the table's order:
-        `columns` only (all when None), at most `limit`, and with `segments` set, a list field
-        of that name holding every audience each profile is in (from the same pass)."""
-        from engine.profiles import audiences
-
-        condition = self._condition(name)
-        profiles = self._profiles_or_fail()
-        known = profiles.schema.names
-        for column in columns or []:
-            if column not in known:
-                raise ConfigError(
-                    f"'{column}' is not a profile field: the fields are {', '.join(known)}"
-                )
-        if segments is None:
-            return audiences.members(
-                profiles, condition, spill=self._spill(), columns=columns, limit=limit
-            )
-        return audiences.memberships(
-            profiles,
-            self._working_audiences(),
-            spill=self._spill(),
-            columns=columns or known,
-            where=condition,
-            limit=limit,
-            label=segments,
-        )
-
-    def profile_matches(self, condition: str, limit: int | None = None) -> pa.RecordBatchReader:
-        """The profiles for which an SQL condition holds (checked as an audience's is)."""
-        from engine.profiles import audiences
-
-        audiences.check(condition, self._profile_columns())
-        return audiences.members(
-            self._profiles_or_fail(), condition, spill=self._spill(), limit=limit
-        )
-
-    def _profile_columns(self) -> dict[str, pa.DataType]:
-        return {f.name: f.type for f in self._profiles_or_fail().schema}
-
-    def _profiles_or_fail(self) -> TableScan:
+    def existing_profiles(self) -> TableScan:
+        """The profiles for DuckDB to read; a StoreError before the first build."""
         found = self.profiles_scan()
         if found is None:
             raise self._no_profiles()
@@ -463,28 +291,6 @@ class Store:
             f"there are no profiles in {self.tables.url} yet: build them with "
             "`lakeport profiles build PROFILES.toml` or `lakeport profiles load FILE --by ...`"
         )
-
-    def _condition(self, audience: str) -> str:
-        """The audience's condition, checked against the profiles as they are now."""
-        from engine.profiles import audiences
-
-        condition = self.audiences().get(audience)
-        if condition is None:
-            raise ConfigError(f"no audience named '{audience}' ({self._audience_names()})")
-        try:
-            return audiences.check(condition, self._profile_columns())
-        except ConfigError as exc:
-            raise ConfigError(
-                f"audience '{audience}' is broken: {exc}; remove it and create it again "
-                f"for the profiles as they are (`lakeport audience remove {audience}`)"
-            ) from None
-
-    def _audience_names(self) -> str:
-        names = list(self.audiences())
-        return "audiences: " + (", ".join(names) if names else "none yet")
-
-    def _spill(self) -> Path:
-        return self.path / "tmp" / "audiences"
 
     def _append(
         self,
@@ -741,11 +547,6 @@ def _plain(url: str) -> str:
     from urllib.parse import unquote
 
     return unquote(url.removeprefix("file://")).removeprefix("s3://")
-
-
-def _select(reader: pa.RecordBatchReader, columns: list[str]) -> pa.RecordBatchReader:
-    schema = pa.schema([reader.schema.field(c) for c in columns])
-    return pa.RecordBatchReader.from_batches(schema, (b.select(columns) for b in reader))
 
 
 def _check_case(schema: pa.Schema, stream: pa.Schema | None, source: Source) -> None:

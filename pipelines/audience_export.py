@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, WithJsonSchema, model_validator
 
 from engine import codecs, mail
+from engine.audiences import Audiences
 from engine.declared import Check, Kind, Problem
 from engine.errors import ConfigError
 from engine.storage.folders import Destination, folder
@@ -225,7 +226,7 @@ def export_audience(
 ) -> Result:
     """The run's steps, in order; the record is filled in as they finish. `progress` hears
     the bytes written so far."""
-    auth = store.authorization(job.auth) if job.auth else None
+    auth = store.authorizations.get(job.auth) if job.auth else None
     destination = folder(job.root, auth)
     # Finish or take back what the last run of the job left (it was killed, or stopped).
     settled = settle_export(store, job.name)
@@ -240,8 +241,8 @@ def export_audience(
             f"job '{job.name}': the profiles have a field named '{SEGMENTS}', which the "
             "segments option would hide: leave segments off, or rename that field"
         )
-    broken = store.broken_audiences() if job.segments else {}
-    rows = store.audience_rows(
+    broken = Audiences(store).broken() if job.segments else {}
+    rows = Audiences(store).rows(
         job.audience,
         columns=None if chosen is None else [*chosen, *hidden],
         limit=job.user_limit,
@@ -304,7 +305,7 @@ def settle_export(store: Store, job: str) -> str | None:
     entry = store.state.get_journal(job, JOURNAL)
     if entry is None:
         return None
-    auth = store.authorization(entry["auth"]) if entry.get("auth") else None
+    auth = store.authorizations.get(entry["auth"]) if entry.get("auth") else None
     done = commit.settle(folder(entry["bucket"], auth), entry)
     store.state.delete_journal(job, JOURNAL)
     return done

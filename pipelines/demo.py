@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import gzip
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import click
 
-from engine import storage
+from engine import codecs, storage
+from engine.audiences import Audiences
 from engine.auth import AwsKeys
 from engine.secrets import Secret
 from engine.store import Store
@@ -90,9 +90,9 @@ def _the_bucket(bucket: Path) -> None:
 def _an_authorization(store: Store) -> None:
     _say("2. An authorization: its secret goes to the 0600 secrets file and is never shown")
     name = "demo-keys"
-    if name in {a.name for a in store.authorizations()}:
-        store.remove_authorization(name)
-    auth = store.add_authorization(
+    if name in {a.name for a in store.authorizations.list()}:
+        store.authorizations.remove(name)
+    auth = store.authorizations.add(
         AwsKeys(
             name=name,
             access_key_id="AKIADEMO00000000",
@@ -173,20 +173,20 @@ def _profiles(root: Path, store: Store) -> None:
 def _audiences(store: Store) -> None:
     _say("7. An audience: an SQL condition on profile fields, checked when it is made")
     for audience, condition in (("big-spenders", "spent > 40"), ("gb", "country = 'GB'")):
-        if audience in store.audiences():
-            store.remove_audience(audience)
+        if audience in Audiences(store).conditions():
+            Audiences(store).remove(audience)
         echo(f'lakeport audience create {audience} --where "{condition}"')
-        store.create_audience(audience, condition)
+        Audiences(store).create(audience, condition)
     emit_table(
         [
-            {"audience": name, "profiles": size, "where": store.audiences()[name]}
-            for name, size in store.audience_sizes().items()
+            {"audience": name, "profiles": size, "where": Audiences(store).conditions()[name]}
+            for name, size in Audiences(store).sizes().items()
         ],
         ["audience", "profiles", "where"],
         title="lakeport audience list",
     )
-    members = store.memberships().sort("_profile_id").collect()
-    emit_table(members.to_dicts(), members.columns, title="store.memberships()")
+    members = Audiences(store).memberships().sort("_profile_id").collect()
+    emit_table(members.to_dicts(), members.columns, title="Audiences(store).memberships()")
 
 
 def _an_export(root: Path, bucket: Path, store: Store) -> None:
@@ -209,7 +209,8 @@ def _an_export(root: Path, bucket: Path, store: Store) -> None:
     echo(record.summary())
     if record.files:
         data = bucket / record.files[0]
-        echo(f"\n{data.name}, unzipped:\n" + gzip.decompress(data.read_bytes()).decode())
+        text = codecs.decompressed(data.name, data.read_bytes()).decode()
+        echo(f"\n{data.name}, unzipped:\n{text}")
     echo(f"Try: lakeport --store {store.path} audience show big-spenders")
 
 

@@ -1,7 +1,7 @@
 """What every import job shares: its declaration (`ImportJob`, which a format's job type
 extends) and its run, read as its steps (`run_import`): settle, pick the file, read it, keep the
 rows (all, or the diff), append them exactly once, record what was done. The rows' mechanics
-(bad-row policy, event time) are engine.intake's; the job's state is pipelines.import_state's."""
+(bad-row policy, event time) are engine.intake's; the job's state is engine.import_state's."""
 
 from __future__ import annotations
 
@@ -19,6 +19,13 @@ from engine.crash import crash_point
 from engine.declared import Check, Kind, Problem
 from engine.errors import ConfigError
 from engine.executor import prefetch
+from engine.import_state import (
+    Commit,
+    Picked,
+    has_imported,
+    last_file,
+    settle,
+)
 from engine.intake import (
     Rejections,
     RowReader,
@@ -33,13 +40,6 @@ from engine.storage import FileInfo
 from engine.store import AppendResult, Source, Store, check_stream_name
 from engine.store_rows import TS
 from engine.timestamps import TimestampRule
-from pipelines.import_state import (
-    Commit,
-    Picked,
-    has_imported,
-    last_file,
-    settle,
-)
 from pipelines.runs import (
     ALREADY_IMPORTED,
     NO_NEW_FILE,
@@ -235,7 +235,7 @@ def run_import(
 def _pick(store: Store, job: ImportJob, record: RunRecord, restart: bool) -> Picked | None:
     """1. The file to import, or None when there is none (the record says why: no new file,
     waiting for one, or stopped)."""
-    auth = store.authorization(job.auth) if job.auth else None
+    auth = store.authorizations.get(job.auth) if job.auth else None
     empty_periods = job.stops_after
     if empty_periods is not None and restart:
         store.state.set_watermark(job.name, EMPTY_RUNS, "0")
@@ -279,7 +279,7 @@ class _ImportRun:
     ) -> None:
         self.store, self.job, self.record = store, job, record
         self.open_reader, self.reset_diff, self.progress = open_reader, reset_diff, progress
-        self.auth = store.authorization(job.auth) if job.auth else None
+        self.auth = store.authorizations.get(job.auth) if job.auth else None
         self.target = picked.file
         self.source = Source(self.target.url, self.target.etag)
         record.object = self.target.url

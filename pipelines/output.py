@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, cast
 
 import click
 
@@ -15,14 +17,98 @@ from engine.secrets import redact
 
 Output = Literal["text", "json"]
 
+OUTPUT_KEY = "lakeport.output"
+"""Where the chosen --output is kept (click's context meta, which every context shares), so
+that an error is printed the same way as the result would have been."""
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Output) -> Output:
+    ctx.meta[OUTPUT_KEY] = value
+    return value
+
+
 OUTPUT_OPTION = click.option(
     "--output",
     "-o",
     type=click.Choice(["text", "json"]),
     default="text",
     show_default=True,
-    help="Print a table (text) or one JSON document (json).",
+    callback=_remember,
+    help="Print a table (text) or one JSON document (json); errors too.",
 )
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What a command prints: `document` under `--output json`, `text()` for people."""
+
+    document: Any
+    text: Callable[[], None]
+
+    @classmethod
+    def table(
+        cls,
+        rows: Sequence[Mapping[str, Any]],
+        columns: Sequence[str],
+        *,
+        document: Any = None,
+        **how: Any,
+    ) -> Shown:
+        """Rows as a table (`emit_table`'s options in `how`); as JSON, the rows themselves
+        unless `document` says otherwise."""
+        return cls(rows if document is None else document, lambda: emit_table(rows, columns, **how))
+
+    @classmethod
+    def frame(cls, frame: Any, chosen: str | None, *, title: str, empty: str) -> Shown:
+        """A Polars frame's rows, its `--columns` chosen."""
+        frame = frame.select(choose_columns(frame.columns, chosen))
+        return cls.table(frame.to_dicts(), frame.columns, title=title, empty=empty)
+
+    @classmethod
+    def fields(cls, document: Mapping[str, Any]) -> Shown:
+        """One object, a field a line."""
+        rows = [{"field": k, "value": v} for k, v in document.items()]
+        return cls(document, lambda: emit_table(rows, ["field", "value"]))
+
+    def print(self, output: Output) -> None:
+        if output == "json":
+            emit_json(self.document)
+        else:
+            self.text()
+
+
+P = ParamSpec("P")
+
+
+def prints(command: Callable[P, Shown]) -> Callable[P, None]:
+    """A command that returns what it shows: `--output` (added here) picks how it prints."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        output = cast(Output, kwargs.pop("output"))
+        command(*args, **kwargs).print(output)
+
+    return OUTPUT_OPTION(run)
+
+
+def emit_error(error: BaseException, output: Output | None) -> None:
+    """A user-facing error: one line on stderr; under `--output json` also a JSON document
+    on stdout, for the program that reads it."""
+    from engine.errors import TransientError
+
+    message = redact(str(error))
+    if output == "json":
+        kind = type(error).__name__
+        emit_json(
+            {
+                "error": {
+                    "kind": kind,
+                    "message": message,
+                    "retry": isinstance(error, TransientError),
+                }
+            }
+        )
+    echo(f"lakeport: error: {message}", err=True)
 
 
 _CONTROLS = [*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)]
@@ -83,16 +169,6 @@ def choose_columns(columns: Sequence[str], chosen: str | None) -> list[str]:
             param_hint="--columns",
         )
     return names
-
-
-def emit_frame(frame: Any, output: Output, chosen: str | None, *, title: str, empty: str) -> None:
-    """A Polars frame's rows, its `--columns` chosen: one JSON list, or a table."""
-    frame = frame.select(choose_columns(frame.columns, chosen))
-    rows = frame.to_dicts()
-    if output == "json":
-        emit_json(rows)
-        return
-    emit_table(rows, frame.columns, title=title, empty=empty)
 
 
 def emit_table(

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from engine import storage
 from engine.auth import Authorization
 from engine.errors import ConfigError
 from engine.profiles import config as profiles_config
 from engine.profiles.build import BuildReport, StreamInput, build
 from engine.profiles.config import ProfilesConfig
+from engine.readers.tables import open_table
 from engine.store import Store
 
 
@@ -81,7 +81,7 @@ def load_profiles(
     them, and a `_profile_id` (1, 2, ... in file order) unless the file has one.
     """
     config = ProfilesConfig(by=tuple(by), fields=())
-    rows = _open_table(url, auth)
+    rows = open_table(url, auth)
     missing = [name for name in by if name not in rows.schema.names]
     if missing:
         rows.close()
@@ -90,53 +90,6 @@ def load_profiles(
             f"{', '.join(rows.schema.names)}"
         )
     return store.replace_profiles(_with_profile_fields(rows, config.by), config.to_json())
-
-
-def _open_table(url: str, auth: Authorization | None) -> pa.RecordBatchReader:
-    """A Parquet or CSV file as a stream of record batches (CSV types are inferred)."""
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    location = storage.parse_url(url)
-    name = location.key.lower()
-    if name.endswith((".parquet", ".pq")):
-        handle = storage.filesystem(location, auth).open(location.fs_path, "rb")
-        try:
-            parquet = pq.ParquetFile(handle)
-        except pa.ArrowInvalid as exc:
-            raise ConfigError(f"{url} is not a Parquet file: {exc}") from exc
-        return pa.RecordBatchReader.from_batches(
-            parquet.schema_arrow, parquet.iter_batches(batch_size=64 * 1024)
-        )
-    if name.endswith((".csv", ".csv.gz", ".csv.zst", ".tsv")):
-        stream = storage.open_input(url, auth)
-        if name.endswith((".gz", ".zst")):
-            stream = pa.CompressedInputStream(stream, "gzip" if name.endswith(".gz") else "zstd")
-        try:
-            reader = pacsv.open_csv(
-                stream,
-                parse_options=pacsv.ParseOptions(delimiter="\t" if name.endswith(".tsv") else ","),
-                convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
-            )
-        except pa.ArrowInvalid as exc:
-            raise ConfigError(f"{url} cannot be read as CSV: {exc}") from exc
-        return pa.RecordBatchReader.from_batches(reader.schema, _read_csv(reader, url))
-    raise ConfigError(
-        f"{url}: profiles load from Parquet (.parquet) or CSV (.csv, .csv.gz, .csv.zst, .tsv); "
-        "name the file by its format"
-    )
-
-
-def _read_csv(reader: pa.RecordBatchReader, url: str) -> Iterator[pa.RecordBatch]:
-    """The batches; a later row that does not fit the types read from the first rows is an
-    error that says so (CSV types are inferred from the start of the file)."""
-    try:
-        yield from reader
-    except pa.ArrowInvalid as exc:
-        raise ConfigError(
-            f"{url} cannot be read as CSV further on: {exc}. Its column types are inferred "
-            "from its first rows; convert it to Parquet to give them explicitly"
-        ) from exc
 
 
 def _with_profile_fields(rows: pa.RecordBatchReader, by: tuple[str, ...]) -> pa.RecordBatchReader:

@@ -183,7 +183,7 @@ def proxy(s3: S3Server) -> Iterator[FaultProxy]:
 @pytest.fixture
 def s3_auth(store: Store, s3: S3Server) -> AwsKeys:
     """An authorization for the moto server, saved in the test store as 'moto'."""
-    added = store.add_authorization(s3.authorization())
+    added = store.authorizations.add(s3.authorization())
     assert isinstance(added, AwsKeys)
     return added
 

@@ -23,6 +23,7 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engine.audiences import Audiences
 from engine.profiles.config import ProfilesConfig
 from engine.store import Store
 from engine.writers.cells import split_list, split_map
@@ -62,7 +63,7 @@ def profiled(root: Path, table: pa.Table) -> Store:
     store.replace_profiles(
         pa.RecordBatchReader.from_batches(table.schema, table.to_batches()), config
     )
-    store.create_audience("everyone", "_profile_id IS NOT NULL")
+    Audiences(store).create("everyone", "_profile_id IS NOT NULL")
     return store
 
 
@@ -308,8 +309,8 @@ def test_multi_csv_keys_users_without_exporting_the_identity_fields(
 
 
 def test_segments_list_every_audience_of_each_user(sample: Store, tmp_path: Path) -> None:
-    sample.create_audience("even", "visits % 2 = 0")
-    sample.create_audience("big", "visits > 20")
+    Audiences(sample).create("even", "visits % 2 = 0")
+    Audiences(sample).create("big", "visits > 20")
     bucket = tmp_path / "bucket"
     record = run(sample, bucket=str(bucket), fields=["visits"], segments=True)
     assert record.files is not None
@@ -509,7 +510,7 @@ def s3_objects(s3: S3Server, bucket: str) -> dict[str, bytes]:
 def test_s3_gets_the_same_bytes_as_a_local_folder(
     fmt: str, sample: Store, s3: S3Server, tmp_path: Path
 ) -> None:
-    sample.add_authorization(s3.authorization())
+    sample.authorizations.add(s3.authorization())
     bucket = s3.new_bucket()
     common = {"format": fmt, "compress": "zstd", "filename": "{AUDIENCE}"}
     remote = run(sample, bucket=bucket, auth="moto", directory="out", **common)
@@ -536,7 +537,7 @@ def test_an_upload_that_fails_leaves_no_object_and_no_open_upload(
 
     rows = [{"name": hashlib.sha256(b"%d" % i).hexdigest() * 4} for i in range(120_000)]
     store = profiled(tmp_path, profiles_table(rows))
-    store.add_authorization(s3.authorization())
+    store.authorizations.add(s3.authorization())
     bucket = s3.new_bucket()
     sent: list[int] = []
     real = upload.Upload._put_part
@@ -672,14 +673,14 @@ def test_progress_hears_the_bytes_written(fmt: str, tmp_path: Path) -> None:
 
 def test_an_export_from_tables_in_s3_to_s3(tmp_path: Path, s3: S3Server) -> None:
     # Profiles in S3 reach DuckDB through Arrow, not from local Parquet files.
-    Store(tmp_path / "store").add_authorization(s3.authorization())
+    Store(tmp_path / "store").authorizations.add(s3.authorization())
     store = Store(tmp_path / "store", tables=f"s3://{s3.new_bucket()}/lake", tables_auth="moto")
     table = profiles_table([{"name": f"n{i}", "tags": ["a"] * (i % 3)} for i in range(5000)])
     config = ProfilesConfig(by=("user_id",), fields=()).to_json()
     store.replace_profiles(
         pa.RecordBatchReader.from_batches(table.schema, table.to_batches()), config
     )
-    store.create_audience("everyone", "_profile_id IS NOT NULL")
+    Audiences(store).create("everyone", "_profile_id IS NOT NULL")
     bucket = s3.new_bucket()
     record = run(store, bucket=bucket, auth="moto", format="multi-csv", user_limit=4000)
     assert record.users == 4000
@@ -695,7 +696,7 @@ def test_an_export_from_tables_in_s3_to_s3(tmp_path: Path, s3: S3Server) -> None
 def test_an_empty_audience_writes_files_with_their_headers(
     fmt: str, sample: Store, tmp_path: Path
 ) -> None:
-    sample.create_audience("nobody", "visits < 0")
+    Audiences(sample).create("nobody", "visits < 0")
     bucket = tmp_path / "bucket"
     record = run(sample, bucket=str(bucket), audience="nobody", format=fmt, compress="gzip")
     assert record.users == 0
@@ -715,7 +716,7 @@ def test_an_empty_audience_writes_files_with_their_headers(
 def test_an_export_with_read_only_keys_names_the_permission_it_needs(
     sample: Store, s3: S3Server
 ) -> None:
-    sample.add_authorization(s3.authorization("read-only", s3.reader))
+    sample.authorizations.add(s3.authorization("read-only", s3.reader))
     bucket = s3.new_bucket()
     job = jobs.load(job_toml(bucket=bucket, auth="read-only"), "job.toml")
     record = jobs.run(sample, job)

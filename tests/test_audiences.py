@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from engine.audiences import Audiences
 from engine.errors import ConfigError
 from engine.store import Store
 from pipelines.cli import cli
@@ -58,29 +59,34 @@ def users(frame_rows: list[dict[str, object]]) -> list[str]:
 
 
 def test_audiences_select_profiles(profiled: Store) -> None:
-    profiled.create_audience("us_high", "country = 'US' AND score > 100")
-    profiled.create_audience("vip", "list_contains(tags, 'vip')")
-    profiled.create_audience("recent", "joined > TIMESTAMP '2026-01-01'")
-    profiled.create_audience("no_join", "joined IS NULL")
-    assert users(profiled.audience("us_high").collect().to_dicts()) == ["1"]
-    assert users(profiled.audience("vip").collect().to_dicts()) == ["1", "3"]
-    assert users(profiled.audience("recent").collect().to_dicts()) == ["2"]
-    assert profiled.audience_sizes() == {"no_join": 1, "recent": 1, "us_high": 1, "vip": 2}
+    Audiences(profiled).create("us_high", "country = 'US' AND score > 100")
+    Audiences(profiled).create("vip", "list_contains(tags, 'vip')")
+    Audiences(profiled).create("recent", "joined > TIMESTAMP '2026-01-01'")
+    Audiences(profiled).create("no_join", "joined IS NULL")
+    assert users(Audiences(profiled).members("us_high").collect().to_dicts()) == ["1"]
+    assert users(Audiences(profiled).members("vip").collect().to_dicts()) == ["1", "3"]
+    assert users(Audiences(profiled).members("recent").collect().to_dicts()) == ["2"]
+    assert Audiences(profiled).sizes() == {"no_join": 1, "recent": 1, "us_high": 1, "vip": 2}
 
 
 def test_memberships_list_every_audience_of_each_profile(profiled: Store) -> None:
-    profiled.create_audience("us", "country = 'US'")
-    profiled.create_audience("vip", "list_contains(tags, 'vip')")
+    Audiences(profiled).create("us", "country = 'US'")
+    Audiences(profiled).create("vip", "list_contains(tags, 'vip')")
     ids = {r["user_id"]: r["_profile_id"] for r in profiled.profiles().collect().to_dicts()}
-    found = {r["_profile_id"]: r["audiences"] for r in profiled.memberships().collect().to_dicts()}
+    found = {
+        r["_profile_id"]: r["audiences"]
+        for r in Audiences(profiled).memberships().collect().to_dicts()
+    }
     assert found == {ids["1"]: ["us", "vip"], ids["2"]: ["us"], ids["3"]: ["vip"]}
 
 
 def test_an_audience_is_a_lazy_frame_that_takes_filters(profiled: Store) -> None:
     import polars as pl
 
-    profiled.create_audience("us", "country = 'US'")
-    frame = profiled.audience("us").filter(pl.col("score") < 100).select("user_id").collect()
+    Audiences(profiled).create("us", "country = 'US'")
+    frame = (
+        Audiences(profiled).members("us").filter(pl.col("score") < 100).select("user_id").collect()
+    )
     assert frame.to_dicts() == [{"user_id": "2"}]
 
 
@@ -105,17 +111,17 @@ def test_bad_conditions_are_refused_at_creation(
     profiled: Store, condition: str, message: str
 ) -> None:
     with pytest.raises(ConfigError, match=message):
-        profiled.create_audience("a", condition)
-    assert profiled.audiences() == {}
+        Audiences(profiled).create("a", condition)
+    assert Audiences(profiled).conditions() == {}
 
 
 def test_names_are_unique_and_removable(profiled: Store) -> None:
-    profiled.create_audience("us", "country = 'US'")
+    Audiences(profiled).create("us", "country = 'US'")
     with pytest.raises(ConfigError, match="exists"):
-        profiled.create_audience("us", "country = 'FR'")
-    profiled.remove_audience("us")
+        Audiences(profiled).create("us", "country = 'FR'")
+    Audiences(profiled).remove("us")
     with pytest.raises(ConfigError, match="no audience named 'us'"):
-        profiled.audience("us")
+        Audiences(profiled).members("us")
 
 
 def test_the_cli_manages_audiences(profiled: Store) -> None:
@@ -161,22 +167,24 @@ def test_the_cli_manages_audiences(profiled: Store) -> None:
     ],
 )
 def test_pure_conditions_are_accepted(profiled: Store, condition: str) -> None:
-    profiled.create_audience("a", condition)
-    assert profiled.audiences() == {"a": condition}
+    Audiences(profiled).create("a", condition)
+    assert Audiences(profiled).conditions() == {"a": condition}
 
 
 def test_profiles_and_audiences_with_tables_in_s3(tmp_path: Path, s3: Any) -> None:
     # Tables in S3 are read through Arrow, not from local Parquet files.
-    Store(tmp_path / "store").add_authorization(s3.authorization())
+    Store(tmp_path / "store").authorizations.add(s3.authorization())
     store = Store(tmp_path / "store", tables=f"s3://{s3.new_bucket()}/lake", tables_auth="moto")
     append(store, "events", [{"user_id": "1", "country": "US"}, {"user_id": "2"}], "f1")
     rules = tmp_path / "profiles.toml"
     rules.write_text('by = ["user_id"]\n[fields.country]\nfrom = "country"\nagg = "latest"\n')
     assert build_profiles(store, rules).report.profiles == 2
-    store.create_audience("us", "country = 'US'")
-    assert store.audience_sizes() == {"us": 1}
-    assert users(store.audience("us").collect().to_dicts()) == ["1"]
-    assert sorted(len(r["audiences"]) for r in store.memberships().collect().to_dicts()) == [0, 1]
+    Audiences(store).create("us", "country = 'US'")
+    assert Audiences(store).sizes() == {"us": 1}
+    assert users(Audiences(store).members("us").collect().to_dicts()) == ["1"]
+    assert sorted(
+        len(r["audiences"]) for r in Audiences(store).memberships().collect().to_dicts()
+    ) == [0, 1]
 
 
 def test_csv_import_to_profiles_to_audience_to_memberships(
@@ -202,9 +210,12 @@ def test_csv_import_to_profiles_to_audience_to_memberships(
         '[fields.spent]\nfrom = "amount"\nagg = "sum"\ntype = "float"\n'
     )
     assert build_profiles(store, rules).report.profiles == 2
-    store.create_audience("big", "spent > 40")
-    found = {r["_profile_id"]: r["audiences"] for r in store.memberships().collect().to_dicts()}
-    ada = store.audience("big").collect().to_dicts()
+    Audiences(store).create("big", "spent > 40")
+    found = {
+        r["_profile_id"]: r["audiences"]
+        for r in Audiences(store).memberships().collect().to_dicts()
+    }
+    ada = Audiences(store).members("big").collect().to_dicts()
     assert [(r["user_id"], r["email"], r["spent"]) for r in ada] == [("u1", "ada@x.com", 45.0)]
     assert sorted(found.values()) == [[], ["big"]]
 
@@ -217,42 +228,42 @@ def test_profiles_load_from_s3(store: Store, s3: Any, tmp_path: Path) -> None:
 
     from pipelines.profiles import load_profiles
 
-    store.add_authorization(s3.authorization())
+    store.authorizations.add(s3.authorization())
     bucket = s3.new_bucket()
     buffer = io.BytesIO()
     pq.write_table(pa.table({"user_id": ["1", "2"], "score": [5, 50]}), buffer)
     s3.put(bucket, "ready/profiles.parquet", buffer.getvalue())
     s3.put(bucket, "ready/profiles.csv", b"user_id,score\n3,7\n4,70\n5,700\n")
-    auth = store.authorization("moto")
+    auth = store.authorizations.get("moto")
     assert (
         load_profiles(store, f"s3://{bucket}/ready/profiles.parquet", ["user_id"], auth=auth) == 2
     )
     assert load_profiles(store, f"s3://{bucket}/ready/profiles.csv", ["user_id"], auth=auth) == 3
-    store.create_audience("high", "score > 10")
-    assert store.audience_sizes() == {"high": 2}
+    Audiences(store).create("high", "score > 10")
+    assert Audiences(store).sizes() == {"high": 2}
 
 
 def test_a_condition_that_fails_per_row_is_refused_and_not_saved(profiled: Store) -> None:
     with pytest.raises(ConfigError, match=r"cannot run on the profiles.*"):
-        profiled.create_audience("t11", "tags = 'vip'")  # a string against a list of strings
-    assert "t11" not in profiled.audiences()
-    profiled.create_audience("us", "country = 'US'")
-    assert profiled.audience_sizes() == {"us": 2}
+        Audiences(profiled).create("t11", "tags = 'vip'")  # a string against a list of strings
+    assert "t11" not in Audiences(profiled).conditions()
+    Audiences(profiled).create("us", "country = 'US'")
+    assert Audiences(profiled).sizes() == {"us": 2}
 
 
 def test_one_broken_audience_never_breaks_the_others(profiled: Store, tmp_path: Path) -> None:
-    profiled.create_audience("us", "country = 'US'")
-    profiled.create_audience("high", "score > 100")
+    Audiences(profiled).create("us", "country = 'US'")
+    Audiences(profiled).create("high", "score > 100")
     # A rebuild without the score field breaks "high" (and only it).
     rules = tmp_path / "fewer.toml"
     rules.write_text('by = ["user_id"]\n[fields.country]\nfrom = "country"\nagg = "latest"\n')
     build_profiles(profiled, rules)
-    assert list(profiled.broken_audiences()) == ["high"]
-    assert profiled.audience_sizes() == {"us": 2}
-    memberships = profiled.memberships().collect()
+    assert list(Audiences(profiled).broken()) == ["high"]
+    assert Audiences(profiled).sizes() == {"us": 2}
+    memberships = Audiences(profiled).memberships().collect()
     assert {tuple(a) for a in memberships["audiences"].to_list()} == {("us",), ()}
     with pytest.raises(ConfigError, match=r"audience 'high' is broken: .*score.*audience remove"):
-        profiled.audience_rows("high")
+        Audiences(profiled).rows("high")
     listed = CliRunner().invoke(
         cli, ["--store", str(profiled.path), "audience", "list", "-o", "json"]
     )

@@ -496,3 +496,34 @@ def test_a_path_with_a_name_too_long_for_the_file_system_is_one_line(
     path = tmp_path / ("x" * 300 + ".csv")
     result = run(store_path, "inspect", str(path))
     assert_one_line_error(result, "a name in the path is longer than the file system allows")
+
+
+@pytest.mark.parametrize(
+    ("args", "kind", "said"),
+    [
+        (["auth", "show", "nope"], "ConfigError", "no authorization named 'nope'"),
+        (["stream", "show", "nowhere"], "StoreError", "nowhere"),
+        (["audience", "show", "vips"], "ConfigError", "no audience named 'vips'"),
+        (["run", "{job}"], "SpecError", "field 'strem' is not a field of a csv-import job"),
+    ],
+)
+def test_under_output_json_an_error_is_a_json_document_too(
+    store_path: Path, tmp_path: Path, args: list[str], kind: str, said: str
+) -> None:
+    """A program reading `--output json` reads the error from stdout as JSON; people still
+    get the one line on stderr, and the exit code is 1."""
+    job = tmp_path / "job.toml"
+    job.write_text(
+        f'name = "j"\ntype = "csv-import"\nbucket = "{tmp_path}"\nfile = "a.csv"\nstrem = "s"\n'
+    )
+    result = run(store_path, *[a.format(job=job) for a in args], "--output", "json")
+    assert result.exit_code == 1, result.output
+    error = json.loads(result.stdout)["error"]
+    assert error["kind"] == kind
+    assert said in error["message"]
+    assert error["retry"] is False
+    assert result.stderr.strip() == f"lakeport: error: {error['message']}"
+    text = run(store_path, *[a.format(job=job) for a in args])
+    assert text.exit_code == 1
+    assert text.stdout == ""
+    assert text.stderr.strip() == result.stderr.strip()

@@ -284,7 +284,7 @@ def test_registered_jobs(tmp_path: Path, bucket: Path) -> None:
 
 def test_import_from_s3(tmp_path: Path, s3: S3Server) -> None:
     store = tmp_path / "store"
-    Store(store).add_authorization(s3.authorization())
+    Store(store).authorizations.add(s3.authorization())
     name = s3.new_bucket()
     import gzip
 
@@ -301,7 +301,8 @@ CRASH = textwrap.dedent(
     import os, signal, sys
     from pathlib import Path
     from engine.store import Store
-    from pipelines import jobs, import_state
+    from engine import import_state
+    from pipelines import jobs
 
     def die(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
@@ -337,7 +338,7 @@ def test_killed_after_the_commit_then_rerun(tmp_path: Path, bucket: Path) -> Non
 
 def test_diff_and_quarantine_with_tables_in_s3(tmp_path: Path, bucket: Path, s3: S3Server) -> None:
     store_path = tmp_path / "store"
-    Store(store_path).add_authorization(s3.authorization())
+    Store(store_path).authorizations.add(s3.authorization())
     tables = s3.new_bucket()
     Store(store_path, tables=f"s3://{tables}/lake", tables_auth="moto")
     (bucket / "events_20261101.csv").write_bytes(events("u1,a,x,1", "bad", "u2,b,x,1"))

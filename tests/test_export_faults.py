@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from engine.audiences import Audiences
 from engine.crash import AT_ENV, CRASH_EXIT_CODE, WITH_ENV
 from engine.profiles.config import ProfilesConfig
 from engine.store import Store
@@ -40,8 +41,8 @@ def profiles(store_path: Path, users: int, salt: str) -> Store:
     store.replace_profiles(
         pa.RecordBatchReader.from_batches(table.schema, table.to_batches()), config
     )
-    if "everyone" not in store.audiences():
-        store.create_audience("everyone", "_profile_id IS NOT NULL")
+    if "everyone" not in Audiences(store).conditions():
+        Audiences(store).create("everyone", "_profile_id IS NOT NULL")
     return store
 
 
@@ -110,7 +111,7 @@ def data_files(objects: dict[str, bytes]) -> dict[str, bytes]:
 @pytest.fixture
 def through_proxy(tmp_path: Path, s3: S3Server, proxy: FaultProxy) -> tuple[Store, Folder, str]:
     store = profiles(tmp_path / "store", USERS, "v1")
-    store.add_authorization(replace(s3.authorization("proxied"), endpoint_url=proxy.endpoint))
+    store.authorizations.add(replace(s3.authorization("proxied"), endpoint_url=proxy.endpoint))
     bucket = s3.new_bucket()
     return store, Folder(s3, bucket), job_text(bucket, "proxied")
 
@@ -199,7 +200,7 @@ def stop_then_settle(
     store = profiles(store_path, users, "v1")
     if backend == "s3":
         assert s3 is not None
-        store.add_authorization(s3.authorization())
+        store.authorizations.add(s3.authorization())
         bucket = s3.new_bucket()
         folder, text = Folder(s3, bucket), job_text(bucket, "moto")
     else:

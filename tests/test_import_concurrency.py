@@ -53,7 +53,7 @@ def test_two_runs_of_one_job_at_once(
 ) -> None:
     store_path = tmp_path / "store"
     store = Store(store_path)
-    store.add_authorization(replace(s3.authorization("proxied"), endpoint_url=proxy.endpoint))
+    store.authorizations.add(replace(s3.authorization("proxied"), endpoint_url=proxy.endpoint))
     bucket = s3.new_bucket()
     job = tmp_path / "job.toml"
     job.write_text(
@@ -88,7 +88,7 @@ def test_a_lease_held_by_a_live_run_in_this_process_refuses_a_second(
     tmp_path: Path, s3: S3Server, proxy: FaultProxy
 ) -> None:
     store = Store(tmp_path / "store")
-    store.add_authorization(replace(s3.authorization("proxied"), endpoint_url=proxy.endpoint))
+    store.authorizations.add(replace(s3.authorization("proxied"), endpoint_url=proxy.endpoint))
     bucket = s3.new_bucket()
     s3.put(bucket, "in/events.csv", csv_of(0, 100))
     job = jobs.load(

@@ -21,10 +21,11 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from engine import import_state
 from engine.crash import AT_ENV, CRASH_EXIT_CODE, IMPORT_STAGES, WITH_ENV
 from engine.lease import Lease
 from engine.store import Source, Store
-from pipelines import import_state, jobs
+from pipelines import jobs
 from tests.conftest import S3Server, imported_rows
 
 HOW = {"exit": CRASH_EXIT_CODE, "SIGINT": 130, "SIGTERM": 143}
@@ -83,7 +84,7 @@ def crash_then_rerun(
     name = f"events_2026110{{}}.{kind}"
     if backend == "s3":
         assert s3 is not None
-        store.add_authorization(s3.authorization())
+        store.authorizations.add(s3.authorization())
         bucket = s3.new_bucket()
         folder, auth = f"s3://{bucket}/in", 'auth = "moto"\n'
 
@@ -249,7 +250,7 @@ def test_a_killed_import_into_tables_in_s3_is_finished_exactly_once(
     stage: str, tmp_path: Path, s3: S3Server
 ) -> None:
     store_path = tmp_path / "store"
-    Store(store_path).add_authorization(s3.authorization())
+    Store(store_path).authorizations.add(s3.authorization())
     tables = s3.new_bucket()
     store = Store(store_path, tables=f"s3://{tables}/lake", tables_auth="moto")
     folder = tmp_path / "in"
@@ -280,7 +281,7 @@ def test_a_killed_import_into_tables_in_s3_is_finished_exactly_once(
 
 def test_a_killed_import_into_s3_leaves_no_unfinished_upload(tmp_path: Path, s3: S3Server) -> None:
     store_path = tmp_path / "store"
-    Store(store_path).add_authorization(s3.authorization())
+    Store(store_path).authorizations.add(s3.authorization())
     tables = s3.new_bucket()
     store = Store(store_path, tables=f"s3://{tables}/lake", tables_auth="moto")
     job_file = kill_a_large_import(tmp_path, store_path, "lake")

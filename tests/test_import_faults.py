@@ -135,7 +135,7 @@ def test_an_s3_fault(
     case: Case, kind: str, diff: bool, tmp_path: Path, s3: S3Server, proxy: FaultProxy
 ) -> None:
     store = Store(tmp_path / "store")
-    store.add_authorization(replace(s3.authorization("proxied"), endpoint_url=proxy.endpoint))
+    store.authorizations.add(replace(s3.authorization("proxied"), endpoint_url=proxy.endpoint))
     bucket = s3.new_bucket()
     text = job_text(kind, f"s3://{bucket}/in", "proxied", diff=diff)
     first = rows_of("v1")
@@ -210,7 +210,7 @@ def test_a_failing_fault_ends_the_cli_with_exit_1_and_one_clear_line(
 ) -> None:
     # Also for the process as a whole: no fatal interpreter error while threads unwind.
     store_path = tmp_path / "store"
-    Store(store_path).add_authorization(
+    Store(store_path).authorizations.add(
         replace(s3.authorization("proxied"), endpoint_url=proxy.endpoint)
     )
     bucket = s3.new_bucket()

@@ -75,7 +75,7 @@ def test_inspect_shows_the_file_and_a_job_that_runs(tmp_path: Path) -> None:
 
 def test_inspect_an_s3_object(tmp_path: Path, s3: S3Server) -> None:
     store = tmp_path / "store"
-    Store(store).add_authorization(s3.authorization())
+    Store(store).authorizations.add(s3.authorization())
     bucket = s3.new_bucket()
     s3.put(bucket, "in/events_2026-11-01.csv", b"a;b;ts\n1;2;1793523600\n")
     result = CliRunner().invoke(

@@ -141,7 +141,7 @@ def test_unknown_job_fields_and_conflicts_are_spec_errors(tmp_path: Path, bucket
 
 def test_import_from_s3(tmp_path: Path, s3: S3Server) -> None:
     store = tmp_path / "store"
-    Store(store).add_authorization(s3.authorization())
+    Store(store).authorizations.add(s3.authorization())
     name = s3.new_bucket()
     s3.put(name, "in/events_20261101.json.gz", gzip.compress(ndjson({"a": 1}, {"a": 2})))
     job = job_file(tmp_path, name, auth="moto", directory="in", prefix="events_")

@@ -149,7 +149,7 @@ def test_an_export_emails_a_link_to_each_file(
     sample: Store, s3: S3Server, smtp_server: SmtpServer
 ) -> None:
     configure(sample, smtp_server)
-    sample.add_authorization(s3.authorization())
+    sample.authorizations.add(s3.authorization())
     bucket = s3.new_bucket()
     job = jobs.load(
         job_toml(

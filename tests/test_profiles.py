@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.audiences import Audiences
 from engine.errors import ConfigError
 from engine.profiles import config as profiles_config
 from engine.profiles.identity import components, profile_ids
@@ -366,8 +367,8 @@ def test_ready_made_profiles_load_from_parquet_or_csv(
     assert [r["_profile_id"] for r in rows] == [1, 2, 3]
     assert rows[1]["_identities"] == [{"field": "user_id", "value": "2"}]
     assert rows[0]["score"] == 10.5
-    store.create_audience("high", "score > 15")
-    assert store.audience_sizes() == {"high": 2}
+    Audiences(store).create("high", "score > 15")
+    assert Audiences(store).sizes() == {"high": 2}
     with pytest.raises(ConfigError, match="does not have; its columns are"):
         load_profiles(store, str(path), ["customer_id"])
 
@@ -404,6 +405,33 @@ def test_a_csv_whose_later_rows_break_its_types_fails_clearly(store: Store, tmp_
     ):
         load_profiles(store, str(path), ["user_id"])
     assert store.profiles_scan() is None  # nothing committed
+
+
+def test_ready_made_profiles_are_read_as_every_import_reads(store: Store, tmp_path: Path) -> None:
+    """`profiles load` reads through engine.readers and engine.storage: compression is told by
+    the bytes, bytes that are not UTF-8 name their line, the decompression limits hold, and a
+    missing file is said as storage says it."""
+    import gzip
+
+    from engine.errors import BadInput, LimitExceeded, NoSuchKey
+    from engine.readers.source import Limits
+    from engine.readers.tables import open_table
+    from pipelines.profiles import load_profiles
+
+    hidden = tmp_path / "ready.csv"  # gzip under a plain name
+    hidden.write_bytes(gzip.compress(b"user_id,score\n1,10\n2,20\n"))
+    assert load_profiles(store, str(hidden), ["user_id"]) == 2
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("user_id,city\n1,Paris\n2,S\xe3o Paulo\n".encode("latin-1"))
+    with pytest.raises(BadInput, match=r"latin.csv, line 3: is not valid utf-8"):
+        load_profiles(store, str(latin), ["user_id"])
+    bomb = tmp_path / "bomb.csv.gz"
+    bomb.write_bytes(gzip.compress(b"user_id\n" + b"1\n" * 3_000_000))
+    with pytest.raises(LimitExceeded, match="max_bytes"):
+        open_table(str(bomb), limits=Limits(max_bytes=1 << 20)).read_all()
+    with pytest.raises(NoSuchKey, match="does not exist"):
+        load_profiles(store, str(tmp_path / "gone.parquet"), ["user_id"])
+    assert store.profiles().collect().height == 2  # the first load's, kept
 
 
 def test_a_misspelt_identity_field_is_refused_and_the_profiles_stay(

@@ -166,7 +166,7 @@ def acme(tmp_path: Path, s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("LAKEPORT_STORE", "./lakeport-data")
     store = Store(tmp_path / "lakeport-data")
     for name in ("acme", "prod"):
-        store.add_authorization(s3.authorization(name))
+        store.authorizations.add(s3.authorization(name))
     return tmp_path
 
 

@@ -56,40 +56,40 @@ def test_a_secrets_file_others_can_read_is_refused(tmp_path: Path, target: str, 
 
 
 def test_authorization_round_trip_keeps_only_references(store: Store) -> None:
-    store.add_authorization(
+    store.authorizations.add(
         AwsKeys(name="prod", access_key_id="AKIAPROD0000", secret_key=Secret("prod-secret-1"))
     )
-    loaded = store.authorization("prod")
+    loaded = store.authorizations.get("prod")
     assert isinstance(loaded, AwsKeys)
     assert loaded.secret_key.reveal() == "prod-secret-1"
     assert b"prod-secret-1" not in (store.path / "state.db").read_bytes()
 
 
 def test_removing_an_authorization_removes_its_stored_secret(store: Store) -> None:
-    store.add_authorization(
+    store.authorizations.add(
         AwsKeys(name="prod", access_key_id="AKIAPROD0000", secret_key=Secret("prod-secret-2"))
     )
-    store.remove_authorization("prod")
+    store.authorizations.remove("prod")
     assert "prod-secret-2" not in store.secrets.path.read_text()
     with pytest.raises(ConfigError, match="no authorization named 'prod'"):
-        store.authorization("prod")
+        store.authorizations.get("prod")
 
 
 def test_duplicate_authorization_names_are_refused(store: Store) -> None:
     keys = AwsKeys(name="prod", access_key_id="AKIAPROD0000", secret_key=Secret("x"))
-    store.add_authorization(keys)
+    store.authorizations.add(keys)
     with pytest.raises(ConfigError, match="exists already"):
-        store.add_authorization(keys)
+        store.authorizations.add(keys)
 
 
 def test_delegated_role_gets_its_own_external_id(store: Store) -> None:
     arn = "arn:aws:iam::123456789012:role/lakeport"
-    first = store.add_authorization(DelegatedRole(name="r1", role_arn=arn))
-    second = store.add_authorization(DelegatedRole(name="r2", role_arn=arn))
+    first = store.authorizations.add(DelegatedRole(name="r1", role_arn=arn))
+    second = store.authorizations.add(DelegatedRole(name="r2", role_arn=arn))
     assert isinstance(first, DelegatedRole)
     assert isinstance(second, DelegatedRole)
     assert first.external_id != second.external_id
-    assert store.authorization("r1") == first
+    assert store.authorizations.get("r1") == first
 
 
 @pytest.mark.parametrize(

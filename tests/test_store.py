@@ -33,7 +33,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     if request.param == "local":
         return Store(tmp_path / "store")
     s3: S3Server = request.getfixturevalue("s3")
-    Store(tmp_path / "store").add_authorization(s3.authorization())
+    Store(tmp_path / "store").authorizations.add(s3.authorization())
     bucket = s3.new_bucket()
     return Store(tmp_path / "store", tables=f"s3://{bucket}/lake", tables_auth="moto")
 
@@ -55,7 +55,7 @@ def test_creates_the_layout_on_first_use(tmp_path: Path) -> None:
 
 
 def test_tables_in_s3_are_remembered_and_cannot_move(tmp_path: Path, s3: S3Server) -> None:
-    Store(tmp_path / "store").add_authorization(s3.authorization())
+    Store(tmp_path / "store").authorizations.add(s3.authorization())
     bucket = s3.new_bucket()
     store = Store(tmp_path / "store", tables=f"s3://{bucket}/lake", tables_auth="moto")
     store.append("events", batches(5), source=Source("f"), job="j")
@@ -69,7 +69,7 @@ def test_tables_in_s3_are_remembered_and_cannot_move(tmp_path: Path, s3: S3Serve
     with pytest.raises(ConfigError, match=f"keeps its tables at s3://{bucket}/lake"):
         Store(tmp_path / "store", tables=f"s3://{bucket}/elsewhere", tables_auth="moto")
     with pytest.raises(ConfigError, match="cannot be removed while the store uses it"):
-        reopened.remove_authorization("moto")
+        reopened.authorizations.remove("moto")
 
 
 def test_tables_in_s3_need_an_authorization_that_exists(tmp_path: Path) -> None:

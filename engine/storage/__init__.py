@@ -345,6 +345,16 @@ def open_input(
     return cast(IO[bytes], _SizedFile(handle, location, expected.size))
 
 
+def open_random(url: str, auth: Authorization | None = None) -> IO[bytes]:
+    """Open an object or file for random access (a Parquet file is read from its footer), in
+    blocks; errors say which object and why, as `open_input`'s do."""
+    location = parse_url(url)
+    fs = filesystem(location, auth)
+    with _translating(auth, "read", location=location):
+        handle: IO[bytes] = fs.open(location.fs_path, "rb")
+    return handle
+
+
 class _SizedFile(Reader):
     """A local file whose bytes must be exactly the size that was listed."""
 

@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-from pipelines.cli.root import Context, cli
-from pipelines.output import (
-    OUTPUT_OPTION,
-    Output,
-    echo,
-    emit_json,
-    emit_table,
-)
-
-if TYPE_CHECKING:
-    pass
 from engine.errors import LakeportError
-from pipelines.cli.root import read_secret_file
+from pipelines.cli.root import Context, cli, read_secret_file
+from pipelines.output import Shown, echo, prints
 
 # Authorizations
 
@@ -108,30 +98,27 @@ def auth_add(
         else:
             secret = Secret(click.prompt("Secret access key", hide_input=True).strip())
         token = Secret.from_env(session_token_env) if session_token_env else None
-        added = store.add_authorization(
+        added = store.authorizations.add(
             AwsKeys(access_key_id=access_key_id, secret_key=secret, session_token=token, **common)
         )
     elif role_arn is not None:
         role: dict[str, Any] = {"role_arn": role_arn}
         if external_id is not None:
             role["external_id"] = external_id
-        added = store.add_authorization(DelegatedRole(**role, **common))
+        added = store.authorizations.add(DelegatedRole(**role, **common))
     else:
-        added = store.add_authorization(DefaultChain(**common))
+        added = store.authorizations.add(DefaultChain(**common))
     echo(f"added authorization '{added.name}' ({added.kind})")
     if added.kind == "delegated-role":
         echo(f"external id: {added.external_id} (the role's trust policy must require it)")
 
 
 @auth.command("list")
-@OUTPUT_OPTION
+@prints
 @click.pass_obj
-def auth_list(obj: Context, output: Output) -> None:
+def auth_list(obj: Context) -> Shown:
     """List authorizations (secrets are never shown)."""
-    shown = [a.describe() for a in obj.store().authorizations()]
-    if output == "json":
-        emit_json(shown)
-        return
+    shown = [a.describe() for a in obj.store().authorizations.list()]
     rows = [
         {
             "name": a["name"],
@@ -142,24 +129,21 @@ def auth_list(obj: Context, output: Output) -> None:
         }
         for a in shown
     ]
-    emit_table(
+    return Shown.table(
         rows,
         ["name", "kind", "identity", "region", "endpoint"],
+        document=shown,
         empty="no authorizations: add one with `lakeport auth add`",
     )
 
 
 @auth.command("show")
 @click.argument("name")
-@OUTPUT_OPTION
+@prints
 @click.pass_obj
-def auth_show(obj: Context, name: str, output: Output) -> None:
+def auth_show(obj: Context, name: str) -> Shown:
     """Show one authorization; secrets appear only as where they live (env:VAR or stored)."""
-    shown = obj.store().authorization(name).describe()
-    if output == "json":
-        emit_json(shown)
-        return
-    emit_table([{"field": k, "value": v} for k, v in shown.items()], ["field", "value"])
+    return Shown.fields(obj.store().authorizations.get(name).describe())
 
 
 @auth.command("remove")
@@ -167,7 +151,7 @@ def auth_show(obj: Context, name: str, output: Output) -> None:
 @click.pass_obj
 def auth_remove(obj: Context, name: str) -> None:
     """Remove an authorization and the secrets stored for it."""
-    obj.store().remove_authorization(name)
+    obj.store().authorizations.remove(name)
     echo(f"removed authorization '{name}'")
 
 
@@ -175,16 +159,16 @@ def auth_remove(obj: Context, name: str) -> None:
 @click.argument("name")
 @click.option("--bucket", required=True, help="The bucket the authorization is for.")
 @click.option("--read-only", is_flag=True, help="Imports only: no PutObject or DeleteObject.")
-@OUTPUT_OPTION
+@prints
 @click.pass_obj
-def auth_policy(obj: Context, name: str, bucket: str, read_only: bool, output: Output) -> None:
+def auth_policy(obj: Context, name: str, bucket: str, read_only: bool) -> Shown:
     """Print the IAM policy NAME needs on BUCKET, and for a delegated role its trust policy."""
     import json
 
     from engine import storage
     from engine.auth import DelegatedRole, bucket_policy, trust_policy
 
-    auth = obj.store().authorization(name)
+    auth = obj.store().authorizations.get(name)
     document: dict[str, Any] = {"permissions": bucket_policy(bucket, write=not read_only)}
     if isinstance(auth, DelegatedRole):
         try:
@@ -196,15 +180,16 @@ def auth_policy(obj: Context, name: str, bucket: str, read_only: bool, output: O
                 err=True,
             )
         document["trust"] = trust_policy(principal, auth.external_id)
-    if output == "json":
-        emit_json(document)
-        return
-    attach = "the role" if isinstance(auth, DelegatedRole) else "the user of the access key"
-    echo(f"# Permissions: attach to {attach} ({auth.name}) for s3://{bucket}")
-    echo(json.dumps(document["permissions"], indent=2))
-    if isinstance(auth, DelegatedRole):
-        echo(f"\n# Trust policy of {auth.role_arn}")
-        echo(json.dumps(document["trust"], indent=2))
+
+    def text() -> None:
+        attach = "the role" if isinstance(auth, DelegatedRole) else "the user of the access key"
+        echo(f"# Permissions: attach to {attach} ({auth.name}) for s3://{bucket}")
+        echo(json.dumps(document["permissions"], indent=2))
+        if isinstance(auth, DelegatedRole):
+            echo(f"\n# Trust policy of {auth.role_arn}")
+            echo(json.dumps(document["trust"], indent=2))
+
+    return Shown(document, text)
 
 
 # The store

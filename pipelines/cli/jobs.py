@@ -12,6 +12,7 @@ from pipelines.output import (
     COLUMNS_OPTION,
     OUTPUT_OPTION,
     Output,
+    Shown,
     activity,
     bytes_progress,
     choose_columns,
@@ -19,6 +20,7 @@ from pipelines.output import (
     emit_json,
     emit_table,
     human_bytes,
+    prints,
 )
 
 if TYPE_CHECKING:
@@ -29,9 +31,9 @@ if TYPE_CHECKING:
 @click.argument("url")
 @click.option("--auth", "auth_name", metavar="NAME", help="The authorization for s3:// URLs.")
 @click.option("--rows", "-n", type=click.IntRange(min=1, max=1000), default=10, show_default=True)
-@OUTPUT_OPTION
+@prints
 @click.pass_obj
-def inspect(obj: Context, url: str, auth_name: str | None, rows: int, output: Output) -> None:
+def inspect(obj: Context, url: str, auth_name: str | None, rows: int) -> Shown:
     """Sniff a CSV or JSON object: encoding, delimiter, fields, timestamps; preview rows;
     suggest a job."""
     from dataclasses import asdict
@@ -39,7 +41,7 @@ def inspect(obj: Context, url: str, auth_name: str | None, rows: int, output: Ou
     from engine import storage
     from engine.readers.sniff import inspect as sniff
 
-    auth = obj.store().authorization(auth_name) if auth_name else None
+    auth = obj.store().authorizations.get(auth_name) if auth_name else None
     with activity(f"Inspecting {url}"):
         info = storage.stat(url, auth)
         found = sniff(
@@ -49,26 +51,27 @@ def inspect(obj: Context, url: str, auth_name: str | None, rows: int, output: Ou
     folder = location.key.rsplit("/", 1)[0] if "/" in location.key else ""
     bucket = location.bucket if location.scheme == "s3" else folder
     job = found.job_toml(bucket, folder if location.scheme == "s3" else "", auth_name)
-    if output == "json":
-        emit_json({**asdict(found), "url": info.url, "job": job})
-        return
-    shown = "tab" if found.delimiter == "\t" else repr(found.delimiter)
-    echo(f"{info.url}: {human_bytes(found.size)}, {found.compression or 'not compressed'}")
-    if found.format == "json":
-        echo(f"JSON, {found.shape}: fields flattened to dotted names")
-    else:
-        echo(f"encoding {found.encoding}, delimiter {shown}, quote {found.quote_char!r}")
-    echo(f"fields ({len(found.fields)}): {', '.join(found.fields)}")
-    echo(f"look like timestamps: {', '.join(found.timestamp_fields) or 'none'}")
-    if found.prefix:
-        echo(f"continuous import of files named like this one: prefix = {found.prefix!r}")
-    emit_table(
-        found.rows,
-        found.fields,
-        title=f"first {len(found.rows)} rows",
-        empty="no rows after the header",
-    )
-    echo("\na job file to start from:\n" + job)
+
+    def text() -> None:
+        shown = "tab" if found.delimiter == "\t" else repr(found.delimiter)
+        echo(f"{info.url}: {human_bytes(found.size)}, {found.compression or 'not compressed'}")
+        if found.format == "json":
+            echo(f"JSON, {found.shape}: fields flattened to dotted names")
+        else:
+            echo(f"encoding {found.encoding}, delimiter {shown}, quote {found.quote_char!r}")
+        echo(f"fields ({len(found.fields)}): {', '.join(found.fields)}")
+        echo(f"look like timestamps: {', '.join(found.timestamp_fields) or 'none'}")
+        if found.prefix:
+            echo(f"continuous import of files named like this one: prefix = {found.prefix!r}")
+        emit_table(
+            found.rows,
+            found.fields,
+            title=f"first {len(found.rows)} rows",
+            empty="no rows after the header",
+        )
+        echo("\na job file to start from:\n" + job)
+
+    return Shown({**asdict(found), "url": info.url, "job": job}, text)
 
 
 # Jobs and runs
@@ -99,10 +102,7 @@ def _run_and_report(
             restart=restart,
             wait=None if wait else 0.0,
         )
-    if output == "json":
-        emit_json(record.as_json())
-    else:
-        echo(record.summary(), err=record.failed)
+    Shown(record.as_json(), lambda: echo(record.summary(), err=record.failed)).print(output)
     if record.failed:
         raise click.exceptions.Exit(1)
 
@@ -147,15 +147,12 @@ def jobs_add(obj: Context, job_file: Path, replace: bool) -> None:
 
 
 @jobs_group.command("list")
-@OUTPUT_OPTION
+@prints
 @click.pass_obj
-def jobs_list(obj: Context, output: Output) -> None:
+def jobs_list(obj: Context) -> Shown:
     """The registered jobs."""
     found = [{"name": n, "type": t, "updated": u} for n, t, u in obj.store().state.list_jobs()]
-    if output == "json":
-        emit_json(found)
-        return
-    emit_table(
+    return Shown.table(
         found, ["name", "type", "updated"], empty="no jobs: add one with `lakeport jobs add`"
     )
 
@@ -220,8 +217,8 @@ def cleanup(obj: Context, job: str | None) -> None:
     """Finish or take back what stopped runs of JOB (of every job when none) left: a commit
     the Delta log has, an export that was deciding; else their open uploads, temporary files,
     files no manifest lists and stream files no commit references."""
+    from engine import import_state
     from engine.lease import Lease
-    from pipelines import import_state
     from pipelines.audience_export import JOURNAL, settle_export
 
     store = obj.store()
@@ -242,11 +239,9 @@ def cleanup(obj: Context, job: str | None) -> None:
 @click.option("--job", "job_name", metavar="NAME", help="Only this job's runs.")
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True)
 @COLUMNS_OPTION
-@OUTPUT_OPTION
+@prints
 @click.pass_obj
-def runs(
-    obj: Context, job_name: str | None, limit: int, chosen: str | None, output: Output
-) -> None:
+def runs(obj: Context, job_name: str | None, limit: int, chosen: str | None) -> Shown:
     """The latest runs, newest first."""
     found = obj.store().state.runs(job_name, limit)
     rows = [
@@ -261,9 +256,6 @@ def runs(
         }
         for r in found
     ]
-    if output == "json":
-        emit_json(rows)
-        return
     table = [
         {
             **row,
@@ -272,9 +264,10 @@ def runs(
         }
         for row in rows
     ]
-    emit_table(
+    return Shown.table(
         table,
         choose_columns(["id", "job", "status", "started", "object", "rows", "error"], chosen),
+        document=rows,
         empty="no runs yet",
         right=["id", "rows"],
     )

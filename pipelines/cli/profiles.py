@@ -8,16 +8,7 @@ from pathlib import Path
 import click
 
 from pipelines.cli.root import Context, cli
-from pipelines.output import (
-    COLUMNS_OPTION,
-    OUTPUT_OPTION,
-    Output,
-    activity,
-    echo,
-    emit_frame,
-    emit_json,
-    emit_table,
-)
+from pipelines.output import COLUMNS_OPTION, Shown, activity, echo, emit_table, prints
 
 
 @cli.group("profiles")
@@ -38,11 +29,9 @@ def profiles() -> None:
     is_flag=True,
     help="Replace the profiles even when the build makes none from the events there are.",
 )
-@OUTPUT_OPTION
+@prints
 @click.pass_obj
-def profiles_build(
-    obj: Context, rules: Path, memory_limit: str, allow_empty: bool, output: Output
-) -> None:
+def profiles_build(obj: Context, rules: Path, memory_limit: str, allow_empty: bool) -> Shown:
     """Rebuild the profiles table from the streams, by the rules in RULES (profiles.toml)."""
     from pipelines.profiles import build_profiles
 
@@ -51,21 +40,21 @@ def profiles_build(
             obj.store(), rules, memory_limit=memory_limit, allow_empty=allow_empty
         )
     report = result.report
-    if output == "json":
-        emit_json(
-            {**asdict(report), "seconds": round(result.seconds, 3), "streams": result.streams}
+    document = {**asdict(report), "seconds": round(result.seconds, 3), "streams": result.streams}
+
+    def text() -> None:
+        rate = report.events / result.seconds if result.seconds else 0.0
+        echo(
+            f"built {report.profiles:,} profiles from {report.events:,} events "
+            f"({', '.join(result.streams)}) and {report.identities:,} identity values "
+            f"in {result.seconds:.1f} s ({rate:,.0f} events/s)"
         )
-        return
-    rate = report.events / result.seconds if result.seconds else 0.0
-    echo(
-        f"built {report.profiles:,} profiles from {report.events:,} events "
-        f"({', '.join(result.streams)}) and {report.identities:,} identity values "
-        f"in {result.seconds:.1f} s ({rate:,.0f} events/s)"
-    )
-    if report.without_identity:
-        echo(f"{report.without_identity:,} events had no identity value and were left out")
-    for name, count in report.unconverted.items():
-        echo(f"field {name}: {count:,} values did not convert to its type and were left out")
+        if report.without_identity:
+            echo(f"{report.without_identity:,} events had no identity value and were left out")
+        for name, count in report.unconverted.items():
+            echo(f"field {name}: {count:,} values did not convert to its type and were left out")
+
+    return Shown(document, text)
 
 
 @profiles.command("load")
@@ -83,7 +72,7 @@ def profiles_load(obj: Context, url: str, by: str, auth_name: str | None) -> Non
     from pipelines.profiles import load_profiles
 
     store = obj.store()
-    auth = store.authorization(auth_name) if auth_name else None
+    auth = store.authorizations.get(auth_name) if auth_name else None
     fields = [name.strip() for name in by.split(",") if name.strip()]
     with activity(f"Loading profiles from {url}"):
         rows = load_profiles(store, url, fields, auth=auth)
@@ -94,21 +83,18 @@ def profiles_load(obj: Context, url: str, by: str, auth_name: str | None) -> Non
 @click.option("--where", "where", metavar="EXPR", help="An SQL condition on profile fields.")
 @click.option("--limit", "-n", type=click.IntRange(min=0), default=20, show_default=True)
 @COLUMNS_OPTION
-@OUTPUT_OPTION
+@prints
 @click.pass_obj
-def profiles_show(
-    obj: Context, where: str | None, limit: int, chosen: str | None, output: Output
-) -> None:
+def profiles_show(obj: Context, where: str | None, limit: int, chosen: str | None) -> Shown:
     """Show profiles (the first LIMIT, or those matching --where)."""
     import polars as pl
 
     with activity("Reading profiles"):
-        store = obj.store()
         if where:
-            rows = pl.DataFrame(store.profile_matches(where, limit).read_all())
+            rows = pl.DataFrame(obj.audiences().matches(where, limit).read_all())
         else:
-            rows = store.profiles().head(limit).collect()
-    emit_frame(rows, output, chosen, title=f"profiles: {rows.height} shown", empty="no profiles")
+            rows = obj.store().profiles().head(limit).collect()
+    return Shown.frame(rows, chosen, title=f"profiles: {rows.height} shown", empty="no profiles")
 
 
 @cli.group("audience")
@@ -122,22 +108,22 @@ def audience() -> None:
 @click.pass_obj
 def audience_create(obj: Context, name: str, where: str) -> None:
     """Create the audience NAME: the profiles for which EXPR holds."""
-    store = obj.store()
-    store.create_audience(name, where)
-    size = store.audience_sizes()[name]
+    audiences = obj.audiences()
+    audiences.create(name, where)
+    size = audiences.sizes()[name]
     echo(f"audience {name} created: {size:,} profiles")
 
 
 @audience.command("list")
-@OUTPUT_OPTION
+@prints
 @click.pass_obj
-def audience_list(obj: Context, output: Output) -> None:
+def audience_list(obj: Context) -> Shown:
     """Every audience with its condition and size."""
-    store = obj.store()
-    conditions = store.audiences()
+    audiences = obj.audiences()
+    conditions = audiences.conditions()
     with activity("Counting audiences"):
-        broken = store.broken_audiences() if conditions else {}
-        sizes = store.audience_sizes() if len(conditions) > len(broken) else {}
+        broken = audiences.broken() if conditions else {}
+        sizes = audiences.sizes() if len(conditions) > len(broken) else {}
     rows = [
         {
             "name": name,
@@ -147,30 +133,32 @@ def audience_list(obj: Context, output: Output) -> None:
         }
         for name, condition in conditions.items()
     ]
-    if output == "json":
-        emit_json(rows)
-        return
-    shown = [
-        {**row, "profiles": "broken" if row["profiles"] is None else row["profiles"]}
-        for row in rows
-    ]
-    emit_table(shown, ["name", "profiles", "where"], title="audiences", empty="no audiences yet")
-    for name, reason in broken.items():
-        echo(f"audience {name} is broken: {reason}", err=True)
+
+    def text() -> None:
+        shown = [
+            {**row, "profiles": "broken" if row["profiles"] is None else row["profiles"]}
+            for row in rows
+        ]
+        columns = ["name", "profiles", "where"]
+        emit_table(shown, columns, title="audiences", empty="no audiences yet")
+        for name, reason in broken.items():
+            echo(f"audience {name} is broken: {reason}", err=True)
+
+    return Shown(rows, text)
 
 
 @audience.command("show")
 @click.argument("name")
 @click.option("--limit", "-n", type=click.IntRange(min=0), default=20, show_default=True)
 @COLUMNS_OPTION
-@OUTPUT_OPTION
+@prints
 @click.pass_obj
-def audience_show(obj: Context, name: str, limit: int, chosen: str | None, output: Output) -> None:
+def audience_show(obj: Context, name: str, limit: int, chosen: str | None) -> Shown:
     """Preview the first LIMIT profiles of the audience NAME."""
     with activity(f"Reading audience {name}"):
-        frame = obj.store().audience(name).head(limit).collect()
+        frame = obj.audiences().members(name).head(limit).collect()
     title = f"audience {name}: {frame.height} shown"
-    emit_frame(frame, output, chosen, title=title, empty="empty")
+    return Shown.frame(frame, chosen, title=title, empty="empty")
 
 
 @audience.command("remove")
@@ -178,5 +166,5 @@ def audience_show(obj: Context, name: str, limit: int, chosen: str | None, outpu
 @click.pass_obj
 def audience_remove(obj: Context, name: str) -> None:
     """Remove the audience NAME."""
-    obj.store().remove_audience(name)
+    obj.audiences().remove(name)
     echo(f"audience {name} removed")

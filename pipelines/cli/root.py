@@ -23,11 +23,10 @@ import click
 
 from engine.errors import Interrupted, LakeportError
 from engine.secrets import redact
-from pipelines.output import (
-    echo,
-)
+from pipelines.output import OUTPUT_KEY, echo, emit_error
 
 if TYPE_CHECKING:
+    from engine.audiences import Audiences
     from engine.store import Store
 
 DEBUG_ENV = "LAKEPORT_DEBUG"
@@ -41,6 +40,11 @@ class Context:
         from engine.store import Store
 
         return Store(self.store_path)
+
+    def audiences(self) -> Audiences:
+        from engine.audiences import Audiences
+
+        return Audiences(self.store())
 
 
 class _RedactingFilter(logging.Filter):
@@ -102,7 +106,7 @@ class LakeportGroup(click.Group):
             _silence_stdout()
             ctx.exit(141)
         except LakeportError as exc:
-            echo(f"lakeport: error: {redact(str(exc))}", err=True)
+            emit_error(exc, ctx.meta.get(OUTPUT_KEY))
             ctx.exit(1)
         except Exception as exc:
             if os.environ.get(DEBUG_ENV):

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from pipelines.cli.root import Context, cli
-from pipelines.output import OUTPUT_OPTION, Output, echo, emit_json, emit_table
+from pipelines.output import Shown, echo, prints
 
 
 @cli.group("smtp")
@@ -81,17 +81,15 @@ def smtp_set(
 
 
 @smtp.command("show")
-@OUTPUT_OPTION
+@prints
 @click.pass_obj
-def smtp_show(obj: Context, output: Output) -> None:
+def smtp_show(obj: Context) -> Shown:
     """The SMTP server; the password only as where it lives."""
     from engine import mail
 
     shown = mail.load(obj.store()).describe()
-    if output == "json":
-        emit_json(shown)
-        return
-    emit_table([{"setting": k, "value": v} for k, v in shown.items()], ["setting", "value"])
+    rows = [{"setting": k, "value": v} for k, v in shown.items()]
+    return Shown.table(rows, ["setting", "value"], document=shown)
 
 
 @smtp.command("test")

@@ -4,25 +4,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from pipelines.cli.root import Context, cli
-from pipelines.output import (
-    COLUMNS_OPTION,
-    OUTPUT_OPTION,
-    Output,
-    activity,
-    echo,
-    emit_frame,
-    emit_json,
-    emit_table,
-    human_bytes,
-)
-
-if TYPE_CHECKING:
-    pass
+from pipelines.output import COLUMNS_OPTION, Shown, activity, echo, human_bytes, prints
 
 
 @cli.group("store")
@@ -44,30 +31,30 @@ def store_init(obj: Context, tables: str | None, auth_name: str | None) -> None:
 
 @store_group.command("vacuum")
 @click.argument("streams", nargs=-1, metavar="[STREAM]...")
-@OUTPUT_OPTION
+@prints
 @click.pass_obj
-def store_vacuum(obj: Context, streams: tuple[str, ...], output: Output) -> None:
+def store_vacuum(obj: Context, streams: tuple[str, ...]) -> Shown:
     """Remove the data files of STREAMs (all when none) that no Delta commit references:
     what an append that died before its commit left. Appends under way are not touched."""
     store = obj.store()
     removed = {name: store.remove_unreferenced(name) for name in streams or store.stream_names()}
-    if output == "json":
-        emit_json(removed)
-        return
-    for name, urls in removed.items():
-        for url in urls:
-            echo(f"removed {url}")
-        echo(
-            f"stream '{name}': {len(urls)} unreferenced file{'' if len(urls) == 1 else 's'} removed"
-        )
-    if not removed:
-        echo("no streams")
+
+    def text() -> None:
+        for name, urls in removed.items():
+            for url in urls:
+                echo(f"removed {url}")
+            files = f"{len(urls)} unreferenced file{'' if len(urls) == 1 else 's'}"
+            echo(f"stream '{name}': {files} removed")
+        if not removed:
+            echo("no streams")
+
+    return Shown(removed, text)
 
 
 @store_group.command("info")
-@OUTPUT_OPTION
+@prints
 @click.pass_obj
-def store_info(obj: Context, output: Output) -> None:
+def store_info(obj: Context) -> Shown:
     """Show where the store keeps its state and tables, and what it holds."""
     store = obj.store()
     info = {
@@ -78,10 +65,7 @@ def store_info(obj: Context, output: Output) -> None:
         "authorizations": len(store.state.list_authorizations()),
         "streams": len(store.streams()),
     }
-    if output == "json":
-        emit_json(info)
-        return
-    emit_table([{"field": k, "value": v} for k, v in info.items()], ["field", "value"])
+    return Shown.fields(info)
 
 
 # Buckets and folders
@@ -90,50 +74,43 @@ def store_info(obj: Context, output: Output) -> None:
 @cli.command("ls")
 @click.argument("url", required=False)
 @click.option("--auth", "auth_name", metavar="NAME", help="The authorization for s3:// URLs.")
-@OUTPUT_OPTION
+@prints
 @click.pass_obj
-def ls(obj: Context, url: str | None, auth_name: str | None, output: Output) -> None:
+def ls(obj: Context, url: str | None, auth_name: str | None) -> Shown:
     """List buckets (no URL), or the directories and files under URL.
 
     URL is s3://BUCKET/PREFIX/, file:///PATH, a local path, or memory://PATH.
     """
     from engine import storage
 
-    auth = obj.store().authorization(auth_name) if auth_name else None
+    auth = obj.store().authorizations.get(auth_name) if auth_name else None
     if url is None:
         if auth is None:
             raise click.UsageError("listing buckets needs --auth NAME (or give a URL)")
         with activity("Listing buckets"):
             buckets = storage.list_buckets(auth)
-        if output == "json":
-            emit_json([{"name": b.name, "created": b.created} for b in buckets])
-            return
-        emit_table(
+        return Shown.table(
             [{"bucket": b.name, "created": b.created} for b in buckets],
             ["bucket", "created"],
+            document=[{"name": b.name, "created": b.created} for b in buckets],
             empty="no buckets",
         )
-        return
     with activity(f"Listing {url}"):
         listing = storage.list_directory(url, auth)
-    if output == "json":
-        emit_json(
+    document = {
+        "url": listing.url,
+        "directories": listing.directories,
+        "files": [
             {
-                "url": listing.url,
-                "directories": listing.directories,
-                "files": [
-                    {
-                        "url": f.url,
-                        "name": f.name,
-                        "size": f.size,
-                        "last_modified": f.last_modified,
-                        "etag": f.etag,
-                    }
-                    for f in listing.files
-                ],
+                "url": f.url,
+                "name": f.name,
+                "size": f.size,
+                "last_modified": f.last_modified,
+                "etag": f.etag,
             }
-        )
-        return
+            for f in listing.files
+        ],
+    }
     rows: list[dict[str, Any]] = [{"name": d, "size": "DIR"} for d in listing.directories]
     rows += [
         {
@@ -145,9 +122,10 @@ def ls(obj: Context, url: str | None, auth_name: str | None, output: Output) -> 
         }
         for f in listing.files
     ]
-    emit_table(
+    return Shown.table(
         rows,
         ["name", "size", "bytes", "modified", "etag"],
+        document=document,
         title=listing.url,
         empty="empty",
         right=["size", "bytes"],
@@ -159,21 +137,13 @@ def ls(obj: Context, url: str | None, auth_name: str | None, output: Output) -> 
 
 
 @cli.command("streams")
-@OUTPUT_OPTION
+@prints
 @click.pass_obj
-def streams(obj: Context, output: Output) -> None:
+def streams(obj: Context) -> Shown:
     """List the streams in the store, with row counts and fields."""
     with activity("Reading stream logs"):
         found = obj.store().streams()
-    if output == "json":
-        emit_json(
-            [
-                {"name": s.name, "rows": s.rows, "version": s.version, "fields": s.fields}
-                for s in found
-            ]
-        )
-        return
-    emit_table(
+    return Shown.table(
         [
             {
                 "stream": s.name,
@@ -184,6 +154,10 @@ def streams(obj: Context, output: Output) -> None:
             for s in found
         ],
         ["stream", "rows", "version", "fields"],
+        document=[
+            {"name": s.name, "rows": s.rows, "version": s.version, "fields": s.fields}
+            for s in found
+        ],
         empty="no streams yet",
         right=["rows", "version"],
     )
@@ -199,17 +173,15 @@ def stream() -> None:
 @click.option("--limit", "-n", type=click.IntRange(min=0), default=20, show_default=True)
 @click.option("--rejected", is_flag=True, help="Show the rows the imports rejected instead.")
 @COLUMNS_OPTION
-@OUTPUT_OPTION
+@prints
 @click.pass_obj
-def stream_show(
-    obj: Context, name: str, limit: int, rejected: bool, chosen: str | None, output: Output
-) -> None:
+def stream_show(obj: Context, name: str, limit: int, rejected: bool, chosen: str | None) -> Shown:
     """Show the first rows of the stream NAME."""
     with activity(f"Reading stream {name}"):
         store = obj.store()
         frame = (store.rejected(name) if rejected else store.stream(name)).head(limit).collect()
     title = f"stream {name}: first {frame.height} rows"
-    emit_frame(frame, output, chosen, title=title, empty="the stream is empty")
+    return Shown.frame(frame, chosen, title=title, empty="the stream is empty")
 
 
 @cli.command("demo")
