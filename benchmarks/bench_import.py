@@ -35,7 +35,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from benchmarks.common import DATA, Measured, measure, measured_on, median, write_section
+from benchmarks.common import (
+    DATA,
+    Measured,
+    measure,
+    measured_on,
+    median,
+    write_section,
+    written,
+)
 
 FIELDS = [
     "user_id",
@@ -154,7 +162,7 @@ def generate(rows: int) -> tuple[Path, Path]:
         return first, second
     DATA.mkdir(parents=True, exist_ok=True)
     for path, changed, total in ((first, False, rows), (second, True, rows + rows // 20)):
-        with pacsv.CSVWriter(path, _rows(0, 1, False).schema) as writer:
+        with written(path) as part, pacsv.CSVWriter(part, _rows(0, 1, False).schema) as writer:
             for start in range(0, total, CHUNK):
                 writer.write_table(
                     _rows(start, min(CHUNK, total - start), changed and start < rows)
@@ -205,7 +213,12 @@ def generate_json(rows: int) -> tuple[Path, Path]:
     if flat.exists() and nested.exists():
         return flat, nested
     DATA.mkdir(parents=True, exist_ok=True)
-    with flat.open("wb") as flat_out, nested.open("wb") as nested_out:
+    with (
+        written(flat) as flat_part,
+        written(nested) as nested_part,
+        flat_part.open("wb") as flat_out,
+        nested_part.open("wb") as nested_out,
+    ):
         for start in range(0, rows, CHUNK):
             frame = pl.from_arrow(_rows(start, min(CHUNK, rows - start), False))
             assert isinstance(frame, pl.DataFrame)

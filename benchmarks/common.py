@@ -9,7 +9,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +57,16 @@ def write_parquet(path: Path, tables: Iterable[Any]) -> Path:
         writer.close()
     Path(part.name).replace(path)
     return path
+
+
+@contextmanager
+def written(path: Path) -> Iterator[Path]:
+    """A temporary name to write `path` under, renamed to `path` once the block ends without an
+    error: generated data is never found half-written (an interrupted run leaves a `.part`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    yield part
+    part.replace(path)
 
 
 def median(runs: list[Measured]) -> Measured:
