@@ -39,6 +39,7 @@ CHUNK = 1_000_000
 LOAD = """
 import sys
 from engine import Store
+from engine.audiences import Audiences
 from pipelines.profiles import load_profiles
 store = Store(sys.argv[1])
 load_profiles(store, sys.argv[2], ["user_id"])
@@ -47,7 +48,6 @@ Audiences(store).create("everyone", "_profile_id IS NOT NULL")
 EXPORT = """
 import sys
 from engine import Store
-from engine.audiences import Audiences
 from pipelines import jobs
 store = Store(sys.argv[1])
 record = jobs.run(store, jobs.load(sys.argv[2], "bench"))
