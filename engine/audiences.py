@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from engine.duck import TableScan
 from engine.errors import ConfigError
 from engine.profiles.audiences import check, lazy, members, memberships, sizes
 from engine.store import Store
@@ -22,7 +23,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 class Audiences:
     """The store's audiences: each a name and a condition, kept in `state.db`, and run on the
-    store's profiles.
+    store's profiles. Each call reads the profiles table once: what it checks and what it
+    reads are the same version.
 
         >>> Audiences(store).create("vip", "list_contains(tags, 'vip')")
         >>> Audiences(store).members("vip").collect()   # a polars DataFrame
@@ -40,7 +42,7 @@ class Audiences:
                 f"'{name}' is not a valid audience name: use 1-64 letters, digits, '_', '.' or "
                 "'-', starting with a letter or digit"
             )
-        check(condition, self._columns())
+        check(condition, _columns(self.store.existing_profiles()))
         if not self.store.state.put_audience(name, condition):
             raise ConfigError(
                 f"an audience named '{name}' exists: remove it first, or choose another name"
@@ -57,7 +59,10 @@ class Audiences:
     def broken(self) -> dict[str, str]:
         """The audiences whose condition no longer runs on the profiles (a rebuild changed or
         dropped a field it uses), each with the reason."""
-        columns = self._columns()
+        return self._broken(self.store.existing_profiles())
+
+    def _broken(self, profiles: TableScan) -> dict[str, str]:
+        columns = _columns(profiles)
         broken = {}
         for name, condition in self.conditions().items():
             try:
@@ -66,19 +71,19 @@ class Audiences:
                 broken[name] = str(exc)
         return broken
 
-    def _working(self) -> dict[str, str]:
-        broken = self.broken()
+    def _working(self, profiles: TableScan) -> dict[str, str]:
+        broken = self._broken(profiles)
         return {n: c for n, c in self.conditions().items() if n not in broken}
 
     def sizes(self) -> dict[str, int]:
         """How many profiles each audience holds (one pass over the profiles); a broken
         audience (see `broken`) is left out."""
-        return sizes(self.store.existing_profiles(), self._working(), spill=self._spill)
+        profiles = self.store.existing_profiles()
+        return sizes(profiles, self._working(profiles), spill=self._spill)
 
     def members(self, name: str) -> pl.LazyFrame:
         """The profiles in an audience, as a Polars LazyFrame."""
-        condition = self._condition(name)
-        profiles = self.store.existing_profiles()
+        condition, profiles = self._condition(name)
         return lazy(
             lambda columns, limit: members(
                 profiles, condition, spill=self._spill, columns=columns, limit=limit
@@ -90,7 +95,7 @@ class Audiences:
         """For each profile (`_profile_id`), the names of all the audiences it is in
         (`audiences`, a list): one pass over the profiles, however many audiences."""
         profiles = self.store.existing_profiles()
-        conditions = self._working()
+        conditions = self._working(profiles)
         schema = pa.schema(
             [profiles.schema.field("_profile_id"), pa.field("audiences", pa.list_(pa.string()))]
         )
@@ -112,8 +117,7 @@ class Audiences:
         """The profiles in an audience as a stream of record batches, in the table's order:
         `columns` only (all when None), at most `limit`, and with `segments` set, a list field
         of that name holding every audience each profile is in (from the same pass)."""
-        condition = self._condition(name)
-        profiles = self.store.existing_profiles()
+        condition, profiles = self._condition(name)
         known = profiles.schema.names
         for column in columns or []:
             if column not in known:
@@ -124,7 +128,7 @@ class Audiences:
             return members(profiles, condition, spill=self._spill, columns=columns, limit=limit)
         return memberships(
             profiles,
-            self._working(),
+            self._working(profiles),
             spill=self._spill,
             columns=columns or known,
             where=condition,
@@ -134,19 +138,19 @@ class Audiences:
 
     def matches(self, condition: str, limit: int | None = None) -> pa.RecordBatchReader:
         """The profiles for which an SQL condition holds (checked as an audience's is)."""
-        check(condition, self._columns())
-        return members(self.store.existing_profiles(), condition, spill=self._spill, limit=limit)
+        profiles = self.store.existing_profiles()
+        check(condition, _columns(profiles))
+        return members(profiles, condition, spill=self._spill, limit=limit)
 
-    def _columns(self) -> dict[str, pa.DataType]:
-        return {f.name: f.type for f in self.store.existing_profiles().schema}
-
-    def _condition(self, audience: str) -> str:
-        """The audience's condition, checked against the profiles as they are now."""
+    def _condition(self, audience: str) -> tuple[str, TableScan]:
+        """The audience's condition, checked against the profiles as they are now; and those
+        profiles."""
         condition = self.conditions().get(audience)
         if condition is None:
             raise ConfigError(f"no audience named '{audience}' ({self._names()})")
+        profiles = self.store.existing_profiles()
         try:
-            return check(condition, self._columns())
+            return check(condition, _columns(profiles)), profiles
         except ConfigError as exc:
             raise ConfigError(
                 f"audience '{audience}' is broken: {exc}; remove it and create it again "
@@ -156,6 +160,10 @@ class Audiences:
     def _names(self) -> str:
         names = list(self.conditions())
         return "audiences: " + (", ".join(names) if names else "none yet")
+
+
+def _columns(profiles: TableScan) -> dict[str, pa.DataType]:
+    return {f.name: f.type for f in profiles.schema}
 
 
 def _select(reader: pa.RecordBatchReader, columns: list[str]) -> pa.RecordBatchReader:

@@ -36,6 +36,13 @@ class Problem(Exception):
         self.key = key
         self.message = message
 
+    @classmethod
+    def named(cls, said: str) -> Problem:
+        """The problem an engine check said in a message that starts with the setting's name
+        (`delimiter must be one character...`)."""
+        key, _, message = said.partition(" ")
+        return cls(key, message)
+
 
 @dataclass(frozen=True)
 class Kind:

@@ -161,7 +161,6 @@ class AudienceExportJob(InBucket, JobSpec):
     def _inside(self) -> AudienceExportJob:
         """The directory as the export writes it: a path every file system takes (this
         replaces InBucket's check, of a directory an import reads)."""
-        self.root  # noqa: B018 - checks the bucket, once
         try:
             check_directory(self.directory)
         except ConfigError as exc:

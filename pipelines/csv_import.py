@@ -56,9 +56,7 @@ class CsvImportJob(importing.ImportJob):
         try:
             check_dialect(self.dialect)
         except ConfigError as exc:
-            # The message starts with the setting's name.
-            key, _, rest = str(exc).partition(" ")
-            raise Problem(key, rest) from None
+            raise Problem.named(str(exc)) from None
         return self
 
     @cached_property

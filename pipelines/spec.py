@@ -159,8 +159,13 @@ class InBucket(Declared):
     """The folder inside the bucket, without `..` or a leading `/`."""
 
     @model_validator(mode="after")
-    def _inside(self) -> InBucket:
+    def _reachable(self) -> InBucket:
         self.root  # noqa: B018 - checks the bucket, once
+        return self
+
+    @model_validator(mode="after")
+    def _inside(self) -> InBucket:
+        """The directory as an import reads it (an export replaces this with its own)."""
         if ".." in self.directory.split("/") or self.directory.startswith("/"):
             raise Problem(
                 "directory",
@@ -214,7 +219,7 @@ class Limited(Declared):
             self.limits  # noqa: B018 - Limits checks what a reader can take
         except ConfigError as exc:  # "limit NAME must be at most ..."
             said = str(exc).removeprefix("limit ")
-            raise Problem(said.partition(" ")[0], f"is too large: {said}") from None
+            raise Problem.named(f"{said.partition(' ')[0]} is too large: {said}") from None
         return self
 
     @cached_property
