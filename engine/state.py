@@ -98,6 +98,10 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+_SET_WATERMARK = (
+    "INSERT INTO watermarks (job, key, value, updated_at) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (job, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+)
 LEASE_SECONDS = 60.0
 """A lease whose holder has not beaten its heart for this long is free, wherever it ran."""
 RUNNING = "running"
@@ -334,9 +338,7 @@ class StateDB:
     def set_watermark(self, job: str, key: str, value: str) -> None:
         with self._connect() as conn:
             conn.execute(
-                "INSERT INTO watermarks (job, key, value, updated_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (job, key) DO UPDATE SET value = excluded.value, "
-                "updated_at = excluded.updated_at",
+                _SET_WATERMARK,
                 (job, key, value, now().isoformat()),
             )
 
@@ -413,6 +415,39 @@ class StateDB:
     def delete_journal(self, job: str, entry: str) -> None:
         with self._connect() as conn:
             conn.execute("DELETE FROM journal WHERE job = ? AND entry = ?", (job, entry))
+
+    def end_journal(
+        self,
+        job: str,
+        entry: str,
+        watermarks: dict[str, str] | None = None,
+        *,
+        run: tuple[int, str] | None = None,
+    ) -> None:
+        """Drop a journal entry; in the same transaction, move the job's `watermarks` (what
+        the run that ends has done) and mark its `run` (id, object) succeeded: a process that
+        stops after this leaves the work done and said so, and before it, not done."""
+        with self._connect() as conn:
+            conn.execute("DELETE FROM journal WHERE job = ? AND entry = ?", (job, entry))
+            for key, value in (watermarks or {}).items():
+                conn.execute(
+                    _SET_WATERMARK,
+                    (job, key, value, now().isoformat()),
+                )
+            if run is not None:
+                conn.execute(
+                    "UPDATE runs SET status = 'succeeded', finished_at = ?, object = ? "
+                    "WHERE id = ? AND status = 'running'",
+                    (now().isoformat(), run[1], run[0]),
+                )
+
+    def watermarks(self, job: str) -> dict[str, str]:
+        """Every watermark of a job, by key."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT key, value FROM watermarks WHERE job = ?", (job,)
+            ).fetchall()
+        return {str(r[0]): str(r[1]) for r in rows}
 
     # Runs
 

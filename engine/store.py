@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import pyarrow as pa
 
@@ -82,6 +83,20 @@ class AppendResult:
     """The stream's Delta table version after the append."""
     already_committed: bool
     """True when this (job, source, ETag) was committed before: nothing was written."""
+
+
+@dataclass(frozen=True)
+class Changes:
+    """The events a stream took between two of its versions: its files added after `after`,
+    up to `version` (pinned when they were asked for: later commits are not in them)."""
+
+    stream: str
+    after: int | None
+    """The version the events follow (None: from the first)."""
+    version: int
+    scan: TableScan
+    """The added files (their schema is the stream's at `version`)."""
+    files: int
 
 
 @dataclass(frozen=True)
@@ -451,11 +466,55 @@ class Store:
         """The stream for DuckDB to read."""
         return self._scan_of(self._open(self._existing_stream(name)))
 
-    def _scan_of(self, table: Any) -> TableScan:
-        # Local tables written by lakeport have no deletion vectors or column mapping: their
-        # files are the table. Tables in S3 are read through Arrow (DuckDB has no S3 here).
-        files = tuple(table.file_uris()) if self.tables.scheme == "file" else ()
-        return TableScan(pa.schema(table.schema()), table.to_pyarrow_dataset(), files)
+    def _scan_of(self, table: Any, only: list[str] | None = None) -> TableScan:
+        """What DuckDB reads: the table, or `only` its files of these paths (in this order).
+        Local tables written by lakeport have no deletion vectors or column mapping: their
+        files are the table. Tables in S3 are read through Arrow (DuckDB has no S3 here)."""
+        import pyarrow.dataset as pds
+
+        schema = pa.schema(table.schema())
+        dataset = table.to_pyarrow_dataset()
+        if only is None:
+            files = tuple(table.file_uris()) if self.tables.scheme == "file" else ()
+            return TableScan(schema, dataset, files)
+        fragments = {f.path.rsplit("/", 1)[-1]: f for f in dataset.get_fragments()}
+        chosen = [fragments[_unquoted_name(path)] for path in only]
+        dataset = pds.FileSystemDataset(chosen, dataset.schema, dataset.format, dataset.filesystem)
+        files = ()
+        if self.tables.scheme == "file":
+            root = _plain(table.table_uri).rstrip("/")
+            files = tuple(f"{root}/{unquote(path)}" for path in only)
+        return TableScan(schema, dataset, files)
+
+    def stream_changes(self, name: str, after: int | None) -> Changes:
+        """The events committed to the stream after version `after` (every event when None),
+        up to its version now. Streams only grow, so these are the files of the version now
+        that were not in `after`; a stream rewritten in between (an OPTIMIZE or DELETE by
+        another tool) is refused, since its old events would come again."""
+        uri = self._existing_stream(name)
+        table = self._open(uri)
+        version = table.version()
+        added = _added_files(table)
+        if after is not None:
+            if after > version:
+                raise StoreError(
+                    f"stream '{name}' is at version {version}, behind the version {after} an "
+                    "earlier export reached (was it removed and made again?): run the export "
+                    "with --restart to export every event of it again"
+                )
+            with self._delta_errors(f"cannot read version {after} of stream '{name}'"):
+                earlier = self._open(uri)
+                earlier.load_as_version(after)
+            before = set(_added_files(earlier))
+            if not before <= set(added):
+                raise StoreError(
+                    f"stream '{name}' was rewritten after version {after} (its files were "
+                    "compacted or deleted by another tool): lakeport cannot tell its new "
+                    "events from the old; run the export with --restart to export every "
+                    "event of it again"
+                )
+            added = [path for path in added if path not in before]
+        return Changes(name, after, version, self._scan_of(table, added), len(added))
 
     def stream_names(self) -> list[str]:
         """The names of the streams' folders, a table in each (or, after a first append that
@@ -542,10 +601,23 @@ _CLOCK_MARGIN = timedelta(minutes=2)
 """How far an object store's clock may be from this machine's."""
 
 
+def _added_files(table: Any) -> list[str]:
+    """The paths of a table version's files, in the order they were added."""
+    actions = pa.table(table.get_add_actions(flatten=False))
+    rows = zip(
+        actions.column("modification_time").to_pylist(),
+        actions.column("path").to_pylist(),
+        strict=True,
+    )
+    return [str(path) for _, path in sorted(rows)]
+
+
+def _unquoted_name(path: str) -> str:
+    return unquote(path).rsplit("/", 1)[-1]
+
+
 def _plain(url: str) -> str:
     """A file's URL or path in one spelling, to compare the log's with a listing's."""
-    from urllib.parse import unquote
-
     return unquote(url.removeprefix("file://")).removeprefix("s3://")
 
 

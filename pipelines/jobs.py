@@ -10,15 +10,20 @@ from engine.declared import json_schema, parse
 from engine.errors import ConfigError
 from engine.store import Store
 from engine.textfile import read_text
-from pipelines import audience_export, csv_import, json_import
+from pipelines import audience_export, csv_import, event_export, json_import
 from pipelines.errors import SpecError
 from pipelines.runs import RunRecord
 from pipelines.spec import JobType, parse_toml
 
-Job = csv_import.CsvImportJob | json_import.JsonImportJob | audience_export.AudienceExportJob
+Job = (
+    csv_import.CsvImportJob
+    | json_import.JsonImportJob
+    | audience_export.AudienceExportJob
+    | event_export.EventExportJob
+)
 
 TYPES: dict[str, JobType[Any]] = {
-    t.name: t for t in (csv_import.JOB, json_import.JOB, audience_export.JOB)
+    t.name: t for t in (csv_import.JOB, json_import.JOB, audience_export.JOB, event_export.JOB)
 }
 """Every job type, by the name job files give in `type`."""
 

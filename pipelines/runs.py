@@ -31,7 +31,8 @@ class RunRecord:
     object: str | None = None
     """The object imported; for an export, its manifest."""
     kind: str = "import"
-    """`import` or `export`: which counters below mean something."""
+    """`import`, `export` (of an audience) or `events` (an event export): which counters
+    below mean something."""
     run_id: int | None = None
     rows_read: int = 0
     rows_imported: int = 0
@@ -47,6 +48,10 @@ class RunRecord:
     """Users exported."""
     files: list[str] | None = None
     """The files an export wrote (its manifest last)."""
+    events: int = 0
+    """Events exported."""
+    streams: dict[str, int] | None = None
+    """Events exported, by stream."""
 
     @property
     def failed(self) -> bool:
@@ -55,7 +60,7 @@ class RunRecord:
     def as_json(self) -> dict[str, Any]:
         shown = asdict(self)
         shown["seconds"] = round(self.seconds, 3)
-        other = _EXPORT_ONLY if self.kind == "import" else _IMPORT_ONLY
+        other = _HIDDEN[self.kind]
         return {
             k: v
             for k, v in shown.items()
@@ -70,7 +75,7 @@ class RunRecord:
             return f"{head}\n  {self.error}"
         if self.status != SUCCEEDED:
             return head + (f" ({self.note})" if self.note else "")
-        if self.kind == "export":
+        if self.kind in ("export", "events"):
             return self._export_summary(head)
         rate = self.rows_read / self.seconds if self.seconds > 0 else 0.0
         lines = [
@@ -84,22 +89,30 @@ class RunRecord:
         return "\n".join(lines)
 
     def _export_summary(self, head: str) -> str:
-        rate = self.users / self.seconds if self.seconds > 0 else 0.0
+        count, what = (self.events, "events") if self.kind == "events" else (self.users, "users")
+        rate = count / self.seconds if self.seconds > 0 else 0.0
         files = self.files or []
         data = len(files) - 1  # the last is the manifest
         lines = [
             head,
-            f"  {self.users:,} users in {data:,} file{'' if data == 1 else 's'} and a manifest, "
-            f"{human_bytes(self.bytes)} in {self.seconds:.2f} s ({rate:,.0f} users/s)",
-            *(f"  {name}" for name in files),
+            f"  {count:,} {what} in {data:,} file{'' if data == 1 else 's'} and a manifest, "
+            f"{human_bytes(self.bytes)} in {self.seconds:.2f} s ({rate:,.0f} {what}/s)",
         ]
+        if self.streams:
+            lines.append("  " + ", ".join(f"{n:,} from {name}" for name, n in self.streams.items()))
+        lines += [f"  {name}" for name in files]
         if self.note:
             lines.append(f"  {self.note}")
         return "\n".join(lines)
 
 
 _IMPORT_ONLY = {"rows_read", "rows_imported", "rows_skipped", "rows_rejected"}
-_EXPORT_ONLY = {"users", "files"}
+_HIDDEN = {
+    "import": {"users", "files", "events", "streams"},
+    "export": _IMPORT_ONLY | {"events", "streams"},
+    "events": _IMPORT_ONLY | {"users"},
+}
+"""The counters that mean nothing to a kind of run."""
 
 
 def recorded(

@@ -23,11 +23,18 @@ def test_the_manifest_describes_the_files_as_written(tmp_path: Path) -> None:
     schema = pa.schema([("id", pa.int64()), ("tags", pa.list_(pa.string()))])
     moment = datetime(2026, 11, 27, tzinfo=UTC)
     text = manifest(
-        files, schema, run_id="r1", job="j", audience="vip", started=moment, finished=moment
+        files,
+        schema,
+        run_id="r1",
+        job="j",
+        about={"audience": "vip"},
+        started=moment,
+        finished=moment,
     )
     write_manifest(folder, "x_manifest.json", text)
     document = json.loads((tmp_path / "x_manifest.json").read_text())
     assert document["rows"] == 30
+    assert document["audience"] == "vip"
     assert document["schema"] == [
         {"name": "id", "type": "int64"},
         {"name": "tags", "type": "list<item: string>"},

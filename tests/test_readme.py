@@ -128,6 +128,7 @@ def field_table(heading: str) -> set[str]:
         ("csv-import", "The csv-import job", None),
         ("json-import", "The json-import job", "The csv-import job"),
         ("audience-export", "The audience-export job", None),
+        ("event-export", "The event-export job", None),
     ],
 )
 def test_the_readme_tables_every_field_of_each_job_type(

@@ -15,7 +15,7 @@ previous export is as it was: an export is whole or absent.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
@@ -60,8 +60,8 @@ class Result:
 
     files: list[WrittenFile]
     manifest: str
-    users: int
-    """Rows of the main table (users), whatever the other tables hold."""
+    rows: int
+    """Rows of the main table (users, events), whatever the other tables hold."""
     started: datetime
     finished: datetime
 
@@ -80,15 +80,17 @@ def export(
     started: datetime | None = None,
     progress: Callable[[int, int], None] | None = None,
     save: Save | None = None,
+    about: Mapping[str, Any] | None = None,
 ) -> Result:
     """Write `batches` as the files of one export (see the module); `progress(bytes, 0)` is
     called as chunks are written (the total is not known ahead). `save` keeps the run's ledger
-    (engine.writers.commit) where the next run finds it, before each step is taken."""
+    (engine.writers.commit) where the next run finds it, before each step is taken. `about`
+    says in the manifest what was exported (default: the audience of `names`)."""
     started = started or datetime.now(UTC)
     staging = Staging(destination, run_id, names.manifest(), save or (lambda _: None))
     writer = _Writer(batches.schema, staging, names, options, progress)
     try:
-        users = writer.write(batches)
+        rows = writer.write(batches)
         files = writer.finish()
         _confirm(staging, files)
         finished = datetime.now(UTC)
@@ -97,7 +99,7 @@ def export(
             writer.schema,
             run_id=run_id,
             job=names.job,
-            audience=names.audience,
+            about={"audience": names.audience} if about is None else about,
             started=started,
             finished=finished,
             details=writer.details(),
@@ -109,7 +111,7 @@ def export(
         staging.abandon()
         raise
     staging.commit()
-    return Result(files, names.manifest(), users, started, finished)
+    return Result(files, names.manifest(), rows, started, finished)
 
 
 def _confirm(destination: Destination, files: Iterable[WrittenFile]) -> None:

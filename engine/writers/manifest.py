@@ -1,7 +1,8 @@
 """The manifest of an export: what it wrote, written last, so that a reader who finds it knows
 every file it lists is complete.
 
-`<stem>_manifest.json` holds the run (id, job, audience, started, finished), the format (and
+`<stem>_manifest.json` holds the run (id, job, what was exported: the audience, or the streams and
+the table versions their events came from; started, finished), the format (and
 for multi-CSV each table's columns), the schema of the rows (field names and types), and for each
 file its key, rows, bytes and SHA-256.
 """
@@ -25,16 +26,17 @@ def manifest(
     *,
     run_id: str,
     job: str,
-    audience: str,
+    about: Mapping[str, Any],
     started: datetime,
     finished: datetime,
     details: Mapping[str, Any] | None = None,
 ) -> bytes:
-    """The manifest's JSON text; `details` (the format, its tables...) go in as they are."""
+    """The manifest's JSON text; `about` (what was exported) and `details` (the format, its
+    tables...) go in as they are."""
     document: dict[str, Any] = {
         "run_id": run_id,
         "job": job,
-        "audience": audience,
+        **about,
         "started": started.isoformat(),
         "finished": finished.isoformat(),
         **(details or {}),

@@ -37,15 +37,16 @@ _BETWEEN_TOKENS = re.compile(r"^[-_.T]*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def check_template(template: str) -> str:
-    """A file name template, or a ConfigError that says what to change."""
+def check_template(template: str, placeholders: tuple[str, ...] = PLACEHOLDERS) -> str:
+    """A file name template made of text and `placeholders`, or a ConfigError that says what
+    to change."""
     if not template.strip():
         raise ConfigError(f"the file name template is empty: the default is {DEFAULT_TEMPLATE}")
     for name in _PLACEHOLDER.findall(template):
-        if name not in PLACEHOLDERS:
+        if name not in placeholders:
             raise ConfigError(
                 f"the file name template {template!r} holds {{{name}}}: the placeholders are "
-                + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS)
+                + ", ".join(f"{{{p}}}" for p in placeholders)
             )
     if "{" in _PLACEHOLDER.sub("", template) or "}" in _PLACEHOLDER.sub("", template):
         raise ConfigError(
@@ -113,6 +114,7 @@ class FileNames:
     timestamp: str
     """The run's start, already written in the job's timestamp format."""
     audience: str
+    """The value of {AUDIENCE} (empty for an export of events)."""
     job: str
     format: str
     compress: str = "none"

@@ -79,7 +79,8 @@ def inspect(obj: Context, url: str, auth_name: str | None, rows: int) -> Shown:
 RESTART_OPTION = click.option(
     "--restart",
     is_flag=True,
-    help="Start a continuous JSON import again after it stopped for want of a next file.",
+    help="Start over: a continuous JSON import after it stopped for want of a next file; an "
+    "event export from the first event (it forgets what earlier runs exported).",
 )
 WAIT_OPTION = click.option(
     "--wait",
@@ -219,7 +220,7 @@ def cleanup(obj: Context, job: str | None) -> None:
     files no manifest lists and stream files no commit references."""
     from engine import import_state
     from engine.lease import Lease
-    from pipelines.audience_export import JOURNAL, settle_export
+    from pipelines.exporting import JOURNAL, settle_export
 
     store = obj.store()
     left = [(j, e) for j, e in store.state.journal() if job is None or j == job]

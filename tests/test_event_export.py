@@ -1,0 +1,369 @@
+"""Event exports: the streams' events to a bucket, only what is new since the last completed
+run, each event exactly once across runs, whatever stops a run or commits beside it."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pytest
+import zstandard
+
+from engine.crash import AT_ENV, CRASH_EXIT_CODE, WITH_ENV
+from engine.errors import ConfigError
+from engine.store import Source, Store
+from pipelines import jobs
+from pipelines.errors import SpecError
+from pipelines.runs import RunRecord
+from tests.conftest import S3Server
+from tests.faults import FaultProxy, Rule
+
+LAKEPORT = "import sys; from pipelines.cli import main; sys.argv[0] = 'lakeport'; main()"
+
+
+def append(store: Store, stream: str, key: str, rows: dict[str, list[str]]) -> None:
+    store.append(stream, [pa.record_batch(rows)], source=Source(key, key), job="load")
+
+
+def job_text(bucket: str, auth: str | None = None, **extra: Any) -> str:
+    values = {
+        "name": "events",
+        "type": "event-export",
+        "bucket": bucket,
+        "filename": "{JOB}-{PART}-{TIMESTAMP}",
+        "timestamp_format": "unix",
+        **({"auth": auth} if auth else {}),
+        **extra,
+    }
+    return "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+
+
+def run(store: Store, text: str, **options: Any) -> RunRecord:
+    record = jobs.run(store, jobs.load(text, "events.toml"), **options)
+    assert not record.failed, record.error
+    return record
+
+
+def exported(folder: Path) -> list[dict[str, str]]:
+    """Every event in every export's CSV files in `folder`, checked against the manifests."""
+    found: list[dict[str, str]] = []
+    for manifest in sorted(folder.glob("*_manifest.json")):
+        for listed in json.loads(manifest.read_text())["files"]:
+            text = (folder / listed["key"]).read_text()
+            rows = list(csv.DictReader(io.StringIO(text)))
+            assert len(rows) == listed["rows"]
+            found += rows
+    listed_keys = {
+        f["key"] for m in folder.glob("*_manifest.json") for f in json.loads(m.read_text())["files"]
+    }
+    others = {p.name for p in folder.iterdir() if not p.name.endswith("_manifest.json")}
+    assert others == listed_keys, "files no manifest lists are left"
+    return found
+
+
+def ids(rows: list[dict[str, str]]) -> Counter[tuple[str, str]]:
+    return Counter((r["_stream"], r["id"]) for r in rows)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    found = Store(tmp_path / "store")
+    append(found, "web", "web-1", {"id": ["w1", "w2"], "page": ["/", "=cmd"]})
+    append(found, "app", "app-1", {"id": ["a1"], "screen": ["home"], "page": ["/app"]})
+    return found
+
+
+def test_streams_with_different_fields_are_exported_together(store: Store, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    record = run(store, job_text(str(out)))
+    assert record.events == 3
+    assert record.streams == {"app": 1, "web": 2}
+    assert record.files is not None
+    header, *_lines = (out / record.files[0]).read_text().splitlines()
+    assert header == '"_stream","_ts","_source","_ingested_at","id","page","screen"'
+    rows = exported(out)
+    assert ids(rows) == Counter({("web", "w1"): 1, ("web", "w2"): 1, ("app", "a1"): 1})
+    web = [r for r in rows if r["_stream"] == "web"]
+    assert [r["screen"] for r in web] == ["", ""]  # a field the stream lacks is empty
+    assert [r["page"] for r in web] == ["/", "'=cmd"]  # the formula guard is on
+    manifest = json.loads((out / record.files[-1]).read_text())
+    assert manifest["streams"]["web"] == {"after_version": None, "version": 0, "events": 2}
+
+
+def test_a_second_run_exports_exactly_the_new_events(store: Store, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    text = job_text(str(out))
+    run(store, text)
+    append(store, "web", "web-2", {"id": ["w3"], "referrer": ["x"]})
+    record = run(store, text)
+    assert record.events == 1
+    assert record.streams == {"app": 0, "web": 1}
+    assert record.files is not None
+    manifest = json.loads((out / record.files[-1]).read_text())
+    assert manifest["fields_added"] == ["referrer"]
+    assert [f["name"] for f in manifest["schema"]][-2:] == ["referrer", "screen"]
+    assert manifest["streams"]["web"]["after_version"] == 0
+    assert "new field(s) since the last export: referrer" in (record.note or "")
+    assert ids(exported(out)) == Counter(
+        {("web", "w1"): 1, ("web", "w2"): 1, ("web", "w3"): 1, ("app", "a1"): 1}
+    )
+    again = run(store, text)
+    assert again.status == "no new events"
+    assert again.files is None
+    assert len(list(out.glob("*_manifest.json"))) == 2
+
+
+def test_restart_exports_every_event_again(store: Store, tmp_path: Path) -> None:
+    text = job_text(str(tmp_path / "out"))
+    run(store, text)
+    assert run(store, text).status == "no new events"
+    assert run(store, text, restart=True).events == 3
+
+
+def test_an_import_committed_during_the_export_lands_in_the_next_one(
+    store: Store, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    text = job_text(str(out), streams=["web"])
+    imported: list[bool] = []
+
+    def import_beside(written: int, _total: int) -> None:
+        if not imported:  # between the pin and the end of the export
+            append(store, "web", "web-2", {"id": ["w3", "w4"]})
+            imported.append(True)
+
+    first = run(store, text, progress=import_beside)
+    assert imported
+    assert first.events == 2
+    second = run(store, text)
+    assert second.events == 2
+    assert ids(exported(out)) == Counter({("web", f"w{i}"): 1 for i in range(1, 5)})
+
+
+def test_choices_of_streams_fields_and_time(store: Store, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    text = job_text(str(out), streams=["app"], fields=["id", "_ts", "screen"])
+    record = run(store, text)
+    assert record.files is not None
+    assert (out / record.files[0]).read_text().splitlines()[0] == '"id","_ts","screen"'
+    later = job_text(str(tmp_path / "later"), since="2999-01-01T00:00:00")
+    assert run(store, later).events == 0  # new files, no event in the bounds: an empty export
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        ({"filename": "{AUDIENCE}-{TIMESTAMP}"}, "{TIMESTAMP}, {JOB}, {PART}"),
+        ({"since": "yesterday"}, "ISO 8601"),
+        ({"since": "2026-02-01", "until": "2026-01-01"}, "until"),
+        ({"format": "multi-csv"}, "format"),
+        ({"streams": []}, "at least one stream"),
+    ],
+)
+def test_bad_job_fields_are_refused(extra: dict[str, Any], problem: str) -> None:
+    with pytest.raises(SpecError, match=r"events\.toml") as caught:
+        jobs.load(job_text("./out", **extra), "events.toml")
+    assert problem in str(caught.value)
+
+
+def test_an_unknown_stream_lists_the_streams(store: Store, tmp_path: Path) -> None:
+    job = jobs.load(job_text(str(tmp_path / "out"), streams=["wbe"]), "events.toml")
+    record = jobs.run(store, job)
+    assert record.failed
+    assert "no stream named 'wbe' (streams: app, web)" in (record.error or "")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_fields_of_two_types_are_refused_with_the_streams(store: Store, tmp_path: Path) -> None:
+    store.append(
+        "lists",
+        [pa.record_batch({"page": pa.array([["a"]], pa.list_(pa.string()))})],
+        source=Source("l", "l"),
+        job="load",
+    )
+    record = jobs.run(store, jobs.load(job_text(str(tmp_path / "out")), "events.toml"))
+    assert record.failed
+    assert "the field 'page'" in (record.error or "")
+    assert "export them apart" in (record.error or "")
+
+
+def test_a_taken_name_is_never_replaced(store: Store, tmp_path: Path) -> None:
+    text = job_text(str(tmp_path / "out"), filename="fixed")
+    run(store, text)
+    append(store, "web", "web-2", {"id": ["w3"]})
+    record = jobs.run(store, jobs.load(text, "events.toml"))
+    assert record.failed
+    assert "never replaces one" in (record.error or "")
+    assert run(store, job_text(str(tmp_path / "out"))).events == 1  # nothing was lost
+
+
+def test_compressed_exports_read_whole_by_the_usual_tools(store: Store, tmp_path: Path) -> None:
+    for codec, tool in (("gzip", "gzip"), ("zstd", "zstd")):
+        out = tmp_path / codec
+        text = job_text(str(out), name=f"to-{codec}", compress=codec, max_file_size="1MiB")
+        record = run(store, text)
+        assert record.files is not None
+        path = out / record.files[0]
+        data = path.read_bytes()
+        plain = gzip.decompress(data) if codec == "gzip" else _zstd(data)
+        assert plain.count(b"\n") == 4
+        if shutil.which(tool):
+            by_tool = subprocess.run([tool, "-dc", str(path)], capture_output=True, check=True)
+            assert by_tool.stdout == plain
+        counted = duckdb.execute(f"SELECT count(*) FROM read_csv('{path}')").fetchall()
+        assert counted == [(3,)]
+
+
+def _zstd(data: bytes) -> bytes:
+    """Every frame (the header and each chunk are frames apart)."""
+    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True)
+    return reader.read()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_s3_and_a_local_folder_get_the_same_bytes(
+    fmt: str, store: Store, tmp_path: Path, s3: S3Server
+) -> None:
+    store.authorizations.add(s3.authorization())
+    bucket = s3.new_bucket()
+    fixed = {"filename": "same", "format": fmt}
+    local = run(store, job_text(str(tmp_path / "out"), **fixed))
+    remote = run(store, job_text(bucket, "moto", **fixed), restart=True)
+    assert local.files is not None
+    assert remote.files is not None
+    client = s3.client()
+    for key in local.files[:-1]:
+        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        assert body == (tmp_path / "out" / key).read_bytes(), key
+
+
+def _stopped(store: Store, job_file: Path, stage: str, how: str = "exit") -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", LAKEPORT, "--store", str(store.path), "run", str(job_file)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, AT_ENV: stage, WITH_ENV: how},
+        timeout=120,
+    )
+    expected = {"exit": CRASH_EXIT_CODE, "SIGINT": 130, "SIGTERM": 143}[how]
+    assert done.returncode == expected, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+STAGES = ["export-file", "export-before-commit", "export-committing", "export-manifest"]
+
+
+@pytest.mark.parametrize(
+    ("stage", "how"),
+    [
+        (stage, how) if how == "exit" else pytest.param(stage, how, marks=pytest.mark.slow)
+        for stage in STAGES
+        for how in ("exit", "SIGTERM")
+    ],
+)
+def test_a_stopped_export_then_a_re_run_exports_each_event_once(
+    stage: str, how: str, store: Store, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    job_file = tmp_path / "events.toml"
+    job_file.write_text(job_text(str(out), max_file_size="1MiB"))
+    run(store, job_file.read_text())
+    append(store, "web", "web-2", {"id": [f"n{i}" for i in range(50_000)]})
+    _stopped(store, job_file, stage, how)
+    append(store, "app", "app-2", {"id": ["a2"]})
+    run(store, job_file.read_text())
+    expected = Counter({("web", "w1"): 1, ("web", "w2"): 1, ("app", "a1"): 1, ("app", "a2"): 1})
+    expected.update(("web", f"n{i}") for i in range(50_000))
+    assert ids(exported(out)) == expected
+    assert store.state.journal() == []
+
+
+def objects(s3: S3Server, bucket: str) -> dict[str, bytes]:
+    client = s3.client()
+    listed = client.list_objects_v2(Bucket=bucket).get("Contents", [])
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    return {o["Key"]: client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed}
+
+
+def s3_events(found: dict[str, bytes]) -> Counter[tuple[str, str]]:
+    """The events of every export in the bucket, each file checked against its manifest."""
+    rows: list[dict[str, str]] = []
+    listed: set[str] = set()
+    for key in [k for k in found if k.endswith("_manifest.json")]:
+        for f in json.loads(found[key])["files"]:
+            listed.add(f["key"])
+            assert hashlib.sha256(found[f["key"]]).hexdigest() == f["sha256"]
+            rows += list(csv.DictReader(io.StringIO(found[f["key"]].decode())))
+    assert {k for k in found if not k.endswith("_manifest.json")} == listed
+    return ids(rows)
+
+
+@pytest.mark.parametrize(
+    ("name", "rules", "fails"),
+    [
+        ("500 on every completion", [Rule("complete", "status", nth=None, arg=500)], True),
+        ("every part's answer lost", [Rule("part", "lost", nth=None)], True),
+        ("a 500 on one part", [Rule("part", "status", arg=500)], False),
+        ("a 500 on the manifest PUT", [Rule("put", "status", arg=500)], False),
+    ],
+)
+def test_faults_on_s3_leave_each_event_exported_once(
+    name: str, rules: list[Rule], fails: bool, store: Store, s3: S3Server, proxy: FaultProxy
+) -> None:
+    store.authorizations.add(replace(s3.authorization("proxied"), endpoint_url=proxy.endpoint))
+    bucket = s3.new_bucket()
+    text = job_text(bucket, "proxied")
+    run(store, text)
+    marks = store.state.watermarks("events")
+    pad = "x" * 100
+    append(store, "web", "web-2", {"id": [f"n{i}" for i in range(120_000)], "pad": [pad] * 120_000})
+    proxy.add(*rules)
+    record = jobs.run(store, jobs.load(text, "events.toml"))
+    assert [r for r in proxy.rules if r.fired], name
+    proxy.clear()
+    assert record.failed == fails, record.error
+    if fails:
+        assert "Traceback" not in (record.error or "")
+        assert store.state.watermarks("events") == marks
+        run(store, text)
+    expected = Counter({("web", "w1"): 1, ("web", "w2"): 1, ("app", "a1"): 1})
+    expected.update(("web", f"n{i}") for i in range(120_000))
+    assert s3_events(objects(s3, bucket)) == expected
+
+
+def test_cleanup_finishes_a_decided_export_and_moves_its_watermarks(
+    store: Store, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    job_file = tmp_path / "events.toml"
+    job_file.write_text(job_text(str(out)))
+    _stopped(store, job_file, "export-committing")
+    assert store.state.watermarks("events") == {}
+    done = subprocess.run(
+        [sys.executable, "-c", LAKEPORT, "--store", str(store.path), "cleanup"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert store.state.watermarks("events")["version:web"] == "0"
+    assert ids(exported(out)) == Counter({("web", "w1"): 1, ("web", "w2"): 1, ("app", "a1"): 1})
+    assert run(store, job_file.read_text()).status == "no new events"
+
+
+def test_the_job_file_is_checked_before_any_run() -> None:
+    with pytest.raises(ConfigError):
+        jobs.load(job_text("./out", fields=[]), "events.toml")
