@@ -16,6 +16,7 @@ from engine.store import Store
 from pipelines import jobs
 from pipelines.output import echo, emit_table, human_bytes
 from pipelines.profiles import build_profiles
+from pipelines.runs import RunRecord
 
 _FIELDS = ["event_id", "user_id", "email", "event", "country", "amount", "timestamp"]
 _EVENTS = [
@@ -123,6 +124,9 @@ def _imports(root: Path, bucket: Path, store: Store) -> None:
         ],
     )
     echo(jobs.run(store, job).summary())
+    _say("3b. An event-export job sends the stream's events back to the bucket")
+    events_out = _events_job(root, bucket)
+    _show_events(bucket, jobs.run(store, events_out))
 
     _say("4. The next day's export arrives: one row changed, two added; the diff imports three")
     changed = [row if row[0] != "e-004" else (*row[:3], "register", *row[4:]) for row in _EVENTS]
@@ -132,6 +136,29 @@ def _imports(root: Path, bucket: Path, store: Store) -> None:
     _write_csv(bucket / "exports" / "events_20261102.csv", [*changed, added, by_email])
     echo(jobs.run(store, job).summary())
     echo(jobs.run(store, job).summary())
+    _say("4b. The event export again: only the three events committed since its last run")
+    _show_events(bucket, jobs.run(store, events_out))
+
+
+def _events_job(root: Path, bucket: Path) -> jobs.Job:
+    return _job_file(
+        root / "events-export.toml",
+        [
+            'name = "demo-events-out"',
+            'type = "event-export"',
+            'streams = ["events"]',
+            f'bucket = "{bucket.as_posix()}"',
+            'directory = "events-out"',
+            'fields = ["_stream", "event_id", "user_id", "event", "_ts"]',
+        ],
+    )
+
+
+def _show_events(bucket: Path, record: RunRecord) -> None:
+    echo(record.summary())
+    if record.files:
+        data = bucket / record.files[0]
+        echo(f"\n{data.name}:\n{data.read_text(encoding='utf-8')}")
 
 
 def _reading_back(store: Store) -> None:

@@ -281,6 +281,12 @@ def test_demo_runs_and_says_what_it_did(tmp_path: Path) -> None:
     assert "8 rows read, 8 imported, 0 unchanged (diff), 0 rejected" in result.stdout
     assert "10 rows read, 3 imported, 7 unchanged (diff), 0 rejected" in result.stdout
     assert "job 'demo-events': no new file" in result.stdout
+    # The event export: every event, then only the three the next file brought.
+    assert "8 events in 1 file and a manifest" in result.stdout
+    assert "3 events in 1 file and a manifest" in result.stdout
+    second = result.stdout.split("4b. The event export again", 1)[1].split("\n== ", 1)[0]
+    assert second.count('"events","e-') == 3
+    assert '"events","e-009","u-5","signup"' in second
     # Ada's purchase known only by her email joins her profile: 5 users, not 6.
     assert "built 5 profiles from 11 events" in result.stdout
     assert "big-spenders  2" in result.stdout
