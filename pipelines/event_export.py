@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -32,7 +33,7 @@ from engine.declared import Kind, Problem
 from engine.errors import ConfigError
 from engine.storage.folders import Destination, folder
 from engine.store import Changes, Store, check_stream_name
-from engine.writers.export import Options, Result, export
+from engine.writers.export import FileSets, Options, Result, export
 from engine.writers.names import FileNames, format_timestamp
 from pipelines.exporting import RUN, WATERMARKS, ExportSpec, email, journal, settle_export, url
 from pipelines.runs import RunRecord, recorded
@@ -82,7 +83,7 @@ StreamNames = Annotated[list[str], BeforeValidator(_streams), Kind("a list of st
 class EventExportJob(ExportSpec):
     """An `event-export` job file."""
 
-    placeholders = ("TIMESTAMP", "JOB", "PART")
+    placeholders = ("TIMESTAMP", "JOB", "PART", "STREAM")
 
     type: Literal["event-export"]
     """`"event-export"`."""
@@ -98,7 +99,20 @@ class EventExportJob(ExportSpec):
     until: Moment | None = None
     """Only events before this time."""
     filename: str = DEFAULT_TEMPLATE
-    """The name without its extension: text and `{TIMESTAMP}`, `{JOB}`, `{PART}`."""
+    """The name without its extension: text and `{TIMESTAMP}`, `{JOB}`, `{PART}`, and
+    `{STREAM}` with `split_by_stream`."""
+    split_by_stream: bool = False
+    """Each stream's events in files of their own, with the stream's name at `{STREAM}` (or
+    after the name); one manifest lists them all."""
+
+    @model_validator(mode="after")
+    def _split(self) -> EventExportJob:
+        if "{STREAM}" in self.filename and not self.split_by_stream:
+            raise Problem(
+                "filename",
+                "holds {STREAM}, which names a stream's own files: set split_by_stream = true",
+            )
+        return self
 
     @model_validator(mode="after")
     def _bounded(self) -> EventExportJob:
@@ -162,7 +176,13 @@ def export_events(
         },
         "fields_added": added,
     }
-    rows = _rows(store, job, changes, schema, about["streams"])
+    rows: pa.RecordBatchReader | FileSets = _rows(store, job, changes, schema, about["streams"])
+    if job.split_by_stream:
+        rows = [
+            (replace(names, stream=c.stream), _rows(store, job, [c], schema, about["streams"]))
+            for c in changes
+            if c.files
+        ]
     moved = {version_key(c.stream): str(c.version) for c in changes}
     moved[COLUMNS] = json.dumps(schema.names)
     run_id = f"{job.name}-{record.run_id}"

@@ -367,3 +367,42 @@ def test_cleanup_finishes_a_decided_export_and_moves_its_watermarks(
 def test_the_job_file_is_checked_before_any_run() -> None:
     with pytest.raises(ConfigError):
         jobs.load(job_text("./out", fields=[]), "events.toml")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_split_by_stream_gives_each_stream_its_files_and_one_manifest(
+    fmt: str, store: Store, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    text = job_text(str(out), split_by_stream=True, format=fmt, filename="ev-{TIMESTAMP}")
+    record = run(store, text)
+    assert record.files is not None
+    *data, manifest_key = record.files
+    stamp = manifest_key.removeprefix("ev-").removesuffix("_manifest.json")
+    suffix = ".csv" if fmt == "csv" else ".parquet"
+    assert data == [f"ev-{stamp}-app{suffix}", f"ev-{stamp}-web{suffix}"]
+    manifest = json.loads((out / manifest_key).read_text())
+    assert [f["rows"] for f in manifest["files"]] == [1, 2]
+    for key, stream in zip(data, ["app", "web"], strict=True):
+        found = duckdb.execute(
+            f"SELECT DISTINCT _stream, count(*) OVER () FROM '{out / key}'"
+        ).fetchall()
+        assert found == [(stream, 1 if stream == "app" else 2)]
+    # Only a stream with new events gets files on the next run.
+    append(store, "web", "web-2", {"id": ["w3"]})
+    again = run(store, text)
+    assert again.files is not None
+    assert [k.rsplit("-", 1)[-1] for k in again.files[:-1]] == [f"web{suffix}"]
+
+
+def test_the_stream_placeholder_puts_each_stream_in_its_folder(
+    store: Store, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    record = run(
+        store, job_text(str(out), split_by_stream=True, filename="{STREAM}/{JOB}-{TIMESTAMP}")
+    )
+    assert record.files is not None
+    assert [k.split("/")[0] for k in record.files] == ["app", "web", "all"]
+    with pytest.raises(SpecError, match="split_by_stream = true"):
+        jobs.load(job_text("./out", filename="{STREAM}-{TIMESTAMP}"), "events.toml")

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.crash import crash_point
+from engine.errors import ConfigError
 from engine.storage.folders import Begun, Destination, Target
 
 logger = logging.getLogger("engine.writers")
@@ -66,6 +67,12 @@ class Staging:
     def open(self, key: str, on_begin: Begun | None = None) -> Target:
         """The target of `key`: under `key` when it is free, else (or when it must be staged)
         under a staged key beside it."""
+        manifest = self.ledger["manifest"]
+        if key in self.ledger["files"] or (key == manifest and key not in self._staged):
+            raise ConfigError(
+                f"two files of the export are named {key} (a data file and the manifest, or "
+                "two file sets): change `filename`"
+            )
         taken = key in self._staged or self.destination.size(key) is not None
         at = _staged(key, self.ledger["run"]) if taken else key
         entry: dict[str, Any] = {"at": at, "begun": {}, "complete": False}

@@ -70,8 +70,13 @@ class Result:
         return sum(f.bytes for f in self.files)
 
 
+FileSets = Iterable[tuple[FileNames, pa.RecordBatchReader]]
+"""An export's sets of files, each with its names and its rows (the names of an event
+export's streams, each split into files of its own)."""
+
+
 def export(
-    batches: pa.RecordBatchReader,
+    rows: pa.RecordBatchReader | FileSets,
     destination: Destination,
     names: FileNames,
     options: Options,
@@ -82,36 +87,57 @@ def export(
     save: Save | None = None,
     about: Mapping[str, Any] | None = None,
 ) -> Result:
-    """Write `batches` as the files of one export (see the module); `progress(bytes, 0)` is
-    called as chunks are written (the total is not known ahead). `save` keeps the run's ledger
-    (engine.writers.commit) where the next run finds it, before each step is taken. `about`
-    says in the manifest what was exported (default: the audience of `names`)."""
+    """Write `rows` as the files of one export (see the module): under `names`, or as file
+    sets, each under its own names and of the same columns, with one manifest (of `names`).
+    `progress(bytes, 0)` is called as chunks are written (the total is not known ahead).
+    `save` keeps the run's ledger (engine.writers.commit) where the next run finds it, before
+    each step is taken. `about` says in the manifest what was exported (default: the audience
+    of `names`)."""
     started = started or datetime.now(UTC)
+    sets = [(names, rows)] if isinstance(rows, pa.RecordBatchReader) else rows
     staging = Staging(destination, run_id, names.manifest(), save or (lambda _: None))
-    writer = _Writer(batches.schema, staging, names, options, progress)
+    writers: list[_Writer] = []
+    files: list[WrittenFile] = []
+    total = 0
     try:
-        rows = writer.write(batches)
-        files = writer.finish()
+        for set_names, batches in sets:
+            writer = _Writer(batches.schema, staging, set_names, options, _after(progress, files))
+            writers.append(writer)
+            total += writer.write(batches)
+            files += writer.finish()
+        if not writers:
+            raise ValueError("an export needs a set of files")
         _confirm(staging, files)
         finished = datetime.now(UTC)
         text = manifest(
             files,
-            writer.schema,
+            writers[0].schema,
             run_id=run_id,
             job=names.job,
             about={"audience": names.audience} if about is None else about,
             started=started,
             finished=finished,
-            details=writer.details(),
+            details=writers[0].details(),
         )
         staging.stage_manifest(text)
         crash_point("export-before-commit")
     except BaseException:
-        writer.abort()
+        for writer in writers:
+            writer.abort()
         staging.abandon()
         raise
     staging.commit()
-    return Result(files, names.manifest(), rows, started, finished)
+    return Result(files, names.manifest(), total, started, finished)
+
+
+def _after(
+    progress: Callable[[int, int], None] | None, done: list[WrittenFile]
+) -> Callable[[int, int], None] | None:
+    """A file set's progress, counted after the bytes of the sets before it."""
+    if progress is None:
+        return None
+    base = sum(f.bytes for f in done)
+    return lambda written, total: progress(base + written, total)
 
 
 def _confirm(destination: Destination, files: Iterable[WrittenFile]) -> None:

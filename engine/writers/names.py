@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from engine import codecs
 from engine.errors import ConfigError
 
-PLACEHOLDERS = ("TIMESTAMP", "AUDIENCE", "JOB", "PART")
+PLACEHOLDERS = ("TIMESTAMP", "AUDIENCE", "JOB", "PART", "STREAM")
 DEFAULT_TEMPLATE = "lakeport-{AUDIENCE}-{TIMESTAMP}"
 DEFAULT_TIMESTAMP_FORMAT = "YYYYMMDDHHmmss"
 EXTENSIONS = {"csv": ".csv", "multi-csv": ".csv", "json": ".json", "parquet": ".parquet"}
@@ -24,6 +24,8 @@ EXTENSIONS = {"csv": ".csv", "multi-csv": ".csv", "json": ".json", "parquet": ".
 TOKENS = ("YYYY", "YY", "MM", "DD", "HH", "mm", "ss", "unix")
 """Timestamp tokens: year, two-digit year, month, day, hour, minute, second, epoch seconds."""
 PART_DIGITS = 4
+ALL_STREAMS = "all"
+"""{STREAM} in the name of an export's manifest: it lists every stream's files."""
 NAME_BYTES = 150
 """The longest file name an export writes (UTF-8 bytes). Local file systems allow 255 bytes a
 name, and a file is written first under a longer one (`.NAME.part-PID`, or staged as
@@ -118,6 +120,10 @@ class FileNames:
     job: str
     format: str
     compress: str = "none"
+    stream: str | None = None
+    """The stream of a file set of its own (an event export split by stream): its data files
+    have its name at {STREAM}, or after the name when the template has none; the manifest,
+    of every set, has `all` at {STREAM}."""
 
     def __post_init__(self) -> None:
         check_template(self.template)
@@ -135,8 +141,11 @@ class FileNames:
             "AUDIENCE": self.audience,
             "JOB": self.job,
             "PART": number,
+            "STREAM": self.stream or ALL_STREAMS,
         }
         name = _PLACEHOLDER.sub(lambda match: values[match.group(1)], self.template)
+        if self.stream is not None and "{STREAM}" not in self.template:
+            name = f"{name}-{self.stream}"
         if part is not None and "{PART}" not in self.template:
             name = f"{name}-{number}"
         _check_path(name, f"the file name {name!r}")
