@@ -65,3 +65,4 @@ bench-profiles: install-dev
 
 bench-export: install-dev
 	$(BIN)/python -m benchmarks.bench_export --rows 1000000 --rows 10000000
+	$(BIN)/python -m benchmarks.bench_events --rows 1000000 --rows 10000000
