@@ -176,13 +176,16 @@ def export_events(
         },
         "fields_added": added,
     }
-    rows: pa.RecordBatchReader | FileSets = _rows(store, job, changes, schema, about["streams"])
-    if job.split_by_stream:
-        rows = [
-            (replace(names, stream=c.stream), _rows(store, job, [c], schema, about["streams"]))
+    counts = about["streams"]
+    rows: pa.RecordBatchReader | FileSets = (
+        [
+            (replace(names, stream=c.stream), _rows(store, job, [c], schema, counts))
             for c in changes
             if c.files
         ]
+        if job.split_by_stream
+        else _rows(store, job, changes, schema, counts)
+    )
     moved = {version_key(c.stream): str(c.version) for c in changes}
     moved[COLUMNS] = json.dumps(schema.names)
     run_id = f"{job.name}-{record.run_id}"
