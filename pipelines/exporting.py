@@ -233,7 +233,7 @@ def email(
     links = "\n".join(f"{key}\n  {destination.link(key, seconds)}\n" for key in keys)
     body = (
         f"lakeport exported {what} (job '{job.name}'): {counted} in {len(result.files)} "
-        f"files, {result.bytes:,} bytes.\n\n"
+        f"file{'' if len(result.files) == 1 else 's'}, {result.bytes:,} bytes.\n\n"
         f"The links below work for {job.email_link_days} days. The manifest lists each file's "
         f"rows, bytes and SHA-256.\n\n{links}"
     )

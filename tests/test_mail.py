@@ -195,6 +195,34 @@ def test_an_export_emails_a_link_to_each_file(
     assert json.loads(fetched[-1])["audience"] == "everyone"
 
 
+def test_an_event_export_emails_a_link_to_each_file(
+    sample: Store, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    import pyarrow as pa
+
+    from engine.store import Source
+
+    configure(sample, smtp_server)
+    sample.append("web", [pa.record_batch({"id": ["1", "2"]})], source=Source("f", "e"), job="x")
+    text = (
+        'name = "events"\ntype = "event-export"\n'
+        f'bucket = "{tmp_path / "out"}"\nemail_to = "a@example.com"\n'
+    )
+    record = jobs.run(sample, jobs.load(text, "events.toml"))
+    assert not record.failed, record.error
+    assert record.note == "emailed links to a@example.com"
+    (message,) = smtp_server.received
+    assert message["Subject"] == "lakeport: 2 events exported (job 'events')"
+    body = message.get_payload(decode=True)
+    assert isinstance(body, bytes)
+    assert "lakeport exported the events of web (job 'events'): 2 events in 1 file," in (
+        body.decode()
+    )
+    links = [line.strip() for line in body.decode().splitlines() if line.startswith("  file:")]
+    assert record.files is not None
+    assert len(links) == len(record.files) == 2
+
+
 def test_a_refused_login_fails_the_run_and_keeps_the_files(
     sample: Store, smtp_server: SmtpServer, tmp_path: Path
 ) -> None:
