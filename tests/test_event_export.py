@@ -406,3 +406,20 @@ def test_the_stream_placeholder_puts_each_stream_in_its_folder(
     assert [k.split("/")[0] for k in record.files] == ["app", "web", "all"]
     with pytest.raises(SpecError, match="split_by_stream = true"):
         jobs.load(job_text("./out", filename="{STREAM}-{TIMESTAMP}"), "events.toml")
+
+
+def test_a_stream_rewritten_by_another_tool_is_refused_until_restart(
+    store: Store, tmp_path: Path
+) -> None:
+    from deltalake import DeltaTable
+
+    text = job_text(str(tmp_path / "out"), streams=["web"])
+    run(store, text)
+    append(store, "web", "web-2", {"id": ["w3"]})
+    DeltaTable(store.stream_url("web")).optimize.compact()  # w1, w2 and w3 in one new file
+    record = jobs.run(store, jobs.load(text, "events.toml"))
+    assert record.failed
+    assert "stream 'web' was rewritten after version 0" in (record.error or "")
+    assert "--restart" in (record.error or "")
+    assert store.state.watermarks("events")["version:web"] == "0"
+    assert run(store, text, restart=True).events == 3
