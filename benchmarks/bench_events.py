@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from benchmarks.bench_export import Moto
+from benchmarks.bench_export import Moto, row
 from benchmarks.common import Measured, measure, measured_on, median, write_section
 
 CHUNK = 500_000
@@ -82,29 +82,13 @@ def job(fmt: str, compress: str, where: str) -> str:
     )
 
 
-def row(rows: int, what: str, m: Measured, baseline: Measured | None) -> str:
-    events, size = (int(v) for v in m.output.split())
-    ratio = f"{baseline.seconds / m.seconds:.2f}x" if baseline is not None else ""
-    return (
-        f"| {rows:,} | {what} | {m.seconds:.2f} | {events / m.seconds:,.0f} | "
-        f"{size / m.seconds / 1e6:,.0f} | {size / 1e6:,.0f} | {m.peak_rss_mib:,.0f} | {ratio} |"
-    )
-
-
 def measure_size(rows: int, repeat: int, moto: Moto, s3_runs: int) -> Iterator[str]:
     work = Path(tempfile.mkdtemp(prefix="lakeport-bench-events-"))
     store = work / "store"
     runs: dict[tuple[str, ...], list[Measured]] = {}
     try:
         measure(LOAD, str(store), str(rows), str(CHUNK))
-        measure(
-            "import sys\nfrom engine import Store\nfrom engine.auth import AwsKeys\n"
-            "from engine.secrets import Secret\n"
-            "Store(sys.argv[1]).authorizations.add(AwsKeys(name='moto', "
-            "access_key_id='AKIABENCH', secret_key=Secret('bench-secret'), "
-            f"region='us-east-1', endpoint_url='{moto.endpoint}'))",
-            str(store),
-        )
+        moto.authorize(store)
         out = work / "out"
         for turn in range(repeat):
             for (fmt, compress), options in KINDS.items():

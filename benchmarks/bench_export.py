@@ -213,6 +213,18 @@ class Moto:
         )
         self.client.create_bucket(Bucket="exports")
 
+    def authorize(self, store: Path) -> None:
+        """Add the authorization `moto` for this server to the store (in a process of its
+        own, as the runs are)."""
+        measure(
+            "import sys\nfrom engine import Store\nfrom engine.auth import AwsKeys\n"
+            "from engine.secrets import Secret\n"
+            "Store(sys.argv[1]).authorizations.add(AwsKeys(name='moto', "
+            "access_key_id='AKIABENCH', secret_key=Secret('bench-secret'), "
+            f"region='us-east-1', endpoint_url='{self.endpoint}'))",
+            str(store),
+        )
+
     def empty(self) -> None:
         """Delete every object (moto keeps them in memory)."""
         listed = self.client.list_objects_v2(Bucket="exports").get("Contents", [])
@@ -233,6 +245,7 @@ def job(fmt: str, compress: str, where: str) -> str:
 
 
 def row(rows: int, what: str, m: Measured, baseline: Measured | None) -> str:
+    """A table row: rows and bytes (the run's output), time, rates, peak RSS and the ratio."""
     users, size = (int(v) for v in m.output.split())
     ratio = f"{baseline.seconds / m.seconds:.2f}x" if baseline is not None else ""
     return (
@@ -249,14 +262,7 @@ def measure_size(rows: int, repeat: int, moto: Moto, s3_runs: int) -> list[str]:
     runs: dict[tuple[str, ...], list[Measured]] = {}
     try:
         measure(LOAD, str(store), str(source))
-        measure(
-            "import sys\nfrom engine import Store\nfrom engine.auth import AwsKeys\n"
-            "from engine.secrets import Secret\n"
-            "Store(sys.argv[1]).authorizations.add(AwsKeys(name='moto', "
-            "access_key_id='AKIABENCH', secret_key=Secret('bench-secret'), "
-            f"region='us-east-1', endpoint_url='{moto.endpoint}'))",
-            str(store),
-        )
+        moto.authorize(store)
         for turn in range(repeat):
             for fmt in FORMATS:
                 for compress in ("none", "zstd"):
