@@ -70,7 +70,7 @@ print(con.execute(f"SELECT count(*) FROM read_parquet([{listed}])").fetchall()[0
 KINDS = {
     ("csv", "none"): "FORMAT csv",
     ("csv", "zstd"): "FORMAT csv, COMPRESSION zstd",
-    ("parquet", "zstd"): "FORMAT parquet",
+    ("parquet", "zstd"): "FORMAT parquet, COMPRESSION zstd",
 }
 
 

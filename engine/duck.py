@@ -33,11 +33,17 @@ def attach(con: Any, name: str, table: TableScan) -> None:
 
 
 def connect(
-    spill: Path, memory_limit: str = "256MB", threads: int | None = None, *, ordered: bool = False
+    spill: Path,
+    memory_limit: str = "256MB",
+    threads: int | None = None,
+    *,
+    ordered: bool = False,
+    views: bool = False,
 ) -> Any:
     """A new in-memory DuckDB connection, in UTC, spilling to `spill` past `memory_limit`.
     `ordered`: results keep the table's row order (an export's files, and what a user limit
-    keeps, are then the same from run to run)."""
+    keeps, are then the same from run to run). `views`: Arrow results hold text as string
+    views (Polars' own layout), not as plain strings."""
     import duckdb
 
     spill.mkdir(parents=True, exist_ok=True)
@@ -51,6 +57,8 @@ def connect(
     ]
     if threads is not None:
         settings.append(f"SET threads = {int(threads)}")
+    if views:
+        settings += ["SET arrow_output_version = '1.4'", "SET produce_arrow_string_view = true"]
     for setting in settings:
         con.execute(setting).fetchall()
     return con

@@ -19,7 +19,6 @@ import pyarrow as pa
 from engine import duck
 from engine.errors import ConfigError
 from engine.store import Changes
-from engine.store_rows import constant_text
 
 STREAM = "_stream"
 ENGINE = ("_ts", "_source", "_ingested_at")
@@ -63,9 +62,13 @@ def rows(
     spill: Path,
     since: datetime | None = None,
     until: datetime | None = None,
+    views: bool = False,
 ) -> pa.RecordBatchReader:
     """The events of `change` with the columns of `schema` (null where the stream has no such
-    field), with `since <= _ts < until` when given."""
+    field), with `since <= _ts < until` when given. `views`: text columns as Arrow string
+    views (see `viewed`)."""
+    if views:
+        schema = viewed(schema)
     if not change.files:
         return pa.RecordBatchReader.from_batches(schema, iter(()))
     own = [n for n in schema.names if n in change.scan.schema.names and n != STREAM]
@@ -77,7 +80,7 @@ def rows(
     ]
     if bounds:
         query += " WHERE " + " AND ".join(bounds)
-    con = duck.connect(spill, ordered=True)
+    con = duck.connect(spill, ordered=True, views=views)
     try:
         duck.attach(con, "events", change.scan)
         reader = con.sql(query).to_arrow_reader(BATCH_ROWS)
@@ -97,12 +100,31 @@ def rows(
     return pa.RecordBatchReader.from_batches(schema, batches())
 
 
+def viewed(schema: pa.Schema) -> pa.Schema:
+    """`schema` with its text columns as string views: the layout Polars holds text in, so
+    batches for its writers (Parquet, JSON) pass without a copy. DuckDB makes them so; a
+    conversion from plain text costs more than the Parquet encoding of those columns."""
+    return pa.schema([f.with_type(_viewed(f.type)) for f in schema], metadata=schema.metadata)
+
+
+def _viewed(kind: pa.DataType) -> pa.DataType:
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return pa.string_view()
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return pa.list_(kind.value_field.with_type(_viewed(kind.value_type)))
+    return kind
+
+
 def _column(batch: pa.RecordBatch, field: pa.Field, stream: str) -> pa.Array:
     """The batch's column of `field`: the stream's name, the stream's own, or nulls."""
     if field.name == STREAM:
-        return constant_text(stream, batch.num_rows).cast(pa.string())
+        return pa.repeat(pa.scalar(stream, field.type), batch.num_rows)
     index = batch.schema.get_field_index(field.name)
     if index < 0:
         return pa.nulls(batch.num_rows, field.type)
     column = batch.column(index)
-    return column if column.type == field.type else column.cast(field.type)
+    if column.type == field.type:
+        return column
+    if pa.types.is_dictionary(column.type):  # Arrow casts no dictionary to string views
+        column = column.dictionary_decode()
+    return column.cast(field.type)

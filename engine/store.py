@@ -486,13 +486,16 @@ class Store:
             files = tuple(f"{root}/{unquote(path)}" for path in only)
         return TableScan(schema, dataset, files)
 
-    def stream_changes(self, name: str, after: int | None) -> Changes:
+    def stream_changes(self, name: str, after: int | None) -> Changes | None:
         """The events committed to the stream after version `after` (every event when None),
-        up to its version now. Streams only grow, so these are the files of the version now
-        that were not in `after`; a stream rewritten in between (an OPTIMIZE or DELETE by
-        another tool) is refused, since its old events would come again."""
-        uri = self._existing_stream(name)
-        table = self._open(uri)
+        up to its version now; None when the stream's folder holds no table (a first append
+        died). Streams only grow, so these are the files of the version now that were not in
+        `after`; a stream rewritten in between (an OPTIMIZE or DELETE by another tool) is
+        refused, since its old events would come again."""
+        uri = self.stream_url(name)
+        table = self._table(uri)
+        if table is None:
+            return None
         version = table.version()
         added = _added_files(table)
         if after is not None:
@@ -502,7 +505,11 @@ class Store:
                     "earlier export reached (was it removed and made again?): run the export "
                     "with --restart to export every event of it again"
                 )
-            with self._delta_errors(f"cannot read version {after} of stream '{name}'"):
+            with self._delta_errors(
+                f"cannot read version {after} of stream '{name}', which an earlier export "
+                "reached (its log may have been cleaned up by another tool): run the export "
+                "with --restart to export every event of it again; the error was"
+            ):
                 earlier = self._open(uri)
                 earlier.load_as_version(after)
             before = set(_added_files(earlier))

@@ -159,7 +159,8 @@ def export_events(
     settled = settle_export(store, job.name)  # it may move the watermarks: read them after
     server = mail.load(store) if job.email_to else None  # before any file is written
     marks = {} if restart else store.state.watermarks(job.name)
-    changes = [store.stream_changes(name, _reached(marks, name)) for name in _chosen(store, job)]
+    found = [store.stream_changes(name, _reached(marks, name)) for name in _chosen(store, job)]
+    changes = [c for c in found if c is not None]
     notes = [settled] if settled else []
     if not any(c.files for c in changes):
         record.status = NO_NEW_EVENTS
@@ -250,8 +251,9 @@ def _free_names(
 
 
 def _chosen(store: Store, job: EventExportJob) -> list[str]:
-    """The streams to export, each checked to be in the store."""
-    there = [s.name for s in store.streams()]
+    """The streams to export, each checked to be in the store (by its folder: a folder
+    whose first append died has no events to export, and is passed over)."""
+    there = store.stream_names()
     if job.streams is None:
         if not there:
             raise ConfigError(
@@ -282,15 +284,18 @@ def _rows(
     """Every stream's new events, one stream after the other; `counts` hears each stream's
     events as they are read (the manifest is written after the last)."""
     spill = store.path / "tmp" / "events"
+    views = job.format != "csv"  # Polars writes the other formats (see events.viewed)
 
     def batches() -> Iterator[pa.RecordBatch]:
         for change in changes:
-            reader = events.rows(change, schema, spill=spill, since=job.since, until=job.until)
+            reader = events.rows(
+                change, schema, spill=spill, since=job.since, until=job.until, views=views
+            )
             for batch in reader:
                 counts[change.stream]["events"] += batch.num_rows
                 yield batch
 
-    return pa.RecordBatchReader.from_batches(schema, batches())
+    return pa.RecordBatchReader.from_batches(events.viewed(schema) if views else schema, batches())
 
 
 JOB = JobType("event-export", EventExportJob, run)

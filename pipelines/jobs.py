@@ -2,30 +2,43 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.declared import json_schema, parse
 from engine.errors import ConfigError
 from engine.store import Store
 from engine.textfile import read_text
-from pipelines import audience_export, csv_import, event_export, json_import
 from pipelines.errors import SpecError
 from pipelines.runs import RunRecord
 from pipelines.spec import JobType, parse_toml
 
-Job = (
-    csv_import.CsvImportJob
-    | json_import.JsonImportJob
-    | audience_export.AudienceExportJob
-    | event_export.EventExportJob
-)
+if TYPE_CHECKING:
+    from pipelines import audience_export, csv_import, event_export, json_import
 
-TYPES: dict[str, JobType[Any]] = {
-    t.name: t for t in (csv_import.JOB, json_import.JOB, audience_export.JOB, event_export.JOB)
+    Job = (
+        csv_import.CsvImportJob
+        | json_import.JsonImportJob
+        | audience_export.AudienceExportJob
+        | event_export.EventExportJob
+    )
+
+TYPES: dict[str, str] = {
+    "csv-import": "pipelines.csv_import",
+    "json-import": "pipelines.json_import",
+    "audience-export": "pipelines.audience_export",
+    "event-export": "pipelines.event_export",
 }
-"""Every job type, by the name job files give in `type`."""
+"""Every job type, by the name job files give in `type`: the module that declares it (its
+`JOB`), imported when a job of that type is read, so that a run loads only its own kind."""
+
+
+def job_type(kind: str) -> JobType[Any]:
+    """The job type of this name (one of TYPES)."""
+    found: JobType[Any] = importlib.import_module(TYPES[kind]).JOB
+    return found
 
 
 def load(text: str, source: str) -> Job:
@@ -49,7 +62,7 @@ def _type_of(kind: Any, source: str) -> JobType[Any]:
             if kind is not None
             else f"is missing: it must be one of {', '.join(TYPES)}",
         )
-    return TYPES[kind]
+    return job_type(kind)
 
 
 def load_file(path: Path) -> tuple[Job, str]:
@@ -78,7 +91,7 @@ def run(
 ) -> RunRecord:
     """One run of a job, whatever its type; `wait` is how long to wait for a run of the job
     that is under way (None: as long as it takes)."""
-    record: RunRecord = TYPES[job.type].run(
+    record: RunRecord = job_type(job.type).run(
         store, job, reset_diff=reset_diff, progress=progress, restart=restart, wait=wait
     )
     return record

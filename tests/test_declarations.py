@@ -4,6 +4,9 @@ describes every key."""
 
 from __future__ import annotations
 
+import ast
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -13,6 +16,7 @@ from engine.profiles import config as profiles_config
 from pipelines import jobs
 from pipelines.errors import SpecError
 
+EVENTS = 'name = "e"\ntype = "event-export"\nbucket = "/tmp/out"\n'
 BASE = 'name = "j"\ntype = "csv-import"\nbucket = "./in"\nfile = "a.csv"\nstream = "s"\n'
 
 
@@ -76,6 +80,23 @@ def test_every_key_of_every_job_type_is_described_in_its_schema(kind: str) -> No
     assert schema["additionalProperties"] is False
     assert schema["properties"]["type"]["const"] == kind
     assert described(schema) == []
+
+
+def test_each_job_type_is_declared_by_its_module_and_a_run_loads_only_its_own() -> None:
+    for kind in jobs.TYPES:
+        assert jobs.job_type(kind).name == kind
+    code = (
+        "import sys\n"
+        "from pipelines import jobs\n"
+        f"jobs.load({EVENTS!r}, 'e.toml')\n"
+        "print(sorted(m for m in sys.modules if m.startswith('pipelines.')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = ast.literal_eval(done.stdout)
+    assert "pipelines.event_export" in loaded
+    assert not {"pipelines.csv_import", "pipelines.json_import", "pipelines.audience_export"} & set(
+        loaded
+    )
 
 
 def test_every_key_of_a_profiles_file_is_described_in_its_schema() -> None:

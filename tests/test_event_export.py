@@ -13,12 +13,14 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import zstandard
 
@@ -266,20 +268,29 @@ def _stopped(store: Store, job_file: Path, stage: str, how: str = "exit") -> Non
 STAGES = ["export-file", "export-before-commit", "export-committing", "export-manifest"]
 
 
-@pytest.mark.parametrize(
-    ("stage", "how"),
-    [
-        (stage, how) if how == "exit" else pytest.param(stage, how, marks=pytest.mark.slow)
-        for stage in STAGES
-        for how in ("exit", "SIGTERM")
-    ],
-)
+def _kills() -> Iterator[Any]:
+    """Every stage, stopped by a crash and by a signal, to a local folder and to S3; a crash
+    at each stage locally and one in S3 in the default run, the rest in the slow one."""
+    for where, signal in (("local", "SIGTERM"), ("s3", "SIGINT")):
+        for stage in STAGES:
+            for how in ("exit", signal):
+                fast = how == "exit" and (where == "local" or stage == "export-committing")
+                marks = () if fast else (pytest.mark.slow,)
+                yield pytest.param(where, stage, how, marks=marks, id=f"{where}-{stage}-{how}")
+
+
+@pytest.mark.parametrize(("where", "stage", "how"), list(_kills()))
 def test_a_stopped_export_then_a_re_run_exports_each_event_once(
-    stage: str, how: str, store: Store, tmp_path: Path
+    where: str, stage: str, how: str, store: Store, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     out = tmp_path / "out"
+    bucket, auth = str(out), None
+    if where == "s3":
+        s3: S3Server = request.getfixturevalue("s3")
+        store.authorizations.add(s3.authorization())
+        bucket, auth = s3.new_bucket(), "moto"
     job_file = tmp_path / "events.toml"
-    job_file.write_text(job_text(str(out), max_file_size="1MiB"))
+    job_file.write_text(job_text(bucket, auth, max_file_size="1MiB"))
     run(store, job_file.read_text())
     append(store, "web", "web-2", {"id": [f"n{i}" for i in range(50_000)]})
     _stopped(store, job_file, stage, how)
@@ -287,7 +298,8 @@ def test_a_stopped_export_then_a_re_run_exports_each_event_once(
     run(store, job_file.read_text())
     expected = Counter({("web", "w1"): 1, ("web", "w2"): 1, ("app", "a1"): 1, ("app", "a2"): 1})
     expected.update(("web", f"n{i}") for i in range(50_000))
-    assert ids(exported(out)) == expected
+    found = s3_events(objects(s3, bucket)) if where == "s3" else ids(exported(out))
+    assert found == expected  # each event once, no open upload, no file no manifest lists
     assert store.state.journal() == []
 
 
@@ -408,18 +420,90 @@ def test_the_stream_placeholder_puts_each_stream_in_its_folder(
         jobs.load(job_text("./out", filename="{STREAM}-{TIMESTAMP}"), "events.toml")
 
 
-def test_a_stream_rewritten_by_another_tool_is_refused_until_restart(
-    store: Store, tmp_path: Path
-) -> None:
+def _compacted(store: Store) -> str:
     from deltalake import DeltaTable
 
+    DeltaTable(store.stream_url("web")).optimize.compact()  # w1, w2 and w3 in one new file
+    return "stream 'web' was rewritten after version 0"
+
+
+def _log_cleaned_up(store: Store) -> str:
+    from deltalake import DeltaTable
+
+    DeltaTable(store.stream_url("web")).create_checkpoint()
+    log = store.path / "streams" / "web" / "_delta_log"
+    (log / "00000000000000000000.json").unlink()  # as a log retention by another tool would
+    return "cannot read version 0 of stream 'web'"
+
+
+@pytest.mark.parametrize("change", [_compacted, _log_cleaned_up])
+def test_a_stream_changed_by_another_tool_is_refused_until_restart(
+    change: Callable[[Store], str], store: Store, tmp_path: Path
+) -> None:
     text = job_text(str(tmp_path / "out"), streams=["web"])
     run(store, text)
     append(store, "web", "web-2", {"id": ["w3"]})
-    DeltaTable(store.stream_url("web")).optimize.compact()  # w1, w2 and w3 in one new file
+    said = change(store)
     record = jobs.run(store, jobs.load(text, "events.toml"))
     assert record.failed
-    assert "stream 'web' was rewritten after version 0" in (record.error or "")
+    assert said in (record.error or "")
     assert "--restart" in (record.error or "")
     assert store.state.watermarks("events")["version:web"] == "0"
     assert run(store, text, restart=True).events == 3
+
+
+@pytest.mark.parametrize("fmt", ["json", "parquet"])
+def test_parquet_and_json_hold_the_events_the_stream_holds(
+    fmt: str, store: Store, tmp_path: Path
+) -> None:
+    """Polars writes these formats, from text held as string views: the values and the lists
+    come out as the stream has them, and the manifest calls text `string`."""
+    nested = {
+        "id": pa.array(["n1", "n2"]),
+        "tags": pa.array([["a", "bcdefghijklmnop"], None], pa.list_(pa.string())),
+        "kind": pa.array(["x", "y"]),
+    }
+    store.append("nested", [pa.record_batch(nested)], source=Source("n-1", "n-1"), job="load")
+    out = tmp_path / "out"
+    record = run(store, job_text(str(out), format=fmt, streams=["nested", "web"]))
+    assert record.files is not None
+    data, manifest_key = record.files
+    manifest = json.loads((out / manifest_key).read_text())
+    types = {f["name"]: f["type"] for f in manifest["schema"]}
+    assert types["_stream"] == types["id"] == types["page"] == "string"
+    assert types["tags"] == "list<element: string>"  # as the stream's schema says
+    path = out / data
+    table = (
+        pa.Table.from_pylist([json.loads(line) for line in path.read_text().splitlines()])
+        if fmt == "json"
+        else pq.read_table(path)
+    )
+    rows = sorted(
+        table.select(["_stream", "id", "tags", "kind", "page"]).to_pylist(),
+        key=lambda r: r["id"],
+    )
+    assert rows == [
+        {
+            "_stream": "nested",
+            "id": "n1",
+            "tags": ["a", "bcdefghijklmnop"],
+            "kind": "x",
+            "page": None,
+        },
+        {"_stream": "nested", "id": "n2", "tags": None, "kind": "y", "page": None},
+        {"_stream": "web", "id": "w1", "tags": None, "kind": None, "page": "/"},
+        {"_stream": "web", "id": "w2", "tags": None, "kind": None, "page": "=cmd"},
+    ]
+
+
+def test_a_stream_folder_whose_first_append_died_is_passed_over(
+    store: Store, tmp_path: Path
+) -> None:
+    ghost = store.path / "streams" / "ghost"
+    ghost.mkdir(parents=True)
+    (ghost / "part-0.parquet").write_bytes(b"PAR1 never committed")
+    record = run(store, job_text(str(tmp_path / "out")))
+    assert record.streams == {"app": 1, "web": 2}
+    assert run(store, job_text(str(tmp_path / "out2"), streams=["ghost"])).status == (
+        "no new events"
+    )

@@ -138,7 +138,7 @@ def test_the_readme_tables_every_field_of_each_job_type(
     takes the ones every import has from the csv-import's."""
     from pipelines.importing import ImportJob
 
-    spec = jobs.TYPES[kind].spec
+    spec = jobs.job_type(kind).spec
     declared = {f.alias or name for name, f in spec.model_fields.items()}
     named = field_table(heading)
     assert named <= declared

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import IO, Any, cast
-
-import fsspec
-from fsspec.spec import AbstractFileSystem
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from engine.auth import Authorization
 from engine.errors import ConfigError, NoSuchKey
@@ -31,6 +28,9 @@ from engine.storage.locations import (
     parse_url,
 )
 from engine.storage.s3 import _credentials, _s3_filesystem, _S3Stream, caller_identity
+
+if TYPE_CHECKING:
+    from fsspec.spec import AbstractFileSystem
 
 __all__ = [
     "BucketInfo",
@@ -81,6 +81,8 @@ def filesystem(location: Location, auth: Authorization | None = None) -> Abstrac
     """The fsspec filesystem for a location, logged in with `auth` for S3."""
     if location.scheme == "s3":
         return _s3_filesystem(_require_auth(location, auth))
+    import fsspec  # imported when a file system is used: it costs every run 50 ms
+
     return fsspec.filesystem(location.scheme)
 
 

@@ -6,14 +6,15 @@ from __future__ import annotations
 import hashlib
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any
-
-from fsspec.spec import AbstractFileSystem
+from typing import TYPE_CHECKING, Any
 
 from engine.auth import Authorization, AwsKeys, DefaultChain, DelegatedRole
 from engine.errors import ConfigError, LakeportError, SourceChanged
 from engine.storage.errors import _translating, ask_again_with, source_changed
 from engine.storage.locations import FileInfo, Location, Reader, _utc
+
+if TYPE_CHECKING:
+    from fsspec.spec import AbstractFileSystem
 
 logger = logging.getLogger("engine.storage")
 

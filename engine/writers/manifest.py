@@ -40,7 +40,7 @@ def manifest(
         "started": started.isoformat(),
         "finished": finished.isoformat(),
         **(details or {}),
-        "schema": [{"name": f.name, "type": str(f.type)} for f in schema],
+        "schema": [{"name": f.name, "type": _type_name(f.type)} for f in schema],
         "files": [
             {"key": f.key, "rows": f.rows, "bytes": f.bytes, "sha256": f.sha256} for f in files
         ],
@@ -59,3 +59,17 @@ def write_manifest(destination: Destination, key: str, text: bytes) -> None:
     except BaseException:
         target.abort()
         raise
+
+
+def _type_name(kind: pa.DataType) -> str:
+    """The type as the manifest names it: text held as string views (an in-memory layout,
+    not a type of the files) is `string`."""
+    return str(_plain(kind))
+
+
+def _plain(kind: pa.DataType) -> pa.DataType:
+    if pa.types.is_string_view(kind):
+        return pa.string()
+    if pa.types.is_list(kind):
+        return pa.list_(kind.value_field.with_type(_plain(kind.value_type)))
+    return kind
