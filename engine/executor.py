@@ -7,6 +7,7 @@ both cores; the queue's bound keeps memory flat.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Callable, Generator, Iterator
@@ -16,6 +17,13 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _DONE = object()
+
+
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def prefetch(items: Iterator[T], depth: int = 4) -> Generator[T, None, None]:
