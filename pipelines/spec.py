@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Annotated, Any, ClassVar, Generic, Literal, Protocol, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import model_validator
 
@@ -26,20 +26,10 @@ from engine.store import Store
 from engine.timestamps import check_timezone
 from pipelines.errors import SpecError
 from pipelines.runs import RunRecord
+from pipelines.schedule import FREQUENCIES, Frequency, Schedule, check_cron, weekday
 
-Frequency = Literal["hourly", "daily", "weekly", "monthly"]
-FREQUENCIES: tuple[str, ...] = Frequency.__args__  # type: ignore[attr-defined]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _TIME_OF_DAY = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """When a kept-updated job runs: every hour, day, week or month, at a local time of day."""
-
-    frequency: str | None = None
-    time_of_day: str | None = None
-    timezone: str = "UTC"
 
 
 def reworded(check: Callable[[str], str], fix: str) -> Callable[[str], str]:
@@ -116,13 +106,18 @@ class JobSpec(Declared):
     type: str
     """The job type."""
     keep_updated: bool = False
-    """Whether the job runs on its schedule."""
+    """Whether the job runs on its schedule (`lakeport scheduler`)."""
     frequency: Frequency | None = None
-    """How often a kept-updated job runs."""
+    """How often a kept-updated job runs: hourly, daily, weekly, monthly, or cron."""
     time_of_day: Annotated[str, Check(_time_of_day)] | None = None
-    """When it runs, "HH:MM" in `schedule_timezone`."""
+    """When it runs, "HH:MM" in `schedule_timezone` (hourly: its minute)."""
     schedule_timezone: Timezone | None = None
     """The IANA timezone of `time_of_day`."""
+    day: Annotated[str | int, Kind("a weekday or a day of the month")] | None = None
+    """Weekly: the weekday (monday...sunday; default monday). Monthly: the day of the month,
+    1 to 31 (default 1; past a month's end, its last day)."""
+    cron: Annotated[str, Check(check_cron)] | None = None
+    """With frequency = "cron": a cron expression, five fields, or six with seconds first."""
 
     @classmethod
     def error(cls, source: str, key: str | None, problem: str) -> ConfigError:
@@ -134,7 +129,32 @@ class JobSpec(Declared):
             raise Problem(
                 "frequency", f"is needed when keep_updated is true: one of {', '.join(FREQUENCIES)}"
             )
+        if (self.frequency == "cron") != (self.cron is not None):
+            if self.cron is None:
+                raise Problem("cron", 'is needed with frequency = "cron": an expression')
+            raise Problem("cron", 'is for frequency = "cron" only: set that, or remove cron')
+        if self.frequency == "cron" and self.time_of_day is not None:
+            raise Problem("time_of_day", "is given by the cron expression: remove time_of_day")
+        if self.day is not None:
+            self._day_number()
         return self
+
+    def _day_number(self) -> int | None:
+        """`day` as Schedule takes it: 0-6 for a weekday, 1-31 for a day of the month."""
+        if self.day is None:
+            return None
+        if self.frequency == "weekly":
+            try:
+                return weekday(self.day)
+            except ValueError as exc:
+                raise Problem("day", str(exc)) from None
+        if self.frequency == "monthly":
+            if isinstance(self.day, int) and 1 <= self.day <= 31:
+                return self.day
+            raise Problem(
+                "day", "must be a day of the month, 1 to 31 (past a month's end: its last day)"
+            )
+        raise Problem("day", "is for weekly or monthly schedules: remove it, or change frequency")
 
     @property
     def default_timezone(self) -> str:
@@ -142,9 +162,16 @@ class JobSpec(Declared):
         return "UTC"
 
     @property
-    def schedule(self) -> Schedule:
+    def schedule(self) -> Schedule | None:
+        """When the job runs, or None when it is not kept updated."""
+        if not self.keep_updated or self.frequency is None:
+            return None
         return Schedule(
-            self.frequency, self.time_of_day, self.schedule_timezone or self.default_timezone
+            self.frequency,
+            self.time_of_day,
+            self.schedule_timezone or self.default_timezone,
+            day=self._day_number(),
+            cron=self.cron,
         )
 
 
