@@ -95,6 +95,19 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE runs ADD COLUMN pid INTEGER;
     ALTER TABLE runs ADD COLUMN host TEXT;
     """,
+    """
+    CREATE TABLE schedules (
+        job        TEXT PRIMARY KEY,          -- a kept-updated job, as the scheduler keeps it
+        state      TEXT NOT NULL DEFAULT 'active',  -- active | paused | stopped
+        due_at     TEXT,                      -- when it runs next (UTC), NULL: not planned yet
+        attempt    INTEGER NOT NULL DEFAULT 0,  -- retries so far of a run that failed transiently
+        started_at TEXT,                      -- the last run the scheduler started
+        started_due TEXT,                     -- the time that run was due
+        ended_at   TEXT,                      -- and when it ended
+        outcome    TEXT,                      -- what it came to (a run status, or an error)
+        updated_at TEXT NOT NULL
+    );
+    """,
 )
 
 
@@ -165,6 +178,23 @@ class Run:
     object: str | None
     stats: dict[str, Any]
     error: str | None
+
+
+@dataclass(frozen=True)
+class ScheduleRow:
+    """What the scheduler keeps of a kept-updated job (times as ISO 8601 UTC text)."""
+
+    job: str
+    state: str = "active"
+    due_at: str | None = None
+    attempt: int = 0
+    started_at: str | None = None
+    started_due: str | None = None
+    ended_at: str | None = None
+    outcome: str | None = None
+
+
+_SCHEDULE_COLUMNS = "job, state, due_at, attempt, started_at, started_due, ended_at, outcome"
 
 
 class StateDB:
@@ -276,6 +306,10 @@ class StateDB:
                     "UPDATE jobs SET type = ?, spec = ?, updated_at = ? WHERE name = ?",
                     (job_type, spec, stamp, name),
                 )
+                # Its schedule may be another: planned again from the new file.
+                conn.execute(
+                    "UPDATE schedules SET due_at = NULL, attempt = 0 WHERE job = ?", (name,)
+                )
                 return True
             conn.execute(
                 "INSERT INTO jobs (name, type, spec, created_at, updated_at) "
@@ -300,7 +334,37 @@ class StateDB:
         with self._connect() as conn:
             deleted = conn.execute("DELETE FROM jobs WHERE name = ?", (name,)).rowcount > 0
             conn.execute("DELETE FROM watermarks WHERE job = ?", (name,))
+            conn.execute("DELETE FROM schedules WHERE job = ?", (name,))
         return deleted
+
+    # Schedules: what the scheduler keeps of each kept-updated job
+
+    def schedule_of(self, job: str) -> ScheduleRow:
+        """The job's schedule row (a new, active one when it has none yet)."""
+        with self._connect() as conn:
+            row = conn.execute(f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE job = ?", (job,))
+            found = row.fetchone()
+        return ScheduleRow(job) if found is None else ScheduleRow(*found)
+
+    def schedules(self) -> dict[str, ScheduleRow]:
+        with self._connect() as conn:
+            rows = conn.execute(f"SELECT {_SCHEDULE_COLUMNS} FROM schedules").fetchall()
+        return {str(r[0]): ScheduleRow(*r) for r in rows}
+
+    def set_schedule(self, job: str, **changed: Any) -> None:
+        """Change fields of the job's schedule row (made if it has none)."""
+        unknown = set(changed) - set(ScheduleRow.__dataclass_fields__) - {"job"}
+        if unknown:
+            raise ValueError(f"no schedule field {', '.join(sorted(unknown))}")
+        names = ", ".join(changed)
+        updates = ", ".join(f"{n} = excluded.{n}" for n in (*changed, "updated_at"))
+        with self._connect() as conn:
+            conn.execute(
+                f"INSERT INTO schedules (job, {names}, updated_at) "
+                f"VALUES (?, {', '.join('?' for _ in changed)}, ?) "
+                f"ON CONFLICT (job) DO UPDATE SET {updates}",
+                (job, *changed.values(), now().isoformat()),
+            )
 
     # Audiences
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from engine.errors import Interrupted, LakeportError
+from engine.errors import Interrupted, LakeportError, TransientError
 from engine.lease import Lease
 from engine.secrets import redact
 from engine.store import Store
@@ -52,6 +52,9 @@ class RunRecord:
     """Events exported."""
     streams: dict[str, int] | None = None
     """Events exported, by stream."""
+    retry: bool = False
+    """Whether a failure may pass: the same run, started again later, may succeed (a network
+    or S3 error that went on, a source that changed while it was read)."""
 
     @property
     def failed(self) -> bool:
@@ -159,6 +162,7 @@ def _recorded(
     except LakeportError as exc:
         record.status = FAILED
         record.error = redact(str(exc))
+        record.retry = isinstance(exc, TransientError)
     except (KeyboardInterrupt, Interrupted) as exc:
         record.status = INTERRUPTED
         record.error = interruption(exc)

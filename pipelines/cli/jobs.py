@@ -151,24 +151,115 @@ def jobs_add(obj: Context, job_file: Path, replace: bool) -> None:
 @prints
 @click.pass_obj
 def jobs_list(obj: Context) -> Shown:
-    """The registered jobs."""
-    found = [{"name": n, "type": t, "updated": u} for n, t, u in obj.store().state.list_jobs()]
+    """The registered jobs: each one's schedule, state, next run (in its timezone and UTC),
+    last run and its status."""
+    from pipelines.scheduler import overview
+
+    found = overview(obj.store())
+    shown = [
+        {
+            "name": j["name"],
+            "type": j["type"],
+            "schedule": j["schedule"] or "-",
+            "state": j["state"],
+            "next run": _when(j["next_run_local"]),
+            "next run (UTC)": _when(j["next_run"]),
+            "last run": _when(j["last_run"]),
+            "last status": j["last_status"] or "-",
+        }
+        for j in found
+    ]
     return Shown.table(
-        found, ["name", "type", "updated"], empty="no jobs: add one with `lakeport jobs add`"
+        shown,
+        list(shown[0]) if shown else ["name"],
+        document=found,
+        empty="no jobs: add one with `lakeport jobs add`",
     )
+
+
+def _when(moment: str | None) -> str:
+    """An ISO 8601 time, shorter: `2027-03-14 03:00 -04:00` (seconds when there are)."""
+    if moment is None:
+        return "-"
+    day, _, rest = moment.partition("T")
+    clock = rest[:8] if rest[5:8] not in ("", ":00") else rest[:5]
+    zone = rest[-6:] if rest[-6] in "+-" else "UTC"
+    return f"{day} {clock} {'UTC' if zone == '+00:00' else zone}"
 
 
 @jobs_group.command("show")
 @click.argument("name")
 @click.pass_obj
 def jobs_show(obj: Context, name: str) -> None:
-    """Print a registered job's file."""
+    """Print a registered job's file, then its schedule: state, next run, last run and how
+    late it started."""
     from engine.errors import ConfigError
+    from pipelines.scheduler import overview
 
-    found = obj.store().state.get_job(name)
+    store = obj.store()
+    found = store.state.get_job(name)
     if found is None:
         raise ConfigError(f"no job named '{name}': `lakeport jobs list` shows the registered ones")
     echo(found[1].rstrip("\n"))
+    job = next(j for j in overview(store) if j["name"] == name)
+    if job["schedule"] is None:
+        return
+    echo("")
+    echo(f"# schedule: {job['schedule']}; {job['state']}")
+    if job["next_run"]:
+        echo(f"# next run: {_when(job['next_run_local'])} ({_when(job['next_run'])})")
+    if job["last_run"]:
+        echo(f"# last run: {_when(job['last_run'])}, {job['last_status']}")
+    late = job.get("late_seconds")
+    if late is not None and late >= 60:
+        echo(f"# the last run started late, by {_duration(late)} (no scheduler was running)")
+    if job["attempt"]:
+        echo(f"# retrying: try {job['attempt']} after {job['outcome']}")
+
+
+def _duration(seconds: float) -> str:
+    minutes, _ = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+@jobs_group.command("pause")
+@click.argument("name")
+@click.pass_obj
+def jobs_pause(obj: Context, name: str) -> None:
+    """Stop running a kept-updated job on its schedule (a run under way goes on)."""
+    from pipelines.scheduler import PAUSED, kept_job
+
+    store = obj.store()
+    kept_job(store, name)
+    store.state.set_schedule(name, state=PAUSED)
+    echo(f"paused job '{name}': `lakeport jobs resume {name}` starts it again")
+
+
+@jobs_group.command("resume")
+@click.argument("name")
+@click.pass_obj
+def jobs_resume(obj: Context, name: str) -> None:
+    """Run a paused or stopped job on its schedule again (a stopped JSON import looks for
+    its next file again), from now."""
+    from pipelines.scheduler import resume
+
+    resume(obj.store(), name)
+    echo(f"resumed job '{name}'")
+
+
+@jobs_group.command("next")
+@click.argument("name")
+@click.option("-n", "count", type=click.IntRange(min=1, max=1000), default=5, show_default=True)
+@prints
+@click.pass_obj
+def jobs_next(obj: Context, name: str, count: int) -> Shown:
+    """The next times a kept-updated job runs, in its timezone and in UTC."""
+    from pipelines.scheduler import upcoming
+
+    found = upcoming(obj.store(), name, count)
+    rows = [{"run": _when(local), "UTC": _when(utc)} for local, utc in found]
+    return Shown.table(rows, ["run", "UTC"], document=[{"local": a, "utc": b} for a, b in found])
 
 
 @jobs_group.command("run")

@@ -1,0 +1,5 @@
+"""`python -m pipelines` is `lakeport`: what the scheduler starts each run with."""
+
+from pipelines.cli import main
+
+main()
