@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, LakeportError
 from engine.lease import JobRunning, Lease
 from engine.state import ScheduleRow
 from engine.store import Store
@@ -227,7 +227,10 @@ class Scheduler:
         `grace` seconds (or until `hurry` is set), and interrupt those still running."""
         with self._lease():
             while not stop.is_set():
-                self.step()
+                try:
+                    self.step()
+                except LakeportError as exc:  # state.db busy, say: the next round tries again
+                    logger.warning("scheduler: %s", exc)
                 stop.wait(tick)
             self.shut_down(hurry or threading.Event())
 
