@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,6 +26,7 @@ from engine.errors import ConfigError
 from engine.store import Store
 from pipelines.runs import STOPPED
 from pipelines.scheduler import Retries, Scheduler, SchedulerLease, overview, resume
+from tests.conftest import S3Server
 
 LAKEPORT = [sys.executable, "-m", "pipelines"]
 START = datetime(2027, 3, 10, 12, 0, tzinfo=UTC)
@@ -325,19 +327,23 @@ def cli(store: Path, *args: str, **options: Any) -> subprocess.CompletedProcess[
     )
 
 
-def test_a_real_scheduler_runs_a_job_twice_and_stops_on_sigterm(tmp_path: Path) -> None:
+def test_a_real_scheduler_runs_a_job_twice_and_stops_on_sigterm(
+    tmp_path: Path, s3: S3Server
+) -> None:
     store = Store(tmp_path / "store")
+    store.authorizations.add(s3.authorization())
+    bucket = s3.new_bucket()
     import pyarrow as pa
 
     from engine.store import Source
 
     store.append("web", [pa.record_batch({"id": ["a"]})], source=Source("k", "1"), job="load")
-    out = tmp_path / "out"
     job = tmp_path / "exp.toml"
     job.write_text(
         job_text(
             "exp",
-            bucket=str(out),
+            bucket=bucket,
+            auth="moto",
             frequency="cron",
             cron="*/2 * * * * *",
             filename="e-{TIMESTAMP}",
@@ -370,6 +376,8 @@ def test_a_real_scheduler_runs_a_job_twice_and_stops_on_sigterm(tmp_path: Path) 
     assert len(runs) >= 2
     assert {r.status for r in runs} <= {"succeeded", "no new events"}
     assert runs[-1].status == "succeeded"  # the first run exported the event
+    listed = s3.client().list_objects_v2(Bucket=bucket)["Contents"]
+    assert sorted(o["Key"].rsplit(".", 1)[-1] for o in listed) == ["csv", "json"]  # and manifest
     assert store.state.leases("scheduler") == []
 
 
@@ -409,3 +417,49 @@ def test_a_scheduler_killed_mid_run_then_started_again_imports_each_row_once(
     assert "ran 1 due job(s)" in again.stdout
     assert store.state.runs("imp")[0].status == "succeeded"
     assert {s.name: s.rows for s in store.streams()} == {"events": rows}
+
+
+def test_jobs_list_show_and_next_say_when_jobs_run(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from pipelines.cli import cli as lakeport
+
+    store = Store(tmp_path / "store")
+    timed = job_text(
+        "timed",
+        "csv-import",
+        frequency="daily",
+        time_of_day="02:30",
+        schedule_timezone="America/New_York",
+    )
+    store.state.put_job("timed", "csv-import", timed)
+    store.state.put_job("once", "event-export", job_text("once", keep_updated=False))
+    invoke = CliRunner().invoke
+    listed = invoke(lakeport, ["--store", str(store.path), "jobs", "list", "-o", "json"])
+    assert listed.exit_code == 0, listed.output
+    found = {j["name"]: j for j in json.loads(listed.stdout)}
+    assert found["once"]["schedule"] is None
+    assert found["timed"]["schedule"] == "daily at 02:30 America/New_York"
+    local, utc = found["timed"]["next_run_local"], found["timed"]["next_run"]
+    assert local.endswith(("T02:30:00-05:00", "T02:30:00-04:00"))
+    assert datetime.fromisoformat(local) == datetime.fromisoformat(utc)
+    nexts = invoke(
+        lakeport, ["--store", str(store.path), "jobs", "next", "timed", "-n", "3", "-o", "json"]
+    )
+    times = [datetime.fromisoformat(t["utc"]) for t in json.loads(nexts.stdout)]
+    assert len(times) == 3
+    assert all(
+        later - earlier in (timedelta(hours=23), timedelta(hours=24), timedelta(hours=25))
+        for earlier, later in pairwise(times)
+    )
+    store.state.set_schedule(
+        "timed",
+        started_due="2027-03-10T07:30:00+00:00",
+        started_at="2027-03-10T09:45:00+00:00",
+    )
+    shown = invoke(lakeport, ["--store", str(store.path), "jobs", "show", "timed"])
+    assert "# schedule: daily at 02:30 America/New_York; active" in shown.stdout
+    assert "started late, by 2 h 15 min" in shown.stdout
+    refused = invoke(lakeport, ["--store", str(store.path), "jobs", "next", "once"])
+    assert refused.exit_code == 1
+    assert "job 'once' is not kept updated" in refused.output
