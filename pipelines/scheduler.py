@@ -234,19 +234,27 @@ class Scheduler:
                 stop.wait(tick)
             self.shut_down(hurry or threading.Event())
 
-    def once(self, *, poll: float = 0.2) -> int:
+    def once(
+        self,
+        *,
+        poll: float = 0.2,
+        stop: threading.Event | None = None,
+        hurry: threading.Event | None = None,
+    ) -> int:
         """Run what is due now, `max_parallel` at a time, and return when they have all
-        ended: the number of runs started."""
+        ended: the number of runs started. When `stop` is set, start no more and shut down
+        as `serve` does."""
+        stop = stop or threading.Event()
         started = 0
         with self._lease():
             due = self.due()
-            while due or self.running:
+            while (due or self.running) and not stop.is_set():
                 self.reap()
                 while due and len(self.running) < self.max_parallel:
                     self.start(*due.pop(0))
                     started += 1
-                time.sleep(poll)
-            self.reap()
+                stop.wait(poll)
+            self.shut_down(hurry or threading.Event())
         return started
 
     def shut_down(self, hurry: threading.Event) -> None:

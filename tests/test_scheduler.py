@@ -295,6 +295,20 @@ def test_a_stopped_scheduler_gives_running_jobs_their_grace_then_interrupts_them
     assert store.state.leases("scheduler") == []
 
 
+def test_runs_go_max_parallel_at_a_time_the_longest_due_first(
+    store: Store, scheduler: Scheduler, clock: Clock, launcher: Launcher
+) -> None:
+    for name, minutes in (("a", 30), ("b", 10), ("c", 20)):
+        store.state.put_job(name, "event-export", job_text(name, frequency="daily"))
+        store.state.set_schedule(name, due_at=(START - timedelta(minutes=minutes)).isoformat())
+        launcher.records[name] = [{"sleep": 0.5}]
+    scheduler.step()
+    assert launcher.started == ["a", "c"]  # two at a time
+    assert scheduler.once() == 1  # what is due and not running: b
+    assert launcher.started == ["a", "c", "b"]
+    assert scheduler.running == {}
+
+
 def test_one_scheduler_per_store(store: Store) -> None:
     with (
         SchedulerLease(store),

@@ -71,10 +71,6 @@ def scheduler(
         grace=grace,
         retries=Retries(attempts=retries, base=retry_wait, cap=max(retry_wait, 900.0)),
     )
-    if once:
-        started = runner.once()
-        echo(f"ran {started} due job(s)")
-        return
     stop, hurry = threading.Event(), threading.Event()
 
     def stopping(signum: int, frame: Any) -> None:
@@ -82,6 +78,10 @@ def scheduler(
 
     signal.signal(signal.SIGTERM, stopping)
     signal.signal(signal.SIGINT, stopping)
+    if once:
+        started = runner.once(stop=stop, hurry=hurry)
+        echo(f"ran {started} due job(s)" + (" (stopped)" if stop.is_set() else ""))
+        return
     echo(f"scheduler: running the kept-updated jobs of {runner.store.path} (Ctrl-C stops)")
     runner.serve(stop, tick=tick, hurry=hurry)
     echo("scheduler: stopped")
