@@ -477,3 +477,31 @@ def test_jobs_list_show_and_next_say_when_jobs_run(tmp_path: Path) -> None:
     refused = invoke(lakeport, ["--store", str(store.path), "jobs", "next", "once"])
     assert refused.exit_code == 1
     assert "job 'once' is not kept updated" in refused.output
+
+
+def test_a_real_run_that_cannot_reach_s3_is_tried_again(tmp_path: Path, s3: S3Server) -> None:
+    """The run's own record says its error may pass (S3 unreachable: TransientError); the
+    scheduler tries it again, then leaves it to its next time."""
+    from dataclasses import replace
+
+    store = Store(tmp_path / "store")
+    down = replace(s3.authorization("down"), endpoint_url="http://127.0.0.1:9")
+    store.authorizations.add(down)
+    text = (
+        'name = "imp"\ntype = "csv-import"\nbucket = "events"\nauth = "down"\n'
+        'file = "e.csv"\nstream = "s"\nkeep_updated = true\nfrequency = "daily"\n'
+    )
+    store.state.put_job("imp", "csv-import", text)
+    runner = Scheduler(store, retries=Retries(attempts=1, base=0.01))
+    assert runner.once() == 1
+    row = store.state.schedule_of("imp")
+    assert row.attempt == 1
+    assert "127.0.0.1:9" in (row.outcome or "")
+    (record,) = store.state.runs("imp")
+    assert record.status == "failed"
+    assert record.stats["retry"] is True
+    time.sleep(0.05)
+    assert runner.once() == 1  # the try again
+    row = store.state.schedule_of("imp")
+    assert row.attempt == 0  # the budget is spent: its next time
+    assert datetime.fromisoformat(row.due_at or "") > datetime.now(UTC) + timedelta(hours=23)

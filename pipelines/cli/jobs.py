@@ -144,7 +144,12 @@ def jobs_add(obj: Context, job_file: Path, replace: bool) -> None:
         raise ConfigError(
             f"a job named '{job.name}' is registered already: pass --replace to replace it"
         )
-    echo(f"registered job '{job.name}' ({job.type})")
+    said = f"registered job '{job.name}' ({job.type})"
+    if job.schedule is not None:
+        from pipelines.scheduler import describe
+
+        said += f", kept updated {describe(job.schedule)} while `lakeport scheduler` runs"
+    echo(said)
 
 
 @jobs_group.command("list")
