@@ -198,7 +198,8 @@ class Scheduler:
         kept = self.kept().get(run.job)
         changes: dict[str, Any] = {"ended_at": ended.isoformat(), "outcome": _said(result)}
         if kept is None:  # removed, or no longer kept updated, while it ran
-            state.set_schedule(run.job, **changes)
+            if state.get_job(run.job) is not None:
+                state.set_schedule(run.job, **changes)
             return
         schedule = kept[1]
         if result.retry and row.attempt < self.retries.attempts:
