@@ -330,6 +330,12 @@ class StateDB:
             rows = conn.execute("SELECT name, type, updated_at FROM jobs ORDER BY name").fetchall()
         return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
+    def job_files(self) -> list[tuple[str, str, str]]:
+        """Name, type and spec text of every registered job."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT name, type, spec FROM jobs ORDER BY name").fetchall()
+        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
     def delete_job(self, name: str) -> bool:
         with self._connect() as conn:
             deleted = conn.execute("DELETE FROM jobs WHERE name = ?", (name,)).rowcount > 0

@@ -155,11 +155,7 @@ class Scheduler:
         """Every registered job that is kept updated: its type and schedule. A job file that
         no longer loads is logged and passed over (the others go on)."""
         found = {}
-        for name, job_type, _ in self.store.state.list_jobs():
-            stored = self.store.state.get_job(name)
-            if stored is None:
-                continue
-            text = stored[1]
+        for name, job_type, text in self.store.state.job_files():
             cached = self._loaded.get(name)
             if cached is None or cached[0] != text:
                 try:
@@ -391,9 +387,9 @@ def overview(store: Store, at: datetime | None = None) -> list[dict[str, Any]]:
         entry["next_run_local"] = (
             None if row.state != ACTIVE else due.astimezone(schedule.zone).isoformat()
         )
-        if row.started_at and row.started_due:
-            late = _time(row.started_at) - _time(row.started_due)  # type: ignore[operator]
-            entry["late_seconds"] = round(late.total_seconds(), 1)
+        started, started_due = _time(row.started_at), _time(row.started_due)
+        if started is not None and started_due is not None:
+            entry["late_seconds"] = round((started - started_due).total_seconds(), 1)
         entry["attempt"] = row.attempt
         entry["outcome"] = row.outcome
         found.append(entry)
