@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import shutil
 import subprocess
@@ -46,6 +47,10 @@ BAD_PASSPHRASE = 11
 """libgpg-error's code for a wrong passphrase (an ERROR status carries it, with its source)."""
 PACKET_TAGS = {1, 3}
 """The packets an encrypted message starts with: a public-key or a symmetric-key session key."""
+
+
+# python-gnupg logs what it sends gpg at DEBUG, key material included: never below WARNING.
+logging.getLogger("gnupg").setLevel(logging.WARNING)
 
 
 class PgpError(TerminalError):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import subprocess
 from collections.abc import Iterator
@@ -246,3 +247,17 @@ def test_homes_are_removed(keys: dict[str, Key]) -> None:
         home = Path(ring.home)
         assert home.stat().st_mode & 0o777 == 0o700
     assert not home.exists()
+
+
+def test_no_key_material_reaches_the_logs_at_debug(
+    keys: dict[str, Key], caplog: pytest.LogCaptureFixture
+) -> None:
+    key = keys["rsa"]
+    message = key.gpg("--encrypt", "-r", key.fingerprint, data=b"a,b\n")
+    with caplog.at_level(logging.DEBUG), Keyring([key.secret]) as ring:
+        Decrypting(io.BytesIO(message), ring, name="m.gpg", passphrase=PASSPHRASE).read()
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    body = key.secret.decode().splitlines()[3]  # a line of the armored secret key
+    assert body not in logged
+    assert "PRIVATE KEY" not in logged
+    assert PASSPHRASE not in logged
