@@ -295,6 +295,20 @@ def test_a_stopped_scheduler_gives_running_jobs_their_grace_then_interrupts_them
     assert store.state.leases("scheduler") == []
 
 
+def test_once_stopped_gives_its_runs_their_grace_too(
+    store: Store, scheduler: Scheduler, launcher: Launcher
+) -> None:
+    store.state.put_job("exp", "event-export", job_text("exp", frequency="daily"))
+    launcher.records["exp"] = [{"sleep": 30}]
+    scheduler.grace = 0.3
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    began = time.monotonic()
+    assert scheduler.once(stop=stop) == 1
+    assert time.monotonic() - began < 10
+    assert store.state.schedule_of("exp").outcome == "interrupted"
+
+
 def test_runs_go_max_parallel_at_a_time_the_longest_due_first(
     store: Store, scheduler: Scheduler, clock: Clock, launcher: Launcher
 ) -> None:
