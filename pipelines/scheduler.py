@@ -398,15 +398,13 @@ def overview(store: Store, at: datetime | None = None) -> list[dict[str, Any]]:
 
 def kept_job(store: Store, name: str) -> tuple[str, Schedule]:
     """The registered job's type and schedule, or an error that says what is missing."""
-    if store.state.get_job(name) is None:
-        raise ConfigError(f"no job named '{name}': `lakeport jobs list` shows the registered ones")
-    found = Scheduler(store).kept().get(name)
-    if found is None:
+    job = jobs.registered(store, name)
+    if job.schedule is None:
         raise ConfigError(
             f"job '{name}' is not kept updated: set keep_updated = true and a frequency in its "
             "file, then `lakeport jobs add --replace FILE`"
         )
-    return found
+    return job.type, job.schedule
 
 
 def resume(store: Store, name: str) -> None:

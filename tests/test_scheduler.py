@@ -41,6 +41,16 @@ def job_text(name: str, kind: str = "event-export", **fields: Any) -> str:
     return "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
 
 
+TIMED = job_text(
+    "timed",
+    "csv-import",
+    frequency="daily",
+    time_of_day="02:30",
+    schedule_timezone="America/New_York",
+)
+"""An import at 02:30 New York time each day."""
+
+
 @dataclass
 class Clock:
     at: datetime = START
@@ -129,13 +139,7 @@ def test_an_export_runs_at_once_then_at_its_times(
 def test_an_import_with_a_time_of_day_waits_for_it_and_one_without_runs_a_period_after(
     store: Store, scheduler: Scheduler, clock: Clock, launcher: Launcher
 ) -> None:
-    timed = job_text(
-        "timed",
-        "csv-import",
-        frequency="daily",
-        time_of_day="02:30",
-        schedule_timezone="America/New_York",
-    )
+    timed = TIMED
     store.state.put_job("timed", "csv-import", timed)
     store.state.put_job(
         "hourly", "csv-import", job_text("hourly", "csv-import", frequency="hourly")
@@ -453,13 +457,7 @@ def test_jobs_list_show_and_next_say_when_jobs_run(tmp_path: Path) -> None:
     from pipelines.cli import cli as lakeport
 
     store = Store(tmp_path / "store")
-    timed = job_text(
-        "timed",
-        "csv-import",
-        frequency="daily",
-        time_of_day="02:30",
-        schedule_timezone="America/New_York",
-    )
+    timed = TIMED
     store.state.put_job("timed", "csv-import", timed)
     store.state.put_job("once", "event-export", job_text("once", keep_updated=False))
     invoke = CliRunner().invoke
