@@ -8,11 +8,17 @@ Three kinds, each a frozen dataclass whose secrets are `Secret` values:
 - `DelegatedRole`: an IAM role in the customer's account, assumed through STS with an external id
   that lakeport generates per authorization (the confused-deputy defence).
 
-Every kind takes an optional region and endpoint URL (S3-compatible stores, the test server).
+Every kind takes an optional region and endpoint URL (S3-compatible stores, the test server),
+and optional OpenPGP keys (engine.pgp): public keys that its exports are encrypted to, and a
+private key (with its passphrase) that its encrypted imports are decrypted with. The keys are
+secrets (kept in the secrets file); their fingerprints are settings, pinned: a stored key that is
+not the one added is refused at use.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import secrets as _random
 from dataclasses import dataclass, field
@@ -59,18 +65,54 @@ class Authorization:
     name: str
     region: str | None = None
     endpoint_url: str | None = None
+    pgp_recipients: tuple[str, ...] = ()
+    """The fingerprints of the public keys exports are encrypted to (none: not encrypted)."""
+    pgp_public_keys: Secret | None = field(default=None, repr=False)
+    """Their key files (`pgp_key_files`)."""
+    pgp_decrypts_with: str | None = None
+    """The fingerprint of the private key that decrypts encrypted imports."""
+    pgp_private_key: Secret | None = field(default=None, repr=False)
+    pgp_passphrase: Secret | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         check_name(self.name)
         check_endpoint_url(self.endpoint_url)
+        object.__setattr__(self, "pgp_recipients", tuple(self.pgp_recipients))
+        if bool(self.pgp_recipients) != (self.pgp_public_keys is not None):
+            raise ConfigError(f"authorization '{self.name}': PGP recipients need their keys")
+        if (self.pgp_decrypts_with is None) != (self.pgp_private_key is None):
+            raise ConfigError(f"authorization '{self.name}': a PGP private key needs its id")
 
     def secrets(self) -> dict[str, Secret]:
         """The secret fields, by name."""
-        return {}
+        found = {
+            "pgp_public_keys": self.pgp_public_keys,
+            "pgp_private_key": self.pgp_private_key,
+            "pgp_passphrase": self.pgp_passphrase,
+        }
+        return {key: secret for key, secret in found.items() if secret is not None}
 
     def settings(self) -> dict[str, Any]:
         """The fields that are not secret, as stored and shown."""
-        return {"region": self.region, "endpoint_url": self.endpoint_url}
+        shown: dict[str, Any] = {"region": self.region, "endpoint_url": self.endpoint_url}
+        if self.pgp_recipients:
+            shown["pgp_recipients"] = list(self.pgp_recipients)
+        if self.pgp_decrypts_with is not None:
+            shown["pgp_decrypts_with"] = self.pgp_decrypts_with
+        return shown
+
+    @property
+    def encrypts(self) -> bool:
+        """Whether exports under this authorization are encrypted."""
+        return bool(self.pgp_recipients)
+
+    def public_key_files(self) -> list[bytes]:
+        """The recipients' key files, as they were added."""
+        return [] if self.pgp_public_keys is None else unpack_keys(self.pgp_public_keys)
+
+    def private_key_file(self) -> bytes | None:
+        """The private key file, as it was added (None: encrypted imports cannot be read)."""
+        return None if self.pgp_private_key is None else unpack_keys(self.pgp_private_key)[0]
 
     def describe(self) -> dict[str, Any]:
         """Everything about the authorization that can be shown: secrets by reference only."""
@@ -97,7 +139,7 @@ class AwsKeys(Authorization):
             )
 
     def secrets(self) -> dict[str, Secret]:
-        found = {"secret_key": self.secret_key}
+        found = {"secret_key": self.secret_key, **super().secrets()}
         if self.session_token is not None:
             found["session_token"] = self.session_token
         return found
@@ -151,6 +193,15 @@ class DelegatedRole(Authorization):
             "session_seconds": self.session_seconds,
             **super().settings(),
         }
+
+
+def pack_keys(files: list[bytes]) -> Secret:
+    """Key files (armored or binary) as one secret value."""
+    return Secret(json.dumps([base64.b64encode(data).decode() for data in files]))
+
+
+def unpack_keys(secret: Secret) -> list[bytes]:
+    return [base64.b64decode(text) for text in json.loads(secret.reveal())]
 
 
 KINDS: dict[str, type[Authorization]] = {

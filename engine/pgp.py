@@ -24,12 +24,18 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
+from engine.auth import pack_keys
 from engine.errors import BadInput, ConfigError, TerminalError
+from engine.secrets import Secret
+
+if TYPE_CHECKING:
+    from engine.auth import Authorization
 
 CHUNK = 256 * 1024
 ALGORITHMS = {
@@ -79,6 +85,8 @@ class KeyInfo:
     secret: bool
     subkeys: tuple[str, ...] = ()
     """The key ids of its subkeys (an encrypted message names the subkey it is for)."""
+    can_encrypt: bool = True
+    """Whether it (or a subkey) may encrypt: a signing-only key cannot be a recipient."""
 
     @property
     def key_ids(self) -> tuple[str, ...]:
@@ -89,11 +97,16 @@ class Keyring:
     """A fresh gpg home holding `keys` (armored or binary key files' bytes), for one use.
 
     `with Keyring(keys) as ring:` imports them; leaving removes the home and stops its agent.
+    With `pinned` (fingerprints), the keys must be exactly those: an authorization's keys are
+    checked against the fingerprints it was added with.
     """
 
-    def __init__(self, keys: Sequence[bytes], *, source: str = "the keys") -> None:
+    def __init__(
+        self, keys: Sequence[bytes], *, source: str = "the keys", pinned: Sequence[str] = ()
+    ) -> None:
         self.keys = keys
         self.source = source
+        self.pinned = pinned
         self.home = ""
         self.infos: list[KeyInfo] = []
 
@@ -115,6 +128,12 @@ class Keyring:
                         "`gpg --export` or `gpg --export-secret-keys` writes it"
                     )
             self.infos = self._listed()
+            found = {info.fingerprint for info in self.infos}
+            if self.pinned and found != set(self.pinned):
+                raise PgpError(
+                    f"{self.source}: the stored keys ({', '.join(sorted(found))}) are not the "
+                    f"ones it was added with ({', '.join(self.pinned)}): add it again"
+                )
         except BaseException:
             self._remove()
             raise
@@ -148,7 +167,15 @@ class Keyring:
                 algorithm = f"{algorithm} {key['length']}"
             subkeys = tuple(str(s[0]) for s in key.get("subkeys") or ())
             found.append(
-                KeyInfo(fingerprint, algorithm, uids, expires, fingerprint in secret, subkeys)
+                KeyInfo(
+                    fingerprint,
+                    algorithm,
+                    uids,
+                    expires,
+                    fingerprint in secret,
+                    subkeys,
+                    can_encrypt="E" in str(key.get("cap", "")),
+                )
             )
         return found
 
@@ -182,6 +209,173 @@ def read_keys(data: bytes, source: str) -> list[KeyInfo]:
     """The keys in a key file's bytes (checked: none expired or revoked)."""
     with Keyring([data], source=source) as ring:
         return ring.infos
+
+
+def authorization_keys(
+    public: Sequence[tuple[str, bytes]],
+    private: tuple[str, bytes] | None,
+    passphrase: Secret | None,
+) -> dict[str, Any]:
+    """An authorization's PGP fields (engine.auth) from key files given as (name, bytes):
+    each checked (readable, not expired or revoked, a public key that can encrypt, a private
+    key that the passphrase unlocks)."""
+    fields: dict[str, Any] = {}
+    recipients: list[str] = []
+    for name, data in public:
+        for info in read_keys(data, name):
+            if info.secret:
+                raise PgpError(
+                    f"{name} holds a private key: give the public key, as "
+                    f"`gpg --armor --export {info.fingerprint}` writes it (a private key goes "
+                    "with --pgp-private-key)"
+                )
+            if not info.can_encrypt:
+                raise PgpError(
+                    f"{name}: the key {info.fingerprint} can only sign, not encrypt: give a key "
+                    "with an encryption subkey (gpg --quick-add-key FPR cv25519 encr)"
+                )
+            if info.fingerprint not in recipients:
+                recipients.append(info.fingerprint)
+    if public:
+        fields["pgp_recipients"] = tuple(recipients)
+        fields["pgp_public_keys"] = pack_keys([data for _, data in public])
+    if private is not None:
+        name, data = private
+        secret = [info for info in read_keys(data, name) if info.secret]
+        if len(secret) != 1:
+            raise PgpError(
+                f"{name} holds {len(secret) or 'no'} private keys: give one, as "
+                "`gpg --armor --export-secret-keys FPR` writes it"
+            )
+        try:
+            check_unlocks(data, None if passphrase is None else passphrase.reveal(), name)
+        except PgpError as exc:
+            if passphrase is not None or "passphrase" not in str(exc):
+                raise
+            raise PgpError(
+                f"{name}: the private key is protected by a passphrase: give it with "
+                "--pgp-passphrase-env VAR or --pgp-passphrase-file FILE"
+            ) from None
+        fields["pgp_decrypts_with"] = secret[0].fingerprint
+        fields["pgp_private_key"] = pack_keys([data])
+        if passphrase is not None:
+            fields["pgp_passphrase"] = passphrase
+    elif passphrase is not None:
+        raise ConfigError("a PGP passphrase goes with --pgp-private-key, which is not given")
+    return fields
+
+
+@dataclass(frozen=True)
+class Recipients:
+    """The public keys an export is encrypted to: their key files, and the fingerprints they
+    must have."""
+
+    keys: tuple[bytes, ...] = dc_field(repr=False)
+    fingerprints: tuple[str, ...]
+    source: str
+
+    def keyring(self) -> Keyring:
+        """Their keyring (checked: pinned, not expired, not revoked), for `with`."""
+        return Keyring(self.keys, source=self.source, pinned=self.fingerprints)
+
+    def seal(self, ring: Keyring) -> Callable[[Any, str], Encrypting]:
+        """What encrypts one file of an export (engine.writers.sink's seal)."""
+        return lambda target, key: Encrypting(target, ring, self.fingerprints, name=key)
+
+    def overhead(self, size: int) -> int:
+        """The most the encryption adds to `size` bytes: a session key packet per recipient
+        (about 530 bytes for RSA 4096) and the packet lengths and MDC, measured below 1/4096
+        of the size; with room to spare."""
+        return 1024 * len(self.fingerprints) + 1024 + size // 2048
+
+
+def export_keys(auth: Authorization) -> Recipients:
+    """The public keys `auth`'s exports are encrypted to."""
+    return Recipients(
+        tuple(auth.public_key_files()),
+        auth.pgp_recipients,
+        f"the PGP public keys of authorization '{auth.name}'",
+    )
+
+
+def import_keys(auth: Authorization | None, name: str) -> tuple[Keyring, str | None]:
+    """A keyring holding `auth`'s private key, and its passphrase, to decrypt the encrypted
+    object `name`; a PgpError that says how to add the key when there is none."""
+    data = None if auth is None else auth.private_key_file()
+    if auth is None or data is None:
+        whose = (
+            "the import has no authorization"
+            if auth is None
+            else (f"authorization '{auth.name}' has no PGP private key")
+        )
+        raise PgpError(
+            f"{name} is OpenPGP-encrypted and {whose}: add one with `lakeport auth add NAME "
+            "... --pgp-private-key FILE` and set `auth` in the job"
+        )
+    assert auth.pgp_decrypts_with is not None
+    passphrase = None if auth.pgp_passphrase is None else auth.pgp_passphrase.reveal()
+    ring = Keyring(
+        [data],
+        source=f"the PGP private key of authorization '{auth.name}'",
+        pinned=[auth.pgp_decrypts_with],
+    )
+    return ring, passphrase
+
+
+def described(auth: Authorization) -> list[dict[str, Any]]:
+    """`auth`'s keys as `auth show` gives them: use, fingerprint, algorithm, user ids, expiry."""
+    shown: list[dict[str, Any]] = []
+    uses: list[tuple[str, Keyring]] = []
+    if auth.encrypts:
+        uses.append(("encrypts exports", export_keys(auth).keyring()))
+    if auth.pgp_decrypts_with:
+        uses.append(("decrypts imports", import_keys(auth, "")[0]))
+    for use, ring in uses:
+        with ring:
+            shown += [
+                {
+                    "use": use,
+                    "fingerprint": info.fingerprint,
+                    "algorithm": info.algorithm,
+                    "user_ids": list(info.user_ids),
+                    "expires": None if info.expires is None else info.expires.isoformat(),
+                }
+                for info in ring.infos
+            ]
+    return shown
+
+
+def check_unlocks(secret_key: bytes, passphrase: str | None, source: str) -> None:
+    """That `passphrase` unlocks `secret_key` (a message to it is decrypted), or a PgpError."""
+    with Keyring([secret_key], source=source) as ring:
+        (info,) = ring.infos
+        message = _Kept()
+        encrypting = Encrypting(message, ring, [info.fingerprint], name=source)
+        encrypting.write(b"lakeport")
+        encrypting.complete()
+        reading = Decrypting(io.BytesIO(message.data), ring, name=source, passphrase=passphrase)
+        try:
+            reading.read()
+        except BadInput as exc:
+            raise PgpError(f"{source}: {exc.reason}") from None
+        finally:
+            reading.close()
+
+
+class _Kept:
+    """A write target in memory (for a few bytes)."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.data += bytes(data)
+
+    def complete(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
 
 
 class Encrypting:

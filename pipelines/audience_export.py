@@ -26,7 +26,7 @@ from engine.storage.folders import folder
 from engine.store import Store
 from engine.writers.export import Format, Options, Result, export
 from engine.writers.names import DEFAULT_TEMPLATE, FileNames, format_timestamp
-from pipelines.exporting import ExportSpec, email, journal, settle_export, url
+from pipelines.exporting import ExportSpec, email, encryption, journal, settle_export, url
 from pipelines.runs import RunRecord, recorded
 from pipelines.spec import FieldNames, JobType
 
@@ -129,6 +129,7 @@ def export_audience(
         max_file_size=job.max_file_size,
         by=tuple(by),
         hidden=tuple(hidden),
+        encrypt=encryption(auth),
     )
     result = export(
         rows,

@@ -35,7 +35,16 @@ from engine.storage.folders import Destination, folder
 from engine.store import Changes, Store, check_stream_name
 from engine.writers.export import FileSets, Options, Result, export
 from engine.writers.names import FileNames, format_timestamp
-from pipelines.exporting import RUN, WATERMARKS, ExportSpec, email, journal, settle_export, url
+from pipelines.exporting import (
+    RUN,
+    WATERMARKS,
+    ExportSpec,
+    email,
+    encryption,
+    journal,
+    settle_export,
+    url,
+)
 from pipelines.runs import RunRecord, recorded
 from pipelines.spec import FieldNames, JobType, reworded
 
@@ -200,6 +209,7 @@ def export_events(
             headers=job.headers,
             formula_guard=job.formula_guard,
             max_file_size=job.max_file_size,
+            encrypt=encryption(auth),
         ),
         run_id=run_id,
         started=started,

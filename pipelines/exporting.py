@@ -11,9 +11,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import BeforeValidator, WithJsonSchema, model_validator
+
+if TYPE_CHECKING:
+    from engine.auth import Authorization
+    from engine.pgp import Recipients
 
 from engine import codecs, mail
 from engine.declared import Check, Kind, Problem
@@ -210,6 +214,15 @@ def settle_export(store: Store, job: str) -> str | None:
     else:
         store.state.end_journal(job, JOURNAL)
     return done
+
+
+def encryption(auth: Authorization | None) -> Recipients | None:
+    """The keys an export under `auth` is encrypted to (None: not encrypted)."""
+    if auth is None or not auth.encrypts:
+        return None
+    from engine.pgp import export_keys
+
+    return export_keys(auth)
 
 
 def url(bucket: str, key: str) -> str:

@@ -247,3 +247,16 @@ def imported_rows(*files: list[Any], diff: bool) -> Counter[Any]:
         total += (now - previous) if diff else now
         previous = now
     return total
+
+
+@pytest.fixture(scope="session")
+def pgp_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """OpenPGP keys made by gpg (tests/pgp_keys.py): RSA, Ed25519/Curve25519, and another."""
+    from tests.pgp_keys import make_key
+
+    root = tmp_path_factory.mktemp("gpg")
+    return {
+        "rsa": make_key(root / "rsa", "Rsa <rsa@example.com>", "rsa2048", "rsa2048"),
+        "ed25519": make_key(root / "ed", "Ed <ed@example.com>", "ed25519", "cv25519"),
+        "other": make_key(root / "other", "Other <o@example.com>", "ed25519", "cv25519"),
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -18,8 +19,8 @@ from engine.writers.names import (
 MOMENT = datetime(2026, 11, 27, 9, 5, 7, tzinfo=UTC)
 
 
-def names(**changes: str) -> FileNames:
-    values = {
+def names(**changes: Any) -> FileNames:
+    values: dict[str, Any] = {
         "directory": "exports/daily",
         "template": DEFAULT_TEMPLATE,
         "timestamp": format_timestamp(MOMENT, "YYYYMMDDHHmmss"),
@@ -104,3 +105,10 @@ def test_values_cannot_leave_the_directory_either() -> None:
         names(directory="../elsewhere")
     # A template may make sub-folders inside the directory.
     assert names(template="{AUDIENCE}/{TIMESTAMP}").data().startswith("exports/daily/vip/")
+
+
+def test_an_encrypted_file_ends_in_gpg_after_its_compression_and_the_manifest_does_not() -> None:
+    sealed = names(format="csv", compress="zstd", encrypted=True)
+    assert sealed.data(2) == "exports/daily/lakeport-vip-20261127090507-0002.csv.zst.gpg"
+    assert names(format="parquet", encrypted=True).data().endswith(".parquet.gpg")
+    assert sealed.manifest().endswith("_manifest.json")

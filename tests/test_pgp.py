@@ -15,95 +15,12 @@ import pytest
 
 from engine.errors import BadInput
 from engine.pgp import Decrypting, Encrypting, Keyring, PgpError, looks_encrypted, read_keys
-
-pytestmark = pytest.mark.skipif(
-    subprocess.run(["which", "gpg"], capture_output=True).returncode != 0, reason="no gpg"
-)
-PASSPHRASE = "correct horse"
+from tests.pgp_keys import PASSPHRASE, Key, make_key
 
 
-@dataclass
-class Key:
-    home: Path
-    fingerprint: str
-    public: bytes
-    public_binary: bytes
-    secret: bytes
-
-    def gpg(self, *args: str, data: bytes = b"") -> bytes:
-        done = subprocess.run(
-            [
-                "gpg",
-                "--homedir",
-                str(self.home),
-                "--batch",
-                "--pinentry-mode",
-                "loopback",
-                "--passphrase",
-                PASSPHRASE,
-                "--trust-model",
-                "always",
-                *args,
-            ],
-            input=data,
-            capture_output=True,
-            check=True,
-        )
-        return done.stdout
-
-
-def make_key(
-    home: Path, uid: str, primary: str, sub: str, *, expire: str = "never", faked: str | None = None
-) -> Key:
-    home.mkdir(mode=0o700)
-    extra = [f"--faked-system-time={faked}"] if faked else []
-    base = [
-        "gpg",
-        "--homedir",
-        str(home),
-        "--batch",
-        "--pinentry-mode",
-        "loopback",
-        "--passphrase",
-        PASSPHRASE,
-        *extra,
-    ]
-    subprocess.run(
-        [*base, "--quick-gen-key", uid, primary, "default", expire], check=True, capture_output=True
-    )
-    listed = subprocess.run(
-        ["gpg", "--homedir", str(home), "--list-keys", "--with-colons"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    fingerprint = next(line.split(":")[9] for line in listed.splitlines() if line.startswith("fpr"))
-    subprocess.run(
-        [*base, "--quick-add-key", fingerprint, sub, "encr", expire],
-        check=True,
-        capture_output=True,
-    )
-
-    def export(*how: str) -> bytes:
-        return subprocess.run([*base, *how, fingerprint], capture_output=True, check=True).stdout
-
-    return Key(
-        home,
-        fingerprint,
-        export("--armor", "--export"),
-        export("--export"),
-        export("--armor", "--export-secret-keys"),
-    )
-
-
-@pytest.fixture(scope="session")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Key]:
-    root = tmp_path_factory.mktemp("gpg")
-    return {
-        "rsa": make_key(root / "rsa", "Rsa <rsa@example.com>", "rsa2048", "rsa2048"),
-        "ed25519": make_key(root / "ed", "Ed <ed@example.com>", "ed25519", "cv25519"),
-        "other": make_key(root / "other", "Other <o@example.com>", "ed25519", "cv25519"),
-    }
+@pytest.fixture
+def keys(pgp_keys: dict[str, Key]) -> dict[str, Key]:
+    return pgp_keys
 
 
 @dataclass

@@ -14,11 +14,12 @@ previous export is as it was: an export is whole or absent.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import pyarrow as pa
 
@@ -31,7 +32,10 @@ from engine.writers.commit import Save, Staging
 from engine.writers.encode import CsvEncoder, Encoder, JsonEncoder
 from engine.writers.manifest import manifest
 from engine.writers.names import FileNames
-from engine.writers.sink import FileSink, ParquetSink, WrittenFile
+from engine.writers.sink import FileSink, ParquetSink, Seal, WrittenFile
+
+if TYPE_CHECKING:
+    from engine.pgp import Recipients
 
 Format = Literal["csv", "multi-csv", "json", "parquet"]
 FORMATS: tuple[Format, ...] = get_args(Format)
@@ -52,6 +56,8 @@ class Options:
     """The identity fields, for multi-CSV's join_key."""
     hidden: tuple[str, ...] = ()
     """Fields read for the join_key only, not written."""
+    encrypt: Recipients | None = None
+    """Encrypt each file to these OpenPGP keys (after compressing it)."""
 
 
 @dataclass
@@ -95,13 +101,38 @@ def export(
     of `names`)."""
     started = started or datetime.now(UTC)
     sets = [(names, rows)] if isinstance(rows, pa.RecordBatchReader) else rows
+    with contextlib.ExitStack() as stack:
+        seal = None
+        if options.encrypt is not None:
+            seal = options.encrypt.seal(stack.enter_context(options.encrypt.keyring()))
+        return _export(
+            sets, destination, names, options, seal, run_id, started, progress, save, about
+        )
+
+
+def _export(
+    sets: FileSets,
+    destination: Destination,
+    names: FileNames,
+    options: Options,
+    seal: Seal | None,
+    run_id: str,
+    started: datetime,
+    progress: Callable[[int, int], None] | None,
+    save: Save | None,
+    about: Mapping[str, Any] | None,
+) -> Result:
     staging = Staging(destination, run_id, names.manifest(), save or (lambda _: None))
     writers: list[_Writer] = []
     files: list[WrittenFile] = []
     total = 0
     try:
         for set_names, batches in sets:
-            writer = _Writer(batches.schema, staging, set_names, options, _after(progress, files))
+            if seal is not None:
+                set_names = replace(set_names, encrypted=True)
+            writer = _Writer(
+                batches.schema, staging, set_names, options, _after(progress, files), seal
+            )
             writers.append(writer)
             total += writer.write(batches)
             files += writer.finish()
@@ -163,8 +194,10 @@ class _Writer:
         names: FileNames,
         options: Options,
         progress: Callable[[int, int], None] | None = None,
+        seal: Seal | None = None,
     ) -> None:
         self.progress = progress
+        self.seal = seal
         self.options = options
         self.destination = destination
         self.names = names
@@ -180,6 +213,7 @@ class _Writer:
                 self.schema,
                 max_file_size=options.max_file_size,
                 compression=options.compress,
+                seal=seal,
             )
         elif options.format == "multi-csv":
             self.tables = multi.tables(schema, list(options.by), options.hidden)
@@ -205,6 +239,10 @@ class _Writer:
             compress=self.options.compress,
             max_file_size=self.options.max_file_size,
             header=header,
+            seal=self.seal,
+            overhead=(lambda _: 0)
+            if self.options.encrypt is None
+            else self.options.encrypt.overhead,
         )
 
     def write(self, batches: Iterable[pa.RecordBatch]) -> int:
@@ -301,4 +339,11 @@ class _Writer:
             shown["compressed_as"] = f"one {self.options.compress} {unit} per chunk, concatenated"
         if self.tables:
             shown["tables"] = {table: columns.names for table, columns in self.tables.items()}
+        if self.options.encrypt is not None:
+            shown["encryption"] = {
+                "type": "openpgp",
+                "recipients": list(self.options.encrypt.fingerprints),
+                "order": "compressed, then encrypted",
+                "sha256_of": "each file as it is at the destination (encrypted)",
+            }
         return shown

@@ -2,7 +2,8 @@
 
 The one place that decides object keys, apart from how files are written. A template holds
 text and the placeholders {TIMESTAMP}, {AUDIENCE}, {JOB} and {PART}; the extension follows the
-format and the compression (`.csv.gz`, `.json.zst`, `.parquet`). No key may leave the export's
+format, the compression and the encryption (`.csv.gz`, `.json.zst`, `.parquet`,
+`.csv.zst.gpg`). No key may leave the export's
 directory: `..` segments, a leading `/`, backslashes and control characters are refused, in the
 template and in the values put into it.
 """
@@ -23,6 +24,8 @@ EXTENSIONS = {"csv": ".csv", "multi-csv": ".csv", "json": ".json", "parquet": ".
 """The extension of each format (multi-CSV writes several .csv files)."""
 TOKENS = ("YYYY", "YY", "MM", "DD", "HH", "mm", "ss", "unix")
 """Timestamp tokens: year, two-digit year, month, day, hour, minute, second, epoch seconds."""
+ENCRYPTED = ".gpg"
+"""The extension of an encrypted file, after the others (compressed, then encrypted)."""
 PART_DIGITS = 4
 ALL_STREAMS = "all"
 """{STREAM} in the name of an export's manifest: it lists every stream's files."""
@@ -124,6 +127,8 @@ class FileNames:
     """The stream of a file set of its own (an event export split by stream): its data files
     have its name at {STREAM}, or after the name when the template has none; the manifest,
     of every set, has `all` at {STREAM}."""
+    encrypted: bool = False
+    """Data files are OpenPGP messages: `.gpg` after the other extensions."""
 
     def __post_init__(self) -> None:
         check_template(self.template)
@@ -164,7 +169,7 @@ class FileNames:
             if self.format == "parquet"
             else codecs.SUFFIXES[self.compress]  # Parquet's is inside
         )
-        return self._key(stem + suffix)
+        return self._key(stem + suffix + (ENCRYPTED if self.encrypted else ""))
 
     def manifest(self) -> str:
         """The key of the manifest, written last."""

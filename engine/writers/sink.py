@@ -5,6 +5,9 @@ or zstd frame, which `gzip -d` / `zstd -d` read as one file), hashes and counts 
 starts a new numbered part when a file would pass `max_file_size`, and makes each file appear
 under its name only once it is complete: a failed export leaves no file behind. Files go to a
 `Destination` (engine.storage.folders: a local folder, memory, an S3 prefix).
+
+With `seal` (engine.pgp's encryption), each file's bytes pass through it on their way to the
+destination: the size and SHA-256 of a file are always those of what reaches the destination.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import functools
 import hashlib
 import io
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 import pyarrow as pa
@@ -33,12 +36,46 @@ class WrittenFile:
     sha256: str
 
 
+Seal = Callable[[Target, str], Target]
+"""A target that writes what it is given, transformed, to the target behind (of the key)."""
+
+
+class Counted:
+    """A target that hashes and counts what it passes to the one behind."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.target.write(data)
+        self.digest.update(data)
+        self.size += len(data)
+
+    def complete(self) -> None:
+        self.target.complete()
+
+    def abort(self) -> None:
+        self.target.abort()
+
+    def written(self, key: str, rows: int) -> WrittenFile:
+        return WrittenFile(key, rows, self.size, self.digest.hexdigest())
+
+
+def opened(destination: Destination, key: str, seal: Seal | None) -> tuple[Target, Counted]:
+    """The target to write `key` through, and what counts the bytes that reach it."""
+    counted = Counted(destination.open(key))
+    return (counted if seal is None else seal(counted, key)), counted
+
+
 @dataclass
 class _Open:
     key: str
     target: Target
-    digest: Any = field(default_factory=hashlib.sha256)
+    counted: Counted
     size: int = 0
+    """Bytes given (before the seal: what `max_file_size` is checked against)."""
     rows: int = 0
 
 
@@ -59,11 +96,18 @@ class FileSink:
         compress: str = "none",
         max_file_size: int | None = None,
         header: bytes = b"",
+        seal: Seal | None = None,
+        overhead: Callable[[int], int] = lambda _: 0,
     ) -> None:
+        """`overhead(limit)`: how many bytes the seal may add to a file of `limit` bytes
+        (kept free below `max_file_size`)."""
         self.destination = destination
         self.key_of = key_of
         self.compress = codecs.check(compress)
-        self.max_file_size = max_file_size
+        self.seal = seal
+        self.max_file_size = (
+            None if max_file_size is None else max_file_size - overhead(max_file_size)
+        )
         self.header = codecs.compress(compress, header) if header else b""
         self.files: list[WrittenFile] = []
         self._open: _Open | None = None
@@ -110,23 +154,20 @@ class FileSink:
         self._part += 1
         split = self.max_file_size is not None
         key = self.key_of(self._part if split else None)
-        self._open = _Open(key, self.destination.open(key))
+        self._open = _Open(key, *opened(self.destination, key, self.seal))
         return self._open
 
     def _put(self, current: _Open, packed: bytes | memoryview) -> None:
         if not len(packed):
             return
         current.target.write(packed)
-        current.digest.update(packed)
         current.size += len(packed)
 
     def _close(self) -> None:
         current = self._open
         assert current is not None
         current.target.complete()
-        self.files.append(
-            WrittenFile(current.key, current.rows, current.size, current.digest.hexdigest())
-        )
+        self.files.append(current.counted.written(current.key, current.rows))
         self._open = None
 
 
@@ -145,15 +186,16 @@ def _take_back(destination: Destination, current: Target | None, files: list[Wri
         raise failure
 
 
-class _HashingFile(io.RawIOBase):
-    """A target as a binary file (for a Parquet writer), hashing and counting what is written.
-    An error of the target is kept in `error`: the writer that called may report it as its own.
+class _AsFile(io.RawIOBase):
+    """A target as a binary file (for a Parquet writer), counting what is written (`counted`
+    counts and hashes what reaches the destination). An error of the target is kept in
+    `error`: the writer that called may report it as its own.
     """
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, counted: Counted) -> None:
         super().__init__()
         self.target = target
-        self.digest = hashlib.sha256()
+        self.counted = counted
         self.size = 0
         self.error: BaseException | None = None
 
@@ -167,7 +209,6 @@ class _HashingFile(io.RawIOBase):
         except BaseException as exc:
             self.error = exc
             raise
-        self.digest.update(view)
         self.size += len(view)
         return len(view)
 
@@ -195,8 +236,10 @@ class ParquetSink:
         max_file_size: int | None = None,
         row_group_rows: int = 128 * 1024,
         compression: str = "zstd",
+        seal: Seal | None = None,
     ) -> None:
         self.destination = destination
+        self.seal = seal
         self.key_of = key_of
         self.schema = schema
         self.max_file_size = max_file_size
@@ -204,7 +247,7 @@ class ParquetSink:
         self.compression = compression
         self.files: list[WrittenFile] = []
         self._part = 0
-        self._open: _HashingFile | None = None
+        self._open: _AsFile | None = None
 
     def write_all(self, batches: Iterable[Any]) -> int:
         """Write every batch; the rows written."""
@@ -237,7 +280,7 @@ class ParquetSink:
         return max(1, int(self.max_file_size * rows / max(size, 1)))
 
     def _write_part(
-        self, sink: _HashingFile, first: Any, source: Iterator[Any], budget: int | None
+        self, sink: _AsFile, first: Any, source: Iterator[Any], budget: int | None
     ) -> tuple[int, Any]:
         """One part: batches from `first` on, `budget` rows at most; the rows written and
         what is left for the next part (None at the end)."""
@@ -279,7 +322,7 @@ class ParquetSink:
     @property
     def bytes_written(self) -> int:
         """The bytes of the finished parts and of the one being written."""
-        current = 0 if self._open is None else self._open.size
+        current = 0 if self._open is None else self._open.counted.size
         return current + sum(f.bytes for f in self.files)
 
     def _codec(self) -> Any:
@@ -293,13 +336,13 @@ class ParquetSink:
         _take_back(self.destination, None if current is None else current.target, self.files)
         self.files = []
 
-    def _start(self) -> tuple[str, _HashingFile]:
+    def _start(self) -> tuple[str, _AsFile]:
         self._part += 1
         key = self.key_of(self._part if self.max_file_size is not None else None)
-        self._open = _HashingFile(self.destination.open(key))
+        self._open = _AsFile(*opened(self.destination, key, self.seal))
         return key, self._open
 
-    def _close(self, key: str, sink: _HashingFile, rows: int) -> None:
+    def _close(self, key: str, sink: _AsFile, rows: int) -> None:
         sink.target.complete()
         self._open = None
-        self.files.append(WrittenFile(key, rows, sink.size, sink.digest.hexdigest()))
+        self.files.append(sink.counted.written(key, rows))

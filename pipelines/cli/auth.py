@@ -9,9 +9,21 @@ import click
 
 from engine.errors import LakeportError
 from pipelines.cli.root import Context, cli, read_secret_file
-from pipelines.output import Shown, echo, prints
+from pipelines.output import Shown, echo, emit_table, prints
 
 # Authorizations
+
+
+def read_key_file(path: Path) -> bytes:
+    from engine.errors import ConfigError
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the key file {path}: {exc.strerror}") from None
+    if not data.strip():
+        raise ConfigError(f"the key file {path} is empty")
+    return data
 
 
 @cli.group()
@@ -34,6 +46,24 @@ def auth() -> None:
 @click.option("--default-chain", is_flag=True, help="Use the AWS default credential chain.")
 @click.option("--region", help="AWS region, e.g. eu-west-1.")
 @click.option("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000.")
+@click.option(
+    "--pgp-public-key",
+    "pgp_public_keys",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Encrypt exports to this OpenPGP public key (armored or binary); repeat for several.",
+)
+@click.option(
+    "--pgp-private-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Decrypt encrypted imports with this OpenPGP private key (copied to the secrets file).",
+)
+@click.option("--pgp-passphrase-env", metavar="VAR", help="Read the key's passphrase from $VAR.")
+@click.option(
+    "--pgp-passphrase-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Copy the key's passphrase from this file into the secrets file.",
+)
 @click.pass_obj
 def auth_add(
     obj: Context,
@@ -47,6 +77,10 @@ def auth_add(
     default_chain: bool,
     region: str | None,
     endpoint_url: str | None,
+    pgp_public_keys: tuple[Path, ...],
+    pgp_private_key: Path | None,
+    pgp_passphrase_env: str | None,
+    pgp_passphrase_file: Path | None,
 ) -> None:
     """Add the authorization NAME.
 
@@ -56,6 +90,12 @@ def auth_add(
                    [--endpoint-url URL]   (with no secret option, the key is asked for)
     Delegated:     lakeport auth add NAME --role-arn ARN [--external-id ID]
     Default chain: lakeport auth add NAME --default-chain
+
+    \b
+    With any of them, OpenPGP keys:
+                   [--pgp-public-key FILE ...]   exports are encrypted to each key
+                   [--pgp-private-key FILE [--pgp-passphrase-env VAR |
+                   --pgp-passphrase-file PATH]]  encrypted imports are decrypted with it
     """
     from engine.auth import AwsKeys, DefaultChain, DelegatedRole
     from engine.secrets import Secret
@@ -85,8 +125,28 @@ def auth_add(
     if external_id is not None and role_arn is None:
         raise click.UsageError("--external-id only goes with --role-arn")
 
+    if pgp_passphrase_env and pgp_passphrase_file:
+        raise click.UsageError("give --pgp-passphrase-env or --pgp-passphrase-file, not both")
+    if (pgp_passphrase_env or pgp_passphrase_file) and pgp_private_key is None:
+        raise click.UsageError("a PGP passphrase option only goes with --pgp-private-key")
+
     store = obj.store()
     common: dict[str, Any] = {"name": name, "region": region, "endpoint_url": endpoint_url}
+    if pgp_public_keys or pgp_private_key:
+        from engine import pgp
+
+        passphrase = None
+        if pgp_passphrase_env:
+            passphrase = Secret.from_env(pgp_passphrase_env)
+        elif pgp_passphrase_file:
+            passphrase = Secret(read_secret_file(pgp_passphrase_file, "passphrase"))
+        common |= pgp.authorization_keys(
+            [(str(path), read_key_file(path)) for path in pgp_public_keys],
+            None
+            if pgp_private_key is None
+            else (str(pgp_private_key), read_key_file(pgp_private_key)),
+            passphrase,
+        )
     added: Any
     if access_key_id is not None:
         if secret_key_env and secret_key_file:
@@ -109,6 +169,10 @@ def auth_add(
     else:
         added = store.authorizations.add(DefaultChain(**common))
     echo(f"added authorization '{added.name}' ({added.kind})")
+    if added.encrypts:
+        echo(f"exports are encrypted to {', '.join(added.pgp_recipients)}")
+    if added.pgp_decrypts_with:
+        echo(f"encrypted imports are decrypted with {added.pgp_decrypts_with}")
     if added.kind == "delegated-role":
         echo(f"external id: {added.external_id} (the role's trust policy must require it)")
 
@@ -142,8 +206,24 @@ def auth_list(obj: Context) -> Shown:
 @prints
 @click.pass_obj
 def auth_show(obj: Context, name: str) -> Shown:
-    """Show one authorization; secrets appear only as where they live (env:VAR or stored)."""
-    return Shown.fields(obj.store().authorizations.get(name).describe())
+    """Show one authorization; secrets appear only as where they live (env:VAR or stored),
+    and OpenPGP keys as their fingerprint, algorithm, user ids and expiry."""
+    auth = obj.store().authorizations.get(name)
+    shown = auth.describe()
+    if not (auth.encrypts or auth.pgp_decrypts_with):
+        return Shown.fields(shown)
+    from engine import pgp
+
+    keys = pgp.described(auth)
+    rows = [{"field": k, "value": v} for k, v in shown.items()]
+    for key in keys:
+        rows += [
+            {"field": f"pgp key ({key['use']})", "value": key["fingerprint"]},
+            {"field": "  algorithm", "value": key["algorithm"]},
+            *({"field": "  user id", "value": uid} for uid in key["user_ids"]),
+            {"field": "  expires", "value": key["expires"][:10] if key["expires"] else "never"},
+        ]
+    return Shown({**shown, "pgp_keys": keys}, lambda: emit_table(rows, ["field", "value"]))
 
 
 @auth.command("remove")

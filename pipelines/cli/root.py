@@ -161,13 +161,13 @@ def main() -> None:
     cli.main(prog_name="lakeport")
 
 
-def read_secret_file(path: Path) -> str:
+def read_secret_file(path: Path, what: str = "secret key") -> str:
     from engine.errors import ConfigError
 
     try:
         value = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the secret key file {path}: {exc}") from None
+        raise ConfigError(f"cannot read the {what} file {path}: {exc}") from None
     if not value:
-        raise ConfigError(f"the secret key file {path} is empty")
+        raise ConfigError(f"the {what} file {path} is empty")
     return value
