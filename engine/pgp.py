@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from datetime import UTC, datetime
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from engine.auth import pack_keys
 from engine.errors import BadInput, ConfigError, TerminalError
@@ -454,10 +454,19 @@ class Decrypting(io.RawIOBase):
     in errors; `passphrase` unlocks the secret key in `ring`."""
 
     def __init__(
-        self, source: IO[bytes], ring: Keyring, *, name: str, passphrase: str | None = None
+        self,
+        source: IO[bytes],
+        ring: Keyring,
+        *,
+        name: str,
+        passphrase: str | None = None,
+        owns: bool = False,
     ):
+        """`owns`: closing this closes `source` and removes `ring`."""
         super().__init__()
         self.name = name
+        self._source = source
+        self._ring = ring if owns else None
         args = ["--pinentry-mode", "loopback"]
         read_end = None
         if passphrase is not None:
@@ -524,13 +533,20 @@ class Decrypting(io.RawIOBase):
             raise BadInput(self.name, None, problem)
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self._feeding.join()
-        self._status.text()
-        _close_pipes(self.process)
-        super().close()
+        if self.closed:
+            return
+        try:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            self._feeding.join()
+            self._status.text()
+            _close_pipes(self.process)
+            if self._ring is not None:
+                self._source.close()
+                self._ring.__exit__()
+        finally:
+            super().close()
 
 
 def _decrypt_problem(status: list[str], code: int) -> str | None:
@@ -593,6 +609,67 @@ class _Collected:
 
     def lines(self) -> list[str]:
         return self.text().splitlines()
+
+
+NAMED = (".gpg", ".pgp", ".asc")
+"""The extensions of an encrypted object."""
+HEAD = 64
+"""Bytes enough to tell an OpenPGP message (a packet header, or the armor line)."""
+
+
+def plain(handle: IO[bytes], *, name: str, auth: Authorization | None) -> IO[bytes]:
+    """The object's bytes as stored, or decrypted with `auth`'s private key when it is an
+    OpenPGP message (by its name or its first bytes). Closing it closes `handle` and removes
+    the keyring."""
+    head = bytes(handle.read(HEAD))
+    source = cast(IO[bytes], _Prefixed(handle, head))
+    if not (name.lower().endswith(NAMED) or looks_encrypted(head)):
+        return source
+    try:
+        ring, passphrase = import_keys(auth, name)
+        ring.__enter__()
+    except BaseException:
+        source.close()
+        raise
+    return cast(IO[bytes], Decrypting(source, ring, name=name, passphrase=passphrase, owns=True))
+
+
+class _Prefixed(io.RawIOBase):
+    """A handle's bytes with `head` (already read) first; closing closes the handle."""
+
+    def __init__(self, handle: IO[bytes], head: bytes) -> None:
+        super().__init__()
+        self._handle = handle
+        self._head = head
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        """The handle's own reads once the head is given (no copy of a plain object's bytes)."""
+        if not self._head:
+            return self._handle.read(size)
+        if size is None or size < 0:
+            data, self._head = self._head + self._handle.read(), b""
+            return data
+        data, self._head = self._head[:size], self._head[size:]
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._head:
+            count = min(len(view), len(self._head))
+            view[:count], self._head = self._head[:count], self._head[count:]
+            return count
+        data = self._handle.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            self._handle.close()
+        finally:
+            super().close()
 
 
 def looks_encrypted(head: bytes) -> bool:

@@ -13,13 +13,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, model_validator
 
-from engine import storage
 from engine.auth import Authorization
 from engine.declared import Check, Problem
 from engine.errors import ConfigError
 from engine.intake import Rejections
 from engine.readers.csv import CsvDialect, CsvReader, check_dialect
-from engine.readers.source import check_encoding
+from engine.readers.source import check_encoding, open_object
 from engine.storage import FileInfo
 from engine.store import Store
 from pipelines import importing
@@ -91,7 +90,7 @@ def run(
         again: bool,
     ) -> CsvReader:
         return CsvReader(
-            lambda: storage.open_input(target.url, auth, expected=target),
+            lambda: open_object(target.url, auth, expected=target),
             name=target.url,
             dialect=job.dialect,
             fields=fields,

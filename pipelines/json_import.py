@@ -14,11 +14,11 @@ from typing import Annotated, Literal
 
 from pydantic import model_validator
 
-from engine import storage
 from engine.auth import Authorization
 from engine.declared import Check, Kind, Problem
 from engine.intake import Rejections
 from engine.readers.json import MAX_DEPTH, JsonReader
+from engine.readers.source import open_object
 from engine.storage import FileInfo
 from engine.store import Store
 from engine.timestamps import TimestampRule
@@ -90,7 +90,7 @@ def run(
         again: bool,
     ) -> JsonReader:
         return JsonReader(
-            lambda: storage.open_input(target.url, auth, expected=target),
+            lambda: open_object(target.url, auth, expected=target),
             name=target.url,
             spill=store.path / "tmp",
             fields=fields,

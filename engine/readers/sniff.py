@@ -172,7 +172,7 @@ def _looks_like_data(text: str, delimiter: str, quote: str) -> bool:
 
 def _named_json(name: str) -> bool:
     """Whether the object's name says JSON (`.json`, `.jsonl`, `.ndjson`, compressed or not)."""
-    stem = re.sub(r"\.(gz|gzip|zst|zstd)$", "", name.lower())
+    stem = re.sub(r"(\.(gz|gzip|zst|zstd))?(\.(gpg|pgp|asc))?$", "", name.lower())
     return stem.endswith((".json", ".jsonl", ".ndjson"))
 
 

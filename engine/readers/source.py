@@ -21,10 +21,14 @@ import io
 import math
 import re
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from engine.codecs import Counted, Decompressor, detect
 from engine.errors import BadInput, ConfigError, LimitExceeded
+
+if TYPE_CHECKING:
+    from engine.auth import Authorization
+    from engine.storage.locations import FileInfo
 
 UTF8_BOM = codecs.BOM_UTF8
 CHUNK = 4 << 20
@@ -130,6 +134,17 @@ def not_encoded(name: str, line: int | None, codec: str, data: bytes, at: int) -
         else "set `encoding` in the job (latin-1, cp1252 or utf-16)"
     )
     return BadInput(name, line, f"is not valid {codec} (bytes {bad}): {hint}, or fix the file")
+
+
+def open_object(
+    url: str, auth: Authorization | None = None, *, expected: FileInfo | None = None
+) -> IO[bytes]:
+    """An object's bytes for a reader: streamed (engine.storage.open_input), and decrypted
+    with `auth`'s private key when it is an OpenPGP message (engine.pgp.plain); the reader
+    then decompresses them."""
+    from engine import pgp, storage
+
+    return pgp.plain(storage.open_input(url, auth, expected=expected), name=url, auth=auth)
 
 
 def peek_decompressed(handle: IO[bytes], *, name: str, size: int) -> tuple[bytes, str | None]:

@@ -40,13 +40,12 @@ def inspect(obj: Context, url: str, auth_name: str | None, rows: int) -> Shown:
 
     from engine import storage
     from engine.readers.sniff import inspect as sniff
+    from engine.readers.source import open_object
 
     auth = obj.store().authorizations.get(auth_name) if auth_name else None
     with activity(f"Inspecting {url}"):
         info = storage.stat(url, auth)
-        found = sniff(
-            lambda: storage.open_input(url, auth), name=info.url, size=info.size, rows=rows
-        )
+        found = sniff(lambda: open_object(info.url, auth), name=info.url, size=info.size, rows=rows)
     location = storage.parse_url(info.url)
     folder = location.key.rsplit("/", 1)[0] if "/" in location.key else ""
     bucket = location.bucket if location.scheme == "s3" else folder
