@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit test-slow test-min install install-dev clean bench-store bench-import bench-profiles bench-export
+.PHONY: demo test lint typecheck unit test-slow test-min install install-dev clean bench-store bench-import bench-profiles bench-export bench-pgp
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,3 +66,6 @@ bench-profiles: install-dev
 bench-export: install-dev
 	$(BIN)/python -m benchmarks.bench_export --rows 1000000 --rows 10000000
 	$(BIN)/python -m benchmarks.bench_events --rows 1000000 --rows 10000000
+
+bench-pgp: install-dev
+	$(BIN)/python -m benchmarks.bench_pgp --rows 1000000

@@ -8,7 +8,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,17 +27,34 @@ class Measured:
     output: str
 
 
+LAUNCH = """
+import os, subprocess, sys, time
+started = time.perf_counter()
+child = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(child.pid, 0)
+seconds = time.perf_counter() - started
+with open(sys.argv[1], "w") as told:
+    told.write(f"{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss} {seconds}")
+"""
+"""Runs a benchmark's process and tells its status, peak RSS and wall time (its own start-up
+not counted). Linux counts in a process's
+peak RSS the memory of the process it was started from (kept across fork and exec): started from
+this small launcher, a run's peak is its own, not the benchmark's that made its data."""
+
+
 def measure(code: str, *args: str) -> Measured:
-    """Run `code` in a fresh interpreter: wall seconds (imports included) and its peak RSS."""
-    started = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None
-    output = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - started
-    if status != 0:
+    """Run `code` in a fresh interpreter: wall seconds (imports included) and its peak RSS
+    (its own, and that of the processes it waited for, such as gpg)."""
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as told:
+        command = [sys.executable, "-c", LAUNCH, told.name, sys.executable, "-c", code, *args]
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        assert child.stdout is not None
+        output = child.stdout.read()
+        child.wait()
+        status, peak, seconds = (told.read() or "-1 0 0").split()
+    if int(status) != 0:
         raise SystemExit(f"a benchmark run failed (status {status}): {output}")
-    return Measured(seconds, usage.ru_maxrss / 1024, output)
+    return Measured(float(seconds), int(peak) / 1024, output)
 
 
 def write_parquet(path: Path, tables: Iterable[Any]) -> Path:

@@ -401,6 +401,7 @@ class Encrypting:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
+        _widen(self.process)
         self.error: BaseException | None = None
         self._status = _Collected(self.process.stderr)
         self._pump = threading.Thread(target=self._carry, name="lakeport-pgp-out", daemon=True)
@@ -485,6 +486,7 @@ class Decrypting(io.RawIOBase):
         )
         if read_end is not None:
             os.close(read_end)
+        _widen(self.process)
         self._status = _Collected(self.process.stderr)
         self._feeding = threading.Thread(
             target=self._feed, args=(source,), daemon=True, name="lakeport-pgp-in"
@@ -581,6 +583,21 @@ def _decrypt_problem(status: list[str], code: int) -> str | None:
         line.removeprefix("gpg: ") for line in status if not line.startswith("[GNUPG:]")
     )
     return f"is a corrupted or truncated OpenPGP message: upload it again (gpg said: {told[-200:]})"
+
+
+PIPE_BYTES = 1 << 20
+"""The pipes to and from gpg hold this much (Linux's default is 64 KiB): fewer, larger reads
+and writes, and fewer switches between gpg and the threads that feed and drain it."""
+F_SETPIPE_SZ = 1031
+
+
+def _widen(process: subprocess.Popen[bytes]) -> None:
+    for pipe in (process.stdin, process.stdout):
+        if pipe is not None:
+            with contextlib.suppress(OSError, AttributeError):
+                import fcntl
+
+                fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_BYTES)
 
 
 def _close_pipes(process: subprocess.Popen[bytes]) -> None:

@@ -178,3 +178,15 @@ def test_no_key_material_reaches_the_logs_at_debug(
     assert body not in logged
     assert "PRIVATE KEY" not in logged
     assert PASSPHRASE not in logged
+
+
+def test_without_gpg_one_line_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from engine.errors import ConfigError
+    from engine.pgp import gpg_binary
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(ConfigError, match=r"apt-get install gnupg") as caught:
+        gpg_binary()
+    assert "\n" not in str(caught.value)
