@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from engine.auth import pack_keys
@@ -114,8 +115,9 @@ class Keyring:
         import gnupg
 
         binary = gpg_binary()
+        sweep_homes()
         # Short: gpg's agent socket lives in the home, and socket paths are short.
-        self.home = tempfile.mkdtemp(prefix="lp-gpg-")
+        self.home = tempfile.mkdtemp(prefix=f"{HOME_PREFIX}{os.getpid()}-")
         os.chmod(self.home, 0o700)
         try:
             self.gpg = gnupg.GPG(gpgbinary=binary, gnupghome=self.home)
@@ -203,6 +205,38 @@ class Keyring:
             "2",
             *args,
         ]
+
+
+HOME_PREFIX = "lp-gpg-"
+"""A keyring's home: `lp-gpg-PID-…` in the temporary folder, named by the process using it."""
+
+
+def sweep_homes(folder: str | None = None) -> list[str]:
+    """Remove the keyring homes of processes that are gone (a run killed with SIGKILL could
+    not remove its own, which may hold a private key); the homes removed."""
+    base = Path(folder or tempfile.gettempdir())
+    removed = []
+    for home in base.glob(f"{HOME_PREFIX}*-*"):
+        pid = home.name.removeprefix(HOME_PREFIX).split("-", 1)[0]
+        if not pid.isdigit() or not home.is_dir() or home.stat().st_uid != os.getuid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # alive (or another user's: not ours to remove)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(
+                ["gpgconf", "--homedir", str(home), "--kill", "all"],
+                capture_output=True,
+                timeout=10,
+                check=False,
+            )
+        shutil.rmtree(home, ignore_errors=True)
+        removed.append(str(home))
+    return removed
 
 
 def read_keys(data: bytes, source: str) -> list[KeyInfo]:

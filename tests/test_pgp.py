@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -190,3 +191,27 @@ def test_without_gpg_one_line_says_how_to_install_it(monkeypatch: pytest.MonkeyP
     with pytest.raises(ConfigError, match=r"apt-get install gnupg") as caught:
         gpg_binary()
     assert "\n" not in str(caught.value)
+
+
+def test_the_keyring_of_a_killed_process_is_removed_by_the_next_use(
+    keys: dict[str, Key], tmp_path: Path
+) -> None:
+    """A run killed with SIGKILL cannot remove its keyring (which may hold a private key): the
+    next keyring made on the machine removes the homes of processes that are gone."""
+    import tempfile
+
+    from engine.pgp import HOME_PREFIX
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    left = Path(tempfile.mkdtemp(prefix=f"{HOME_PREFIX}{gone.pid}-"))
+    (left / "private-keys-v1.d").mkdir()
+    alive = Path(tempfile.mkdtemp(prefix=f"{HOME_PREFIX}{os.getpid()}-"))
+    try:
+        with Keyring([keys["ed25519"].public]) as ring:
+            assert Path(ring.home).name.startswith(f"{HOME_PREFIX}{os.getpid()}-")
+        assert not left.exists()
+        assert alive.exists()  # this process is alive: its homes are its own to remove
+    finally:
+        shutil.rmtree(alive, ignore_errors=True)
+        shutil.rmtree(left, ignore_errors=True)
