@@ -68,7 +68,7 @@ class Authorization:
     pgp_recipients: tuple[str, ...] = ()
     """The fingerprints of the public keys exports are encrypted to (none: not encrypted)."""
     pgp_public_keys: Secret | None = field(default=None, repr=False)
-    """Their key files (`pgp_key_files`)."""
+    """Their key files (`public_key_files`)."""
     pgp_decrypts_with: str | None = None
     """The fingerprint of the private key that decrypts encrypted imports."""
     pgp_private_key: Secret | None = field(default=None, repr=False)

@@ -184,14 +184,7 @@ class Keyring:
     def _remove(self) -> None:
         if not self.home:
             return
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            subprocess.run(
-                ["gpgconf", "--homedir", self.home, "--kill", "all"],
-                capture_output=True,
-                timeout=10,
-                check=False,
-            )
-        shutil.rmtree(self.home, ignore_errors=True)
+        _remove_home(self.home)
         self.home = ""
 
     def command(self, *args: str) -> list[str]:
@@ -227,16 +220,21 @@ def sweep_homes(folder: str | None = None) -> list[str]:
             pass
         except PermissionError:
             continue
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            subprocess.run(
-                ["gpgconf", "--homedir", str(home), "--kill", "all"],
-                capture_output=True,
-                timeout=10,
-                check=False,
-            )
-        shutil.rmtree(home, ignore_errors=True)
+        _remove_home(str(home))
         removed.append(str(home))
     return removed
+
+
+def _remove_home(home: str) -> None:
+    """Stop a keyring home's agent and remove the home."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(
+            ["gpgconf", "--homedir", home, "--kill", "all"],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def read_keys(data: bytes, source: str) -> list[KeyInfo]:
